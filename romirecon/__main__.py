@@ -1,0 +1,3 @@
+from romirecon.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Pipeline stages: each module owns its tables and its SQL."""
