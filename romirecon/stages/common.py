@@ -39,3 +39,26 @@ def add_metric(
         "INSERT INTO metric VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [run_id, stage, source_name, entity, name, value, numerator, denominator, unit],
     )
+
+
+def entity_table_ddl(entity: str, name: str | None = None) -> str:
+    """CREATE TABLE for an empty staged table of `entity`: canonical columns then provenance."""
+    from romirecon.model import ENTITIES, PROVENANCE, TYPES
+    from romirecon.sqlutil import ident
+
+    cols = [f"{ident(c.name)} {TYPES[c.type]}" for c in ENTITIES[entity].values()]
+    cols += [f"{ident(n)} {t}" for n, t in PROVENANCE.items()]
+    return f"CREATE TABLE {ident(name or 'stg_' + entity)} ({', '.join(cols)})"
+
+
+def ensure_entity_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Guarantee a `stg_<entity>` relation for every canonical entity (empty when no source
+    feeds it), so later stages never have to ask whether a table exists."""
+    from romirecon.model import ENTITIES
+
+    existing = {
+        r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    }
+    for entity in ENTITIES:
+        if f"stg_{entity}" not in existing:
+            con.execute(entity_table_ddl(entity))
