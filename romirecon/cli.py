@@ -78,7 +78,9 @@ project_option = click.option(
 
 @main.command()
 @project_option
-@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default: outputs.dir).")
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Output folder (default: outputs.dir)."
+)
 @click.option(
     "--fail-on",
     type=click.Choice(["warn", "fail", "never"]),
@@ -130,3 +132,13 @@ def init(directory: Path, force: bool) -> None:
 
     path = api.init_project(directory, force=force)
     click.echo(f"wrote {path}")
+
+
+def _register_dedup() -> None:
+    from romirecon.dedup.cli import dedupe, explain
+
+    main.add_command(dedupe)
+    main.add_command(explain)
+
+
+_register_dedup()
