@@ -405,20 +405,20 @@ def score(out_dir: Path, truth_path: Path, threshold: float) -> dict[str, float]
     con.execute(f"CREATE TABLE truth AS SELECT * FROM read_parquet('{t}')")
     true_pairs = con.execute(
         "SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) n FROM truth GROUP BY entity)"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     pred, tp = con.execute(
         f"SELECT count(*), count(*) FILTER (WHERE a.entity = b.entity) FROM read_parquet('{pairs}') p "
         "JOIN truth a ON a.id = p.left_id JOIN truth b ON b.id = p.right_id "
         "WHERE p.match_probability >= ?",
         [threshold],
-    ).fetchone()
+    ).fetchall()[0]
     cpred = con.execute(
         f"SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) n FROM read_parquet('{clusters}') GROUP BY cluster_id)"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     ctp = con.execute(
         f"SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) n FROM read_parquet('{clusters}') c "
         "JOIN truth t ON t.id = c.id GROUP BY c.cluster_id, t.entity)"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
 
     def prf(tp_: float, pred_: float, true_: float) -> tuple[float, float, float]:
         p = tp_ / pred_ if pred_ else 1.0

@@ -95,7 +95,7 @@ def candidate_pairs(
         code = got["l"].astype(np.int64) * n_records + got["r"].astype(np.int64)
         code = np.unique(code)
         fresh = code[~np.isin(code, seen, assume_unique=True)] if seen.size else code
-        sb, sr = con.execute(skipped_sql(rec, exprs), [max_block_size]).fetchone() or (0, 0)
+        sb, sr = con.execute(skipped_sql(rec, exprs), [max_block_size]).fetchall()[0] or (0, 0)
         stats.append(RuleStats(rule.label, int(code.size), int(fresh.size), int(sb), int(sr)))
         codes.append(fresh)
         tags.append(np.full(fresh.size, i, dtype=np.int8))
@@ -143,7 +143,7 @@ def choose_rules(
         exprs = key_exprs(rule, column_of)
         row = con.execute(
             estimate_pairs_sql(rec, exprs, where), [max(2, max_block_size // step)]
-        ).fetchone()
+        ).fetchall()[0]
         est[rule] = float(row[0] if row else 0) * scale
         estimates.append((rule.label, est[rule]))
     chosen: list[BlockingRule] = []

@@ -68,7 +68,7 @@ def prepare(
             f"blocking rule names unknown column(s) {', '.join(map(repr, unknown))}",
             details=[f"available columns: {', '.join(cols)}"],
         )
-    nulls, dups = con.execute(id_check_sql(relation, id_column)).fetchone() or (0, 0)
+    nulls, dups = con.execute(id_check_sql(relation, id_column)).fetchall()[0] or (0, 0)
     if nulls:
         raise InputError(f"id column {id_column!r} is empty in {nulls} record(s)")
     if dups:
@@ -78,13 +78,13 @@ def prepare(
     con.execute(record_table_sql(relation, id_column, fields, extra, REC))
     column_of = {c: f"f{i}" for i, c in enumerate(field_cols)}
     column_of.update({c: f"b{i}" for i, c in enumerate(extra)})
-    row = con.execute(f"SELECT count(*) FROM {ident(REC)}").fetchone()
+    row = con.execute(f"SELECT count(*) FROM {ident(REC)}").fetchall()[0]
     return int(row[0] if row else 0), column_of
 
 
 def load_fields(con: duckdb.DuckDBPyConnection, fields: list[FieldSpec]) -> list[FieldData]:
     cols = ", ".join(f"f{i}" for i in range(len(fields)))
-    table = con.execute(f"SELECT {cols} FROM {ident(REC)} ORDER BY rid").to_arrow_table()
+    table = con.sql(f"SELECT {cols} FROM {ident(REC)} ORDER BY rid").to_arrow_table()
     return [field_data(f, table.column(i)) for i, f in enumerate(fields)]
 
 

@@ -174,7 +174,8 @@ def explain_from_output(
             "(CAST(left_id AS VARCHAR) = ? AND CAST(right_id AS VARCHAR) = ?) OR "
             "(CAST(left_id AS VARCHAR) = ? AND CAST(right_id AS VARCHAR) = ?)",
             [left_id, right_id, right_id, left_id],
-        ).fetchone()
+        ).fetchall()
+        row = row[0] if row else None
         if row:
             ex.candidate_rule = str(row[0])
         else:
@@ -214,7 +215,7 @@ def _rule_for(con: Any, meta: dict[str, Any], i: int, j: int, model: fs.FSModel)
             f"SELECT count(*) FROM (SELECT {sel_a} FROM {engine.REC} WHERE rid = ?), "
             f"(SELECT {sel_b} FROM {engine.REC} WHERE rid = ?) WHERE {eq}",
             [i, j],
-        ).fetchone()
+        ).fetchall()[0]
         if row and row[0]:
             return str(r["rule"])
     return None
