@@ -41,6 +41,7 @@ class LinkResult:
     guard: GuardReport
     timings: dict[str, float] = field(default_factory=dict)
     rule_estimates: list[tuple[str, float]] = field(default_factory=list)
+    sessions: list[fs.Session] = field(default_factory=list)
 
 
 def columns_of(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
@@ -140,14 +141,23 @@ def link(
     t0 = time.perf_counter()
     pats, counts, inverse = fs.patterns(levels)
     n_levels = [fd.n_levels for fd in data]
-    if pats.shape[0]:
-        m, _u_cand, lam, iters, conv = fs.em(
-            pats, counts, n_levels, u, s.em_max_iterations, s.em_tolerance
-        )
-    else:
-        m, lam, iters, conv = [x.copy() for x in u], 0.0, 0, True
+    field_index = {f.column: i for i, f in enumerate(fields)}
+    blocked = [{field_index[c] for c in r.columns() if c in field_index} for r in rules]
+    m, matches, sessions = fs.train_m(
+        levels,
+        rule,
+        [r.label for r in rules],
+        blocked,
+        n_levels,
+        u,
+        s.em_max_iterations,
+        s.em_tolerance,
+    )
     total_pairs = n * (n - 1) / 2
-    prior = lam * left.size / total_pairs if total_pairs else 0.0
+    prior = min(0.5, matches / total_pairs) if total_pairs and matches > 0 else 1e-6
+    lam = matches / left.size if left.size else 0.0
+    iters = max((x.iterations for x in sessions), default=0)
+    conv = all(x.converged for x in sessions if x.matches == x.matches)
     model = fs.FSModel(list(fields), m, u, prior, lam, iters, conv, u_pairs)
     t["em"] = time.perf_counter() - t0
 

@@ -208,3 +208,80 @@ def pattern_weights(model: FSModel, pats: np.ndarray) -> np.ndarray:
 
 def probability(weight: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp2(-np.clip(weight, -1000, 1000)))
+
+
+@dataclass
+class Session:
+    rule: str
+    pairs: int
+    blocked: list[str]
+    matches: float  # expected matching pairs among this rule's pairs
+    iterations: int
+    converged: bool
+
+
+def train_m(
+    levels: np.ndarray,
+    rule: np.ndarray,
+    rule_labels: list[str],
+    blocked: list[set[int]],
+    n_levels: list[int],
+    u: list[np.ndarray],
+    max_iter: int = 100,
+    tol: float = 1e-6,
+    min_pairs: int = 20,
+) -> tuple[list[np.ndarray], float, list[Session]]:
+    """m by EM, one session per blocking rule (as Splink trains): in a rule's session the fields
+    the rule blocks on are switched off, because every pair of that rule agrees on them whatever
+    its match status. Each field's m is the average over the sessions that saw it, weighted by
+    their expected matches. Returns (m, expected matching candidate pairs, sessions)."""
+    nf = len(n_levels)
+    acc = [np.zeros(k) for k in n_levels]
+    wsum = np.zeros(nf)
+    total_matches = 0.0
+    sessions: list[Session] = []
+    for r, label in enumerate(rule_labels):
+        sel = np.flatnonzero(rule == r)
+        if sel.size == 0:
+            continue
+        sub = levels[:, sel].copy()
+        for f in blocked[r]:
+            sub[f] = -1
+        pats, counts, _ = patterns(sub)
+        active = [f for f in range(nf) if f not in blocked[r]]
+        if sel.size < min_pairs or not active:
+            # too few pairs to learn from: count them as matches at the global share later
+            sessions.append(
+                Session(label, int(sel.size), sorted(map(str, blocked[r])), float("nan"), 0, False)
+            )
+            continue
+        m, _u, lam, it, conv = em(pats, counts, n_levels, u, max_iter, tol)
+        matches = lam * sel.size
+        total_matches += matches
+        for f in active:
+            acc[f] += m[f] * matches
+            wsum[f] += matches
+        sessions.append(
+            Session(label, int(sel.size), sorted(map(str, blocked[r])), matches, it, conv)
+        )
+    # rules too small to train on: assume the share of matches of the trained ones
+    trained = [s for s in sessions if s.matches == s.matches]
+    share = total_matches / max(1, sum(s.pairs for s in trained))
+    total_matches += share * sum(s.pairs for s in sessions if s.matches != s.matches)
+    # a field blocked in every session: one more EM over all pairs for it (biased, but the
+    # only estimate there is)
+    missing = [f for f in range(nf) if wsum[f] <= 0]
+    if missing and levels.shape[1]:
+        pats, counts, _ = patterns(levels)
+        m_all, _u, _lam, _it, _c = em(pats, counts, n_levels, u, max_iter, tol)
+        for f in missing:
+            acc[f] = m_all[f].copy()
+            wsum[f] = 1.0
+    m_out = []
+    for f in range(nf):
+        if wsum[f] > 0:
+            v = acc[f] / wsum[f]
+        else:
+            v = np.full(n_levels[f], 1.0 / n_levels[f])
+        m_out.append(v / v.sum())
+    return m_out, total_matches, sessions
