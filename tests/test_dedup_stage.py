@@ -11,9 +11,12 @@ import pytest
 from romirecon.stages import dedup, normalize
 from romirecon.stages.common import entity_table_ddl
 
-COLS = ("source_name, source_system, source_file, source_row, source_id, email, first_name, "
-        "last_name, phone, company, merged_into, is_deleted, updated_at, external_ref")
+COLS = (
+    "source_name, source_system, source_file, source_row, source_id, email, first_name, "
+    "last_name, phone, company, merged_into, is_deleted, updated_at, external_ref"
+)
 
+# fmt: off
 ROWS: list[tuple[Any, ...]] = [
     ("sf", "crm", "c.csv", 1, "003A", "ann.lee@acme.com", "Ann", "Lee", "+1 415 555 0101", "Acme Inc", None, False, "2024-01-02", None),
     ("sf", "crm", "c.csv", 2, "003B", "ann.lee@acme.com", "Anne", "Lee", None, "Acme", None, False, "2024-03-01", None),
@@ -26,6 +29,7 @@ ROWS: list[tuple[Any, ...]] = [
     ("erp", "erp", "e.csv", 3, "C-11", "kim@k.io", "Kim", "Ko", None, None, None, True, "2025-01-01", None),
     ("stripe", "billing", "s.csv", 3, "cus_3", "kim@k.io", "Kim", None, None, None, None, False, "2020-01-01", None),
 ]
+# fmt: on
 KEYS = {"sf": [["email"]], "stripe": [["email"]], "erp": [["email"]]}
 SETTINGS = {"source_priority": ["erp", "sf", "stripe"], "fuzzy": False}
 
@@ -35,7 +39,9 @@ def _insert(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> None
     con.executemany(f"INSERT INTO stg_contact ({COLS}) VALUES ({ph})", [list(r) for r in rows])
 
 
-def _run(con: duckdb.DuckDBPyConnection, run_id: str, settings: dict[str, Any] | None = None) -> None:
+def _run(
+    con: duckdb.DuckDBPyConnection, run_id: str, settings: dict[str, Any] | None = None
+) -> None:
     normalize.run(con, run_id)
     dedup.run(con, run_id, settings or SETTINGS, KEYS)
 
@@ -62,7 +68,10 @@ def test_exact_evidence_rules_and_clusters(con: duckdb.DuckDBPyConnection) -> No
     ann = x[("sf", "c.csv", 2)][0]
     # Ann: 003A twice (whole row), 003C merged into 003A, cus_1 by normalized email
     assert {k for k, v in x.items() if v[0] == ann} == {
-        ("sf", "c.csv", 1), ("sf", "c.csv", 2), ("sf", "c.csv", 3), ("sf", "c2.csv", 1),
+        ("sf", "c.csv", 1),
+        ("sf", "c.csv", 2),
+        ("sf", "c.csv", 3),
+        ("sf", "c2.csv", 1),
         ("stripe", "s.csv", 1),
     }
     assert x[("sf", "c.csv", 1)][1] == "whole_row"
@@ -87,7 +96,8 @@ def test_survivorship(con: duckdb.DuckDBPyConnection) -> None:
     assert x[("erp", "e.csv", 3)][2] is False
     g = con.execute(
         "SELECT email, first_name, phone, company, survivor_source_id, n_records, source_names "
-        "FROM golden_contact WHERE golden_id = ?", [x[("sf", "c.csv", 2)][0]]
+        "FROM golden_contact WHERE golden_id = ?",
+        [x[("sf", "c.csv", 2)][0]],
     ).fetchall()[0]
     # first non-NULL value in survivor order: 003B (email, Anne, company Acme) then 003A phone
     assert g == ("ann.lee@acme.com", "Anne", "+1 415 555 0101", "Acme", "003B", 5, ["sf", "stripe"])
@@ -133,10 +143,12 @@ def test_metrics(con: duckdb.DuckDBPyConnection) -> None:
 def test_golden_ids_stable_when_a_record_is_added(con: duckdb.DuckDBPyConnection) -> None:
     _run(con, "r1")
     before = _xref(con)
+    # fmt: off
     _insert(con, [
         ("stripe", "billing", "s.csv", 4, "cus_4", "zed@z.io", "Zed", None, None, None, None, False, None, None),
         ("stripe", "billing", "s.csv", 5, "cus_5", "new@n.io", "New", "Person", None, None, None, False, None, None),
     ])
+    # fmt: on
     _run(con, "r2")
     after = _xref(con)
     for key, (gid, _, _) in before.items():
@@ -215,6 +227,11 @@ def test_fuzzy_links_across_systems() -> None:
     assert ex and all(p >= 0.9 for p, *_ in ex)
     e = json.loads(ex[0][1])
     assert "match_weight" in e and e["first_name_norm"]["label"] in (
-        "null", "else", "jaro_winkler>=0.80", "jaro_winkler>=0.92", "exact")
+        "null",
+        "else",
+        "jaro_winkler>=0.80",
+        "jaro_winkler>=0.92",
+        "exact",
+    )
     # at least one fuzzy link joins two different systems
     assert any(s != m for _, _, s, m in ex)

@@ -139,7 +139,7 @@ def link(
     t["estimate_u"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    pats, counts, inverse = fs.patterns(levels)
+    pats, _counts, inverse = fs.patterns(levels)
     n_levels = [fd.n_levels for fd in data]
     field_index = {f.column: i for i, f in enumerate(fields)}
     blocked = [{field_index[c] for c in r.columns() if c in field_index} for r in rules]

@@ -279,9 +279,6 @@ def train_m(
             wsum[f] = 1.0
     m_out = []
     for f in range(nf):
-        if wsum[f] > 0:
-            v = acc[f] / wsum[f]
-        else:
-            v = np.full(n_levels[f], 1.0 / n_levels[f])
+        v = acc[f] / wsum[f] if wsum[f] > 0 else np.full(n_levels[f], 1.0 / n_levels[f])
         m_out.append(v / v.sum())
     return m_out, total_matches, sessions
