@@ -50,7 +50,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pl.DataFr
 
 
 def test_outputs_and_accuracy(run: tuple[Path, Path, pl.DataFrame]) -> None:
-    path, out, truth = run
+    _path, out, truth = run
     con = duckdb.connect()
     con.register("truth", truth.to_arrow())
     clusters = f"read_parquet('{out / 'clusters.parquet'}')"
