@@ -464,11 +464,15 @@ def run_one(n: int, work: Path, threshold: float, threads: int | None) -> dict[s
         cmd += ["--field", f]
     if threads:
         cmd += ["--threads", str(threads)]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = ru0.ru_maxrss
+    load_before = os.getloadavg()[0]
     t1 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t1
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_kb = ru1.ru_maxrss
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"dedupe failed ({proc.returncode}): {proc.stderr.strip()}")
     meta = json.loads((out / "model.json").read_text())
@@ -477,6 +481,9 @@ def run_one(n: int, work: Path, threshold: float, threads: int | None) -> dict[s
         "generate_s": round(gen_s, 2),
         "wall_s": round(wall, 2),
         "peak_rss_mb": round(peak_kb / 1024, 1) if peak_kb > before else None,
+        "cpu_s": round(cpu, 2),
+        # other processes on the machine inflate wall time: record the load around the run
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "candidate_pairs": meta["candidate_pairs"],
         "blocking_rules": meta["blocking_rules"],
         "timings_s": meta["timings_s"],
@@ -497,12 +504,13 @@ def write_results(results: list[dict[str, object]], path_md: Path, path_json: Pa
         "training included. Pairwise = scored pairs at p >= threshold vs true pairs; cluster = "
         "pairs implied by the clusters vs true pairs.",
         "",
-        "| records | wall s | peak RSS MB | candidate pairs | pairwise P | pairwise R | pairwise F1 | cluster P | cluster R | cluster F1 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| records | wall s | CPU s | load avg | peak RSS MB | candidate pairs | pairwise P | pairwise R | pairwise F1 | cluster P | cluster R | cluster F1 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
-            f"| {r['records']:,} | {r['wall_s']} | {r['peak_rss_mb']} | {r['candidate_pairs']:,} | "
+            f"| {r['records']:,} | {r['wall_s']} | {r['cpu_s']} | {r['load_avg_1m']} | "
+            f"{r['peak_rss_mb']} | {r['candidate_pairs']:,} | "
             f"{r['pairwise_precision']} | {r['pairwise_recall']} | {r['pairwise_f1']} | "
             f"{r['cluster_precision']} | {r['cluster_recall']} | {r['cluster_f1']} |"
         )

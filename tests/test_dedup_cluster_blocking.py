@@ -50,19 +50,21 @@ def test_candidate_pairs_union_each_pair_once() -> None:
     _records(con)
     cols = {"last": "f0", "first": "f1", "zip": "f2"}
     rules = [BlockingRule(("last", "first")), BlockingRule(("last",)), BlockingRule(("zip",))]
-    left, right, rule, stats = blocking.candidate_pairs(con, "rec", 6, rules, cols, 100)
+    left, right, rule, stats, members = blocking.candidate_pairs(con, "rec", 6, rules, cols, 100)
     # last+first: (0,1). last: (0,1) (0,2) (1,2) (3,4). zip: (0,2) (3,4).
     pairs = list(zip(left.tolist(), right.tolist(), strict=True))
     assert pairs == [(0, 1), (0, 2), (1, 2), (3, 4)]
     assert rule.tolist() == [0, 1, 1, 1]  # tagged with the first rule that produced it
     assert [(s.pairs, s.new_pairs) for s in stats] == [(1, 1), (4, 3), (2, 0)]
+    # every pair of each rule, as positions in the final list: zip gives (0,2) and (3,4) = 1, 3
+    assert [m.tolist() for m in members] == [[0], [0, 1, 2, 3], [1, 3]]
 
 
 def test_block_size_cap_skips_and_reports() -> None:
     con = duckdb.connect()
     _records(con)
     # the 'smith' block has 3 records: above a cap of 2 it is skipped; 'jones' (2) stays
-    left, right, _, stats = blocking.candidate_pairs(
+    left, right, _, stats, _ = blocking.candidate_pairs(
         con, "rec", 6, [BlockingRule(("last",))], {"last": "f0"}, 2
     )
     assert list(zip(left.tolist(), right.tolist(), strict=True)) == [(3, 4)]
@@ -72,7 +74,7 @@ def test_block_size_cap_skips_and_reports() -> None:
 def test_prefix_key() -> None:
     con = duckdb.connect()
     _records(con)
-    left, right, _, _ = blocking.candidate_pairs(
+    left, right, _, _, _ = blocking.candidate_pairs(
         con, "rec", 6, [BlockingRule(("first[:2]",))], {"first": "f1"}, 100
     )
     # 'jo' prefixes: records 0, 1 (john) and 2 (jon)

@@ -47,25 +47,23 @@ def keyed_sql(rec: str, exprs: list[str], where: str = "") -> str:
 
 
 def rule_pairs_sql(rec: str, exprs: list[str]) -> str:
-    """(l, r) rid pairs with l < r equal on every key, from blocks of at most `?` records."""
+    """(l, r) rid pairs with l < r equal on every key, from blocks of at most `?` records; plus
+    two summary rows: (-1, records in blocks above the cap) and (-2, number of such blocks)."""
     ks = ", ".join(f"k{i}" for i in range(len(exprs)))
     on = " AND ".join(f"a.k{i} = b.k{i}" for i in range(len(exprs)))
     return (
         f"WITH k AS ({keyed_sql(rec, exprs)}), "
-        f"s AS (SELECT *, count(*) OVER (PARTITION BY {ks}) AS n FROM k), "
-        f"f AS (SELECT * FROM s WHERE n BETWEEN 2 AND ?) "
-        f"SELECT a.rid AS l, b.rid AS r FROM f a JOIN f b ON {on} AND a.rid < b.rid"
+        f"s AS MATERIALIZED (SELECT rid, {ks}, count(*) OVER (PARTITION BY {ks}) AS n FROM k), "
+        "f AS (SELECT * FROM s WHERE n BETWEEN 2 AND $cap) "
+        f"SELECT a.rid AS l, b.rid AS r FROM f a JOIN f b ON {on} AND a.rid < b.rid "
+        "UNION ALL SELECT -1, count(*)::INTEGER FROM s WHERE n > $cap "
+        "UNION ALL SELECT -2, coalesce(round(sum(1.0 / n)), 0)::INTEGER FROM s WHERE n > $cap"
     )
 
 
 def block_sizes_sql(rec: str, exprs: list[str], where: str = "") -> str:
     ks = ", ".join(f"k{i}" for i in range(len(exprs)))
     return f"SELECT count(*) AS n FROM ({keyed_sql(rec, exprs, where)}) GROUP BY {ks}"
-
-
-def skipped_sql(rec: str, exprs: list[str]) -> str:
-    """(blocks above the cap `?`, records in them)."""
-    return f"SELECT count(*), coalesce(sum(n), 0) FROM ({block_sizes_sql(rec, exprs)}) WHERE n > ?"
 
 
 def estimate_pairs_sql(rec: str, exprs: list[str], where: str) -> str:
@@ -83,20 +81,26 @@ def candidate_pairs(
     rules: list[BlockingRule],
     column_of: dict[str, str],
     max_block_size: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[RuleStats]]:
-    """Candidate pairs (left rid, right rid, rule index), sorted by (left, right), each once."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[RuleStats], list[np.ndarray]]:
+    """Candidate pairs (left rid, right rid, first rule index), sorted by (left, right), each
+    once; plus, per rule, the positions of all the pairs it produced."""
     codes: list[np.ndarray] = []
+    per_rule: list[np.ndarray] = []
     tags: list[np.ndarray] = []
     stats: list[RuleStats] = []
     seen = np.empty(0, dtype=np.int64)
     for i, rule in enumerate(rules):
         exprs = key_exprs(rule, column_of)
-        got = con.execute(rule_pairs_sql(rec, exprs), [max_block_size]).fetchnumpy()
-        code = got["l"].astype(np.int64) * n_records + got["r"].astype(np.int64)
-        code = np.unique(code)
+        got = con.execute(rule_pairs_sql(rec, exprs), {"cap": max_block_size}).fetchnumpy()
+        lft = np.asarray(got["l"], dtype=np.int64)
+        rgt = np.asarray(got["r"], dtype=np.int64)
+        summary = lft < 0
+        sr = int(rgt[lft == -1].sum())
+        sb = int(rgt[lft == -2].sum())
+        code = np.unique(lft[~summary] * n_records + rgt[~summary])
+        per_rule.append(code)
         fresh = code[~np.isin(code, seen, assume_unique=True)] if seen.size else code
-        sb, sr = con.execute(skipped_sql(rec, exprs), [max_block_size]).fetchall()[0] or (0, 0)
-        stats.append(RuleStats(rule.label, int(code.size), int(fresh.size), int(sb), int(sr)))
+        stats.append(RuleStats(rule.label, int(code.size), int(fresh.size), sb, sr))
         codes.append(fresh)
         tags.append(np.full(fresh.size, i, dtype=np.int8))
         seen = np.union1d(seen, fresh) if seen.size else fresh
@@ -109,7 +113,11 @@ def candidate_pairs(
         allc, allt = np.empty(0, np.int64), np.empty(0, np.int8)
     left = (allc // n_records).astype(np.int32)
     right = (allc % n_records).astype(np.int32)
-    return left, right, allt, stats
+    # every pair each rule produced, as positions in the final arrays: training must see a
+    # rule's whole output, not only the pairs earlier rules missed (those are biased to
+    # disagree on the earlier rules' keys)
+    members = [np.searchsorted(allc, c).astype(np.int64) for c in per_rule]
+    return left, right, allt, stats, members
 
 
 def choose_rules(
@@ -122,13 +130,15 @@ def choose_rules(
     pairs_per_record: float,
     max_rules: int = 8,
     sample_size: int = 200_000,
+    max_uses: int = 3,
 ) -> tuple[list[BlockingRule], list[tuple[str, float]]]:
     """Pick blocking rules without labels.
 
     Candidates are every single field and every pair of fields. Their pair counts are estimated
     on a systematic sample (scaled by (n/sample)²). Single fields come first, then pairs from the
     most selective up, each accepted when it costs at most `pairs_per_record * n` pairs and is not
-    a superset of an accepted rule (its pairs would be a subset). Several independent rules give
+    a superset of an accepted rule (its pairs would be a subset) and none of its fields is in
+    `max_uses` accepted pair rules already. Several independent rules give
     recall: a duplicate is missed only when every rule has a typo in one of its keys.
     """
     step = max(1, n_records // sample_size)
@@ -147,6 +157,7 @@ def choose_rules(
         est[rule] = float(row[0] if row else 0) * scale
         estimates.append((rule.label, est[rule]))
     chosen: list[BlockingRule] = []
+    uses: dict[str, int] = {}
     ordered = sorted(cand_rules, key=lambda r: (len(r.keys), est[r], r.keys))
     for rule in ordered:
         if len(chosen) >= max_rules:
@@ -155,5 +166,9 @@ def choose_rules(
             continue
         if any(set(c.keys) <= set(rule.keys) for c in chosen):
             continue
+        if len(rule.keys) > 1 and any(uses.get(k, 0) >= max_uses for k in rule.keys):
+            continue  # spread rules over fields: one field's typo must not defeat most rules
         chosen.append(rule)
+        for k in rule.keys:
+            uses[k] = uses.get(k, 0) + 1
     return chosen, estimates

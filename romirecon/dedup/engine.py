@@ -85,7 +85,13 @@ def prepare(
 
 def load_fields(con: duckdb.DuckDBPyConnection, fields: list[FieldSpec]) -> list[FieldData]:
     cols = ", ".join(f"f{i}" for i in range(len(fields)))
-    table = con.sql(f"SELECT {cols} FROM {ident(REC)} ORDER BY rid").to_arrow_table()
+    # the record table was written in rid order and scans keep insertion order; check, and sort
+    # only if a scan ever came back in another order
+    table = con.sql(f"SELECT rid, {cols} FROM {ident(REC)}").to_arrow_table()
+    rid = table.column(0).to_numpy()
+    if not np.array_equal(rid, np.arange(rid.size, dtype=rid.dtype)):
+        table = table.take(np.argsort(rid, kind="stable"))
+    table = table.drop_columns(["rid"])
     return [field_data(f, table.column(i)) for i, f in enumerate(fields)]
 
 
@@ -121,7 +127,7 @@ def link(
     t["choose_rules"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    left, right, rule, stats = blocking.candidate_pairs(
+    left, right, rule, stats, members = blocking.candidate_pairs(
         con, REC, n, rules, column_of, s.max_block_size
     )
     t["blocking"] = time.perf_counter() - t0
@@ -145,6 +151,7 @@ def link(
     blocked = [{field_index[c] for c in r.columns() if c in field_index} for r in rules]
     m, matches, sessions = fs.train_m(
         levels,
+        members,
         rule,
         [r.label for r in rules],
         blocked,

@@ -179,6 +179,20 @@ def em(
     return m, u, lam, it, converged
 
 
+def posterior(pats: np.ndarray, m: list[np.ndarray], u: list[np.ndarray], lam: float) -> np.ndarray:
+    """P(match | pattern) under the mixture (NULL levels contribute nothing)."""
+    lm = np.zeros(pats.shape[0])
+    lu = np.zeros(pats.shape[0])
+    for f in range(pats.shape[1]):
+        g = pats[:, f].astype(np.int64)
+        ok = g >= 0
+        lm[ok] += np.log(np.maximum(m[f][g[ok]], _EPS))
+        lu[ok] += np.log(np.maximum(u[f][g[ok]], _EPS))
+    a = np.log(lam) + lm
+    b = np.log1p(-lam) + lu
+    return 1.0 / (1.0 + np.exp(np.clip(b - a, -700, 700)))
+
+
 def tf_adjustment(
     data: list[FieldData], model: FSModel, left: np.ndarray, right: np.ndarray, levels: np.ndarray
 ) -> np.ndarray:
@@ -222,7 +236,8 @@ class Session:
 
 def train_m(
     levels: np.ndarray,
-    rule: np.ndarray,
+    members: list[np.ndarray],
+    first_rule: np.ndarray,
     rule_labels: list[str],
     blocked: list[set[int]],
     n_levels: list[int],
@@ -241,7 +256,7 @@ def train_m(
     total_matches = 0.0
     sessions: list[Session] = []
     for r, label in enumerate(rule_labels):
-        sel = np.flatnonzero(rule == r)
+        sel = members[r]
         if sel.size == 0:
             continue
         sub = levels[:, sel].copy()
@@ -255,19 +270,28 @@ def train_m(
                 Session(label, int(sel.size), sorted(map(str, blocked[r])), float("nan"), 0, False)
             )
             continue
-        m, _u, lam, it, conv = em(pats, counts, n_levels, u, max_iter, tol)
+        m, u_c, lam, it, conv = em(pats, counts, n_levels, u, max_iter, tol)
         matches = lam * sel.size
-        total_matches += matches
+        # expected matches among the distinct pairs this rule produced first
+        own = levels[:, first_rule == r].copy()
+        for f in blocked[r]:
+            own[f] = -1
+        opats, ocounts, _ = patterns(own)
+        total_matches += float((posterior(opats, m, u_c, lam) * ocounts).sum())
         for f in active:
             acc[f] += m[f] * matches
             wsum[f] += matches
         sessions.append(
             Session(label, int(sel.size), sorted(map(str, blocked[r])), matches, it, conv)
         )
-    # rules too small to train on: assume the share of matches of the trained ones
-    trained = [s for s in sessions if s.matches == s.matches]
-    share = total_matches / max(1, sum(s.pairs for s in trained))
-    total_matches += share * sum(s.pairs for s in sessions if s.matches != s.matches)
+    # rules too small to train on: assume the match share of the trained ones
+    share = total_matches / max(
+        1,
+        sum(int((first_rule == i).sum()) for i, s in enumerate(sessions) if s.matches == s.matches),
+    )
+    total_matches += share * sum(
+        int((first_rule == i).sum()) for i, s in enumerate(sessions) if s.matches != s.matches
+    )
     # a field blocked in every session: one more EM over all pairs for it (biased, but the
     # only estimate there is)
     missing = [f for f in range(nf) if wsum[f] <= 0]

@@ -8,13 +8,58 @@ uses), `id` (the input id, its type kept) and one normalized VARCHAR column per 
 from __future__ import annotations
 
 from romirecon.dedup.spec import FieldSpec
-from romirecon.sqlutil import ident
+from romirecon.sqlutil import ident, literal
 
-_PUNCT = r"[\pP\pS]+"
+_PUNCT = r"[\pP\pS\s]+"
 
 
-def _squash(expr: str) -> str:
-    return f"nullif(trim(regexp_replace({expr}, '\\s+', ' ', 'g')), '')"
+def _fold(v: str, drop: str) -> str:
+    """lower + accents stripped, the `drop` characters deleted, every run of punctuation,
+    symbols and whitespace one space (a single regex pass), trimmed, '' -> NULL."""
+    x = f"lower(strip_accents({v}))"
+    for ch in drop:
+        x = f"replace({x}, {literal(ch)}, '')"
+    return f"nullif(trim(regexp_replace({x}, '{_PUNCT}', ' ', 'g')), '')"
+
+
+# USPS-style abbreviations: "12 High Street" and "12 High St" are one address
+ADDRESS_WORDS: dict[str, str] = {
+    "street": "st",
+    "road": "rd",
+    "avenue": "ave",
+    "av": "ave",
+    "lane": "ln",
+    "drive": "dr",
+    "court": "ct",
+    "place": "pl",
+    "boulevard": "blvd",
+    "highway": "hwy",
+    "parkway": "pkwy",
+    "square": "sq",
+    "terrace": "ter",
+    "circle": "cir",
+    "way": "wy",
+    "north": "n",
+    "south": "s",
+    "east": "e",
+    "west": "w",
+    "apartment": "apt",
+    "suite": "ste",
+    "floor": "fl",
+    "strasse": "str",
+    "straße": "str",
+}
+
+
+def _abbreviate(expr: str) -> str:
+    """Each word of a folded address replaced by its abbreviation when it has one."""
+    keys = ", ".join(literal(k) for k in ADDRESS_WORDS)
+    vals = ", ".join(literal(v) for v in ADDRESS_WORDS.values())
+    lookup = f"MAP([{keys}], [{vals}])"
+    return (
+        f"array_to_string(list_transform(string_split({expr}, ' '), "
+        f"lambda w: coalesce({lookup}[w], w)), ' ')"
+    )
 
 
 def norm_expr(kind: str, col: str) -> str:
@@ -22,11 +67,11 @@ def norm_expr(kind: str, col: str) -> str:
     v = f"CAST({col} AS VARCHAR)"
     if kind == "name":
         # case, accents, punctuation folded; apostrophes and dots dropped (O'Brien = OBrien)
-        inner = f"regexp_replace(lower(strip_accents({v})), '[''’.]', '', 'g')"
-        return _squash(f"regexp_replace({inner}, '{_PUNCT}', ' ', 'g')")
-    if kind in ("text", "address"):
-        inner = f"regexp_replace(lower(strip_accents({v})), '[''’]', '', 'g')"
-        return _squash(f"regexp_replace({inner}, '{_PUNCT}', ' ', 'g')")
+        return _fold(v, "'’.")
+    if kind == "address":
+        return _abbreviate(_fold(v, "'’"))
+    if kind == "text":
+        return _fold(v, "'’")
     if kind == "email":
         return f"nullif(lower(trim({v})), '')"
     if kind == "phone":

@@ -58,12 +58,12 @@ class Settings:
     threshold: float = 0.9
     max_cluster_size: int = 1000
     max_block_size: int = 5000
-    u_sample_pairs: int = 500_000
+    u_sample_pairs: int = 300_000
     em_max_iterations: int = 100
     em_tolerance: float = 1e-6
     seed: int = 42
     pairs_min_probability: float = 0.01
-    rule_pair_budget: float = 4.0  # auto rules: at most this many candidate pairs per record
+    rule_pair_budget: float = 1.5  # auto rules: at most this many candidate pairs per record
     extra: dict[str, object] = field(default_factory=dict)
 
 
