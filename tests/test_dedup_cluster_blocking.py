@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import duckdb
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from romirecon.dedup import blocking
 from romirecon.dedup.cluster import cluster, connected_components
@@ -96,3 +100,22 @@ def test_choose_rules_skips_costly_and_superset_rules() -> None:
     # taken; grp+email is a superset of email and so redundant
     assert [r.keys for r in chosen] == [("email",)]
     assert dict(est)["email"] == 10.0 and dict(est)["grp"] == 19900.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 5), max_size=40), st.integers(1, 6))
+def test_pairs_within_groups_equals_brute_force(keys: list[int], cap: int) -> None:
+    rid = np.arange(len(keys), dtype=np.int64)[::-1].copy()  # any rid order
+    h = np.array(keys, dtype=np.uint64)
+    lr, skipped_groups, skipped_records = blocking.pairs_within_groups(rid, h, cap)
+    sizes = {k: keys.count(k) for k in set(keys)}
+    expect = sorted(
+        (min(rid[i], rid[j]), max(rid[i], rid[j]))
+        for i, j in itertools.combinations(range(len(keys)), 2)
+        if keys[i] == keys[j] and sizes[keys[i]] <= cap
+    )
+    got = sorted(zip(lr[0].tolist(), lr[1].tolist(), strict=True))
+    assert got == expect
+    assert all(a < b for a, b in got)
+    assert skipped_groups == sum(1 for v in sizes.values() if v > cap)
+    assert skipped_records == sum(v for v in sizes.values() if v > cap)

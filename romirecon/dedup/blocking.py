@@ -46,19 +46,35 @@ def keyed_sql(rec: str, exprs: list[str], where: str = "") -> str:
     return f"SELECT rid, {ks} FROM {ident(rec)} WHERE {nn}{extra}"
 
 
-def rule_pairs_sql(rec: str, exprs: list[str]) -> str:
-    """(l, r) rid pairs with l < r equal on every key, from blocks of at most `?` records; plus
-    two summary rows: (-1, records in blocks above the cap) and (-2, number of such blocks)."""
+def rule_keys_sql(rec: str, exprs: list[str]) -> str:
+    """rid and a 64-bit hash of the rule's keys for every record whose keys are all non-NULL.
+    Records with equal keys share the hash; a collision (about n²/2^65) only adds a candidate
+    pair, which scoring then judges on the real values."""
     ks = ", ".join(f"k{i}" for i in range(len(exprs)))
-    on = " AND ".join(f"a.k{i} = b.k{i}" for i in range(len(exprs)))
-    return (
-        f"WITH k AS ({keyed_sql(rec, exprs)}), "
-        f"s AS MATERIALIZED (SELECT rid, {ks}, count(*) OVER (PARTITION BY {ks}) AS n FROM k), "
-        "f AS (SELECT * FROM s WHERE n BETWEEN 2 AND $cap) "
-        f"SELECT a.rid AS l, b.rid AS r FROM f a JOIN f b ON {on} AND a.rid < b.rid "
-        "UNION ALL SELECT -1, count(*)::INTEGER FROM s WHERE n > $cap "
-        "UNION ALL SELECT -2, coalesce(round(sum(1.0 / n)), 0)::INTEGER FROM s WHERE n > $cap"
-    )
+    return f"SELECT rid, hash({ks}) AS h FROM ({keyed_sql(rec, exprs)})"
+
+
+def pairs_within_groups(rid: np.ndarray, h: np.ndarray, cap: int) -> tuple[np.ndarray, int, int]:
+    """Every pair (smaller rid first, as a 2 × pairs array) of records that share a hash, from
+    groups of 2..cap records, vectorized; plus (groups above the cap, records in them)."""
+    order = np.lexsort((rid, h))
+    hs, rs = h[order], rid[order].astype(np.int64)
+    if hs.size == 0:
+        return np.empty((2, 0), np.int64), 0, 0
+    starts = np.concatenate([[0], np.flatnonzero(hs[1:] != hs[:-1]) + 1])
+    sizes = np.diff(np.concatenate([starts, [hs.size]]))
+    big = sizes > cap
+    keep = (sizes >= 2) & ~big
+    s, k = starts[keep], sizes[keep]
+    total = int(k.sum())
+    first_of = np.repeat(np.cumsum(k) - k, k)
+    offs = np.arange(total) - first_of  # offset of each element inside its group
+    pos = np.repeat(s, k) + offs  # its position in the sorted arrays
+    after = np.repeat(k, k) - 1 - offs  # partners after it in its group
+    li = np.repeat(pos, after)
+    step = np.arange(int(after.sum())) - np.repeat(np.cumsum(after) - after, after) + 1
+    ri = li + step
+    return np.vstack([rs[li], rs[ri]]), int(big.sum()), int(sizes[big].sum())
 
 
 def block_sizes_sql(rec: str, exprs: list[str], where: str = "") -> str:
@@ -83,34 +99,33 @@ def candidate_pairs(
     max_block_size: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[RuleStats], list[np.ndarray]]:
     """Candidate pairs (left rid, right rid, first rule index), sorted by (left, right), each
-    once; plus, per rule, the positions of all the pairs it produced."""
-    codes: list[np.ndarray] = []
+    once; plus, per rule, the positions of all the pairs it produced.
+
+    DuckDB evaluates each rule's keys (one scan, hashed); numpy groups equal keys and expands
+    the groups into pairs."""
     per_rule: list[np.ndarray] = []
-    tags: list[np.ndarray] = []
-    stats: list[RuleStats] = []
-    seen = np.empty(0, dtype=np.int64)
-    for i, rule in enumerate(rules):
-        exprs = key_exprs(rule, column_of)
-        got = con.execute(rule_pairs_sql(rec, exprs), {"cap": max_block_size}).fetchnumpy()
-        lft = np.asarray(got["l"], dtype=np.int64)
-        rgt = np.asarray(got["r"], dtype=np.int64)
-        summary = lft < 0
-        sr = int(rgt[lft == -1].sum())
-        sb = int(rgt[lft == -2].sum())
-        code = np.unique(lft[~summary] * n_records + rgt[~summary])
-        per_rule.append(code)
-        fresh = code[~np.isin(code, seen, assume_unique=True)] if seen.size else code
-        stats.append(RuleStats(rule.label, int(code.size), int(fresh.size), sb, sr))
-        codes.append(fresh)
-        tags.append(np.full(fresh.size, i, dtype=np.int8))
-        seen = np.union1d(seen, fresh) if seen.size else fresh
-    if codes:
-        allc = np.concatenate(codes)
-        allt = np.concatenate(tags)
-        order = np.argsort(allc, kind="stable")
-        allc, allt = allc[order], allt[order]
+    skipped: list[tuple[int, int]] = []
+    for rule in rules:
+        got = con.execute(rule_keys_sql(rec, key_exprs(rule, column_of))).fetchnumpy()
+        lr, sb, sr = pairs_within_groups(
+            np.asarray(got["rid"], dtype=np.int64), np.asarray(got["h"]), max_block_size
+        )
+        per_rule.append(np.unique(lr[0] * n_records + lr[1]))
+        skipped.append((sb, sr))
+    if per_rule:
+        allc = np.concatenate(per_rule)
+        tags = np.concatenate([np.full(c.size, i, dtype=np.int8) for i, c in enumerate(per_rule)])
+        order = np.argsort(allc, kind="stable")  # stable: a pair's first rule comes first
+        allc, tags = allc[order], tags[order]
+        first = np.concatenate([[True], allc[1:] != allc[:-1]]) if allc.size else allc.astype(bool)
+        allc, allt = allc[first], tags[first]
     else:
         allc, allt = np.empty(0, np.int64), np.empty(0, np.int8)
+    new = np.bincount(allt.astype(np.int64), minlength=len(rules))
+    stats = [
+        RuleStats(r.label, int(c.size), int(new[i]), skipped[i][0], skipped[i][1])
+        for i, (r, c) in enumerate(zip(rules, per_rule, strict=True))
+    ]
     left = (allc // n_records).astype(np.int32)
     right = (allc % n_records).astype(np.int32)
     # every pair each rule produced, as positions in the final arrays: training must see a
@@ -142,9 +157,13 @@ def choose_rules(
     recall: a duplicate is missed only when every rule has a typo in one of its keys.
     """
     step = max(1, n_records // sample_size)
-    where = f"rid % {int(step)} = 0"
     scale = float(step * step)
     budget = max(pairs_per_record * n_records, 10_000.0)
+    # a systematic sample, materialized once: every estimate scans it instead of the records
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _dd_sample AS SELECT * FROM {ident(rec)} "
+        f"WHERE rid % {int(step)} = 0"
+    )
     cand_rules = [BlockingRule((c,)) for c in candidates]
     cand_rules += [BlockingRule((a, b)) for a, b in itertools.combinations(candidates, 2)]
     estimates: list[tuple[str, float]] = []
@@ -152,10 +171,11 @@ def choose_rules(
     for rule in cand_rules:
         exprs = key_exprs(rule, column_of)
         row = con.execute(
-            estimate_pairs_sql(rec, exprs, where), [max(2, max_block_size // step)]
+            estimate_pairs_sql("_dd_sample", exprs, "true"), [max(2, max_block_size // step)]
         ).fetchall()[0]
         est[rule] = float(row[0] if row else 0) * scale
         estimates.append((rule.label, est[rule]))
+    con.execute("DROP TABLE _dd_sample")
     chosen: list[BlockingRule] = []
     uses: dict[str, int] = {}
     ordered = sorted(cand_rules, key=lambda r: (len(r.keys), est[r], r.keys))

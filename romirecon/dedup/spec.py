@@ -58,7 +58,7 @@ class Settings:
     threshold: float = 0.9
     max_cluster_size: int = 1000
     max_block_size: int = 5000
-    u_sample_pairs: int = 300_000
+    u_sample_pairs: int = 200_000
     em_max_iterations: int = 100
     em_tolerance: float = 1e-6
     seed: int = 42
