@@ -494,8 +494,97 @@ def run_one(n: int, work: Path, threshold: float, threads: int | None) -> dict[s
     return res
 
 
-def write_results(results: list[dict[str, object]], path_md: Path, path_json: Path) -> None:
-    path_json.write_text(json.dumps(results, indent=2) + "\n")
+# Splink 5 on the same records, for comparison: run with a scratch interpreter that has splink
+# installed (never a project dependency): --splink-python /tmp/splinkvenv/bin/python. Same
+# fields, the blocking rules romirecon chose by itself, u from random pairs, m by EM sessions,
+# clusters at the same threshold.
+SPLINK_SCRIPT = """
+import sys, duckdb
+import splink.comparison_library as cl
+from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+data, out, threshold = sys.argv[1], sys.argv[2], float(sys.argv[3])
+con = duckdb.connect()
+con.execute("CREATE TABLE people AS SELECT * FROM read_parquet(?)", [data])
+db = DuckDBAPI(con)
+df = db.register("people")
+settings = SettingsCreator(
+    link_type="dedupe_only",
+    unique_id_column_name="id",
+    comparisons=[
+        cl.NameComparison("first_name").configure(term_frequency_adjustments=True),
+        cl.NameComparison("last_name").configure(term_frequency_adjustments=True),
+        cl.EmailComparison("email"),
+        cl.DamerauLevenshteinAtThresholds("phone", [1, 2]),
+        cl.DateOfBirthComparison("dob", input_is_string=True),
+        cl.JaroWinklerAtThresholds("address", [0.95, 0.85]),
+        cl.NameComparison("city"),
+        cl.ExactMatch("postcode"),
+        cl.JaroWinklerAtThresholds("company", [0.95, 0.85]),
+    ],
+    blocking_rules_to_generate_predictions=[
+        block_on("phone"), block_on("email"), block_on("address"), block_on("dob", "company"),
+        block_on("last_name", "dob"), block_on("first_name", "dob"),
+        block_on("last_name", "company"),
+    ],
+    retain_intermediate_calculation_columns=False,
+    retain_matching_columns=False,
+)
+linker = Linker(df, settings, log_level=30)
+linker.training.estimate_probability_two_random_records_match(
+    [block_on("email"), block_on("phone")], recall=0.7)
+linker.training.estimate_u_using_random_sampling(max_pairs=1e6)
+linker.training.estimate_parameters_using_expectation_maximisation(block_on("email"))
+linker.training.estimate_parameters_using_expectation_maximisation(block_on("phone"))
+pred = linker.inference.predict(threshold_match_probability=0.01)
+clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(pred, threshold)
+con.execute(f"COPY (SELECT id_l AS left_id, id_r AS right_id, match_probability FROM "
+            f"{pred.physical_name}) TO '{out}/pairs.parquet' (FORMAT parquet)")
+con.execute(f"COPY (SELECT id, cluster_id FROM {clusters.physical_name}) "
+            f"TO '{out}/clusters.parquet' (FORMAT parquet)")
+"""
+
+
+def run_splink(python: str, n: int, work: Path, threshold: float) -> dict[str, object]:
+    data = work / f"people_{n}.parquet"
+    truth_path = work / f"truth_{n}.parquet"
+    out = work / f"splink_{n}"
+    out.mkdir(parents=True, exist_ok=True)
+    script = work / "splink_run.py"
+    script.write_text(SPLINK_SCRIPT)
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load_before = os.getloadavg()[0]
+    t1 = time.perf_counter()
+    proc = subprocess.run(
+        [python, str(script), str(data), str(out), str(threshold)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - t1
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"splink failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    res: dict[str, object] = {
+        "records": n,
+        "tool": "splink",
+        "wall_s": round(wall, 2),
+        "cpu_s": round((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime), 2),
+        "peak_rss_mb": round(ru1.ru_maxrss / 1024, 1) if ru1.ru_maxrss > ru0.ru_maxrss else None,
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
+    res.update({k: round(v, 4) for k, v in score(out, truth_path, threshold).items()})
+    return res
+
+
+def write_results(
+    results: list[dict[str, object]],
+    path_md: Path,
+    path_json: Path,
+    splink: list[dict[str, object]] | None = None,
+) -> None:
+    path_json.write_text(
+        json.dumps({"romirecon": results, "splink": splink or []}, indent=2) + "\n"
+    )
     lines = [
         "# Dedup benchmark (`python -m benchmarks.dedup_bench`)",
         "",
@@ -514,6 +603,21 @@ def write_results(results: list[dict[str, object]], path_md: Path, path_json: Pa
             f"{r['pairwise_precision']} | {r['pairwise_recall']} | {r['pairwise_f1']} | "
             f"{r['cluster_precision']} | {r['cluster_recall']} | {r['cluster_f1']} |"
         )
+    if splink:
+        lines += [
+            "",
+            "Splink 5 (DuckDB backend, scratch venv) on the same files, right after romirecon:",
+            "",
+            "| records | wall s | CPU s | load avg | peak RSS MB | pairwise P | pairwise R | pairwise F1 | cluster P | cluster R | cluster F1 |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in splink:
+            lines.append(
+                f"| {r['records']:,} | {r['wall_s']} | {r['cpu_s']} | {r['load_avg_1m']} | "
+                f"{r['peak_rss_mb']} | {r['pairwise_precision']} | {r['pairwise_recall']} | "
+                f"{r['pairwise_f1']} | {r['cluster_precision']} | {r['cluster_recall']} | "
+                f"{r['cluster_f1']} |"
+            )
     lines += ["", "Stage timings (s):", ""]
     for r in results:
         lines.append(
@@ -531,9 +635,15 @@ def main(argv: list[str] | None = None) -> int:
         "--work", type=Path, default=None, help="folder for data and outputs (default: a temp dir)"
     )
     ap.add_argument("--out", type=Path, default=HERE, help="folder for dedup_results.md/.json")
+    ap.add_argument(
+        "--splink-python",
+        default=None,
+        help="an interpreter with splink installed (scratch venv): also run Splink on the same data",
+    )
     a = ap.parse_args(argv)
     sizes = [int(s) for s in a.sizes.split(",") if s]
     results = []
+    splink_results: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         work = a.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -544,7 +654,11 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             results.append(r)
-    write_results(results, a.out / "dedup_results.md", a.out / "dedup_results.json")
+            if a.splink_python:
+                sp = run_splink(a.splink_python, n, work, a.threshold)
+                print(json.dumps(sp), flush=True)
+                splink_results.append(sp)
+    write_results(results, a.out / "dedup_results.md", a.out / "dedup_results.json", splink_results)
     return 0
 
 
