@@ -235,3 +235,45 @@ def test_fuzzy_links_across_systems() -> None:
     )
     # at least one fuzzy link joins two different systems
     assert any(s != m for _, _, s, m in ex)
+
+
+def test_unknown_setting_suggests_the_right_one(con: duckdb.DuckDBPyConnection) -> None:
+    from romirecon.exitcodes import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        dedup.run(con, "r1", {"treshold": 0.8}, KEYS)
+    assert "treshold" in err.value.message
+    assert err.value.details == ["dedup.treshold: did you mean 'threshold'?"]
+
+
+def test_export_writes_duplicates_and_golden_files(
+    con: duckdb.DuckDBPyConnection, tmp_path: Any
+) -> None:
+    _run(con, "r1")
+    paths = dedup.export(con, tmp_path)
+    names = sorted(p.name for p in paths)
+    assert names == [
+        "duplicates.csv",
+        "duplicates.parquet",
+        "golden_account.parquet",
+        "golden_contact.parquet",
+    ]
+    n = (
+        duckdb.connect()
+        .execute(f"SELECT count(*) FROM read_parquet('{tmp_path / 'duplicates.parquet'}')")
+        .fetchall()[0][0]
+    )
+    assert n == 6  # the six non-survivors of test_duplicates_table
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_guard_and_blocking_metrics_are_reported(con: duckdb.DuckDBPyConnection) -> None:
+    _run(con, "r1")
+    names = {
+        r[0]
+        for r in con.execute(
+            "SELECT name FROM metric WHERE stage = 'dedup' AND entity = 'contact' "
+            "AND source_name IS NULL"
+        ).fetchall()
+    }
+    assert {"oversized_clusters", "guard_unclustered_records", "blocking_skipped_records"} <= names

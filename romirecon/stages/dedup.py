@@ -74,8 +74,32 @@ MAP_DDL = """CREATE TABLE IF NOT EXISTS golden_id_map (
     last_run_id VARCHAR, PRIMARY KEY (entity, record_key))"""
 
 
+SETTING_KEYS = (
+    "threshold",
+    "max_cluster_size",
+    "max_block_size",
+    "survivorship",
+    "source_priority",
+    "fuzzy",
+    "seed",
+)
+
+
 def _settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     s = dict(settings or {})
+    unknown = sorted(k for k in s if k not in SETTING_KEYS)
+    if unknown:
+        import difflib
+
+        details = []
+        for k in unknown:
+            hint = difflib.get_close_matches(k, SETTING_KEYS, n=1)
+            details.append(f"dedup.{k}" + (f": did you mean {hint[0]!r}?" if hint else ""))
+        raise ConfigError(
+            f"unknown dedup setting(s) {', '.join(map(repr, unknown))}; valid: "
+            f"{', '.join(SETTING_KEYS)}",
+            details=details,
+        )
     thr = float(s.get("threshold", 0.9))
     if not 0 < thr < 1:
         raise ConfigError(f"dedup.threshold {thr} must be between 0 and 1 (exclusive)")
@@ -176,12 +200,12 @@ def dedupe_entity(
         con.execute(q.declared_key_sql(list(key), srcs, party))
 
     # 2. fuzzy evidence
-    fuzzy_levels: list[str] = []
+    skipped = 0
     if party and cfg["fuzzy"] and n >= 3:
-        fuzzy_levels = _fuzzy_edges(con, entity, n, cfg)
+        skipped = _fuzzy_edges(con, entity, n, cfg)
 
     # 3. clusters over all evidence
-    labels = _cluster(con, n, cfg)
+    labels, guard = _cluster(con, n, cfg)
     import pyarrow as pa
 
     con.register(
@@ -192,8 +216,31 @@ def dedupe_entity(
     if party:
         _golden_table(con, entity, cfg, columns)
     _metrics(con, run_id, entity)
+    from romirecon.stages.common import add_metric
+
+    # the giant-cluster guard acted: clusters re-split, and records it had to leave alone
+    add_metric(
+        con,
+        run_id,
+        STAGE,
+        "oversized_clusters",
+        float(guard.oversized),
+        entity=entity,
+        unit="clusters",
+    )
+    add_metric(
+        con,
+        run_id,
+        STAGE,
+        "guard_unclustered_records",
+        float(guard.left_single),
+        entity=entity,
+        unit="rows",
+    )
+    add_metric(
+        con, run_id, STAGE, "blocking_skipped_records", float(skipped), entity=entity, unit="rows"
+    )
     con.unregister("_dd_labels")
-    del fuzzy_levels
 
 
 def _fuzzy_edges(
@@ -209,7 +256,7 @@ def _fuzzy_edges(
         if row and row[0] >= 2:
             present.append(FieldSpec(col, kind, TF_DEFAULT[kind]))
     if len(present) < 2:
-        return []
+        return 0
     con.execute(
         "CREATE OR REPLACE TEMP VIEW _dd_fz AS SELECT rid AS _rid, "
         + ", ".join(ident(f.column) for f in present)
@@ -225,7 +272,7 @@ def _fuzzy_edges(
     try:
         res = engine.link(con, "_dd_fz", "_rid", present, None, s)
     except ConfigError:
-        return []  # no usable blocking rule on these data: exact evidence only
+        return 0  # no usable blocking rule on these data: exact evidence only
     keep = res.weight >= engine.threshold_weight(cfg["threshold"])
     import pyarrow as pa
 
@@ -251,10 +298,10 @@ def _fuzzy_edges(
     )
     con.unregister("_dd_fuzzy")
     # the engine's record table is keyed like _dd_r (rid order = _rid order)
-    return [f.column for f in present]
+    return sum(st.skipped_records for st in res.rule_stats)
 
 
-def _cluster(con: duckdb.DuckDBPyConnection, n: int, cfg: dict[str, Any]) -> np.ndarray:
+def _cluster(con: duckdb.DuckDBPyConnection, n: int, cfg: dict[str, Any]) -> tuple[np.ndarray, Any]:
     from romirecon.dedup.cluster import cluster
     from romirecon.dedup.engine import threshold_weight
 
@@ -271,10 +318,8 @@ def _cluster(con: duckdb.DuckDBPyConnection, n: int, cfg: dict[str, Any]) -> np.
             np.inf,
             np.log2(np.clip(p, 1e-300, None)) - np.log2(np.clip(1 - p, 1e-300, None)),
         )
-    labels, _guard = cluster(
-        n, a, b, w, threshold_weight(cfg["threshold"]), cfg["max_cluster_size"]
-    )
-    return labels
+    labels, guard = cluster(n, a, b, w, threshold_weight(cfg["threshold"]), cfg["max_cluster_size"])
+    return labels, guard
 
 
 def _assign(
@@ -434,3 +479,33 @@ def _metrics(con: duckdb.DuckDBPyConnection, run_id: str, entity: str) -> None:
             entity=entity,
             unit="rows",
         )
+
+
+def export(
+    con: duckdb.DuckDBPyConnection, out_dir: Any, formats: tuple[str, ...] = ("parquet", "csv")
+) -> list[Any]:
+    """Write `duplicates.parquet` (+ .csv) and `golden_<entity>.parquet` for the publish step:
+    temp file in the same folder, then os.replace. Returns the written paths."""
+    import os
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    have = _tables(con)
+    jobs: list[tuple[str, str, str]] = [
+        ("duplicates", "ORDER BY entity, source_name, source_file, source_row", f) for f in formats
+    ]
+    jobs += [
+        (f"golden_{e}", "ORDER BY golden_id", "parquet") for e in PARTY if f"golden_{e}" in have
+    ]
+    written = []
+    for table, order, fmt in jobs:
+        if table not in have:
+            continue
+        dest = out / f"{table}.{fmt}"
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        opts = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
+        con.execute(f"COPY (SELECT * FROM {ident(table)} {order}) TO {literal(str(tmp))} ({opts})")
+        os.replace(tmp, dest)
+        written.append(dest)
+    return written
