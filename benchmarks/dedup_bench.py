@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -438,6 +437,27 @@ def score(out_dir: Path, truth_path: Path, threshold: float) -> dict[str, float]
     }
 
 
+def run_measured(cmd: list[str]) -> tuple[int, str, str, float, float, float]:
+    """Run a child; (exit code, stdout, stderr, wall s, CPU s, peak RSS MB) of that child alone
+    (os.wait4 gives its own rusage; RUSAGE_CHILDREN would mix earlier children in)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return (
+            proc.returncode,
+            out.read(),
+            err.read(),
+            wall,
+            ru.ru_utime + ru.ru_stime,
+            ru.ru_maxrss / 1024,
+        )
+
+
 def run_one(n: int, work: Path, threshold: float, threads: int | None) -> dict[str, object]:
     t0 = time.perf_counter()
     records, truth = generate(n)
@@ -464,23 +484,16 @@ def run_one(n: int, work: Path, threshold: float, threads: int | None) -> dict[s
         cmd += ["--field", f]
     if threads:
         cmd += ["--threads", str(threads)]
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    before = ru0.ru_maxrss
     load_before = os.getloadavg()[0]
-    t1 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t1
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    peak_kb = ru1.ru_maxrss
-    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    if proc.returncode != 0:
-        raise SystemExit(f"dedupe failed ({proc.returncode}): {proc.stderr.strip()}")
+    rc, stdout, stderr, wall, cpu, peak_mb = run_measured(cmd)
+    if rc != 0:
+        raise SystemExit(f"dedupe failed ({rc}): {stderr.strip()}")
     meta = json.loads((out / "model.json").read_text())
     res: dict[str, object] = {
         "records": n,
         "generate_s": round(gen_s, 2),
         "wall_s": round(wall, 2),
-        "peak_rss_mb": round(peak_kb / 1024, 1) if peak_kb > before else None,
+        "peak_rss_mb": round(peak_mb, 1),
         "cpu_s": round(cpu, 2),
         # other processes on the machine inflate wall time: record the load around the run
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -488,7 +501,7 @@ def run_one(n: int, work: Path, threshold: float, threads: int | None) -> dict[s
         "blocking_rules": meta["blocking_rules"],
         "timings_s": meta["timings_s"],
         "em_iterations": meta["model"]["em_iterations"],
-        "stdout": proc.stdout.strip(),
+        "stdout": stdout.strip(),
     }
     res.update({k: round(v, 4) for k, v in score(out, truth_path, threshold).items()})
     return res
@@ -551,25 +564,18 @@ def run_splink(python: str, n: int, work: Path, threshold: float) -> dict[str, o
     out.mkdir(parents=True, exist_ok=True)
     script = work / "splink_run.py"
     script.write_text(SPLINK_SCRIPT)
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     load_before = os.getloadavg()[0]
-    t1 = time.perf_counter()
-    proc = subprocess.run(
-        [python, str(script), str(data), str(out), str(threshold)],
-        capture_output=True,
-        text=True,
-        check=False,
+    rc, _out, stderr, wall, cpu, peak_mb = run_measured(
+        [python, str(script), str(data), str(out), str(threshold)]
     )
-    wall = time.perf_counter() - t1
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"splink failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    if rc != 0:
+        raise SystemExit(f"splink failed ({rc}): {stderr.strip()[-2000:]}")
     res: dict[str, object] = {
         "records": n,
         "tool": "splink",
         "wall_s": round(wall, 2),
-        "cpu_s": round((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime), 2),
-        "peak_rss_mb": round(ru1.ru_maxrss / 1024, 1) if ru1.ru_maxrss > ru0.ru_maxrss else None,
+        "cpu_s": round(cpu, 2),
+        "peak_rss_mb": round(peak_mb, 1),
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     res.update({k: round(v, 4) for k, v in score(out, truth_path, threshold).items()})
