@@ -112,7 +112,8 @@ def level_shares(
 def estimate_u(
     data: list[FieldData], n: int, max_pairs: int, seed: int
 ) -> tuple[list[np.ndarray], int]:
-    count = int(min(max_pairs, max(0, n * (n - 1) // 2)))
+    # ~n/5 pairs, at least 50k (rare levels need them), at most max_pairs and all pairs there are
+    count = int(min(max_pairs, max(50_000, n // 5), max(0, n * (n - 1) // 2)))
     left, right = random_pairs(n, count, seed)
     lev = compare_all(data, left, right)
     return [level_shares(lev[i], fd.n_levels) for i, fd in enumerate(data)], int(left.size)

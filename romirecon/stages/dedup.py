@@ -267,7 +267,6 @@ def _fuzzy_edges(
         max_cluster_size=cfg["max_cluster_size"],
         max_block_size=cfg["max_block_size"],
         seed=cfg["seed"],
-        u_sample_pairs=min(500_000, max(10_000, n * 20)),
     )
     try:
         res = engine.link(con, "_dd_fz", "_rid", present, None, s)
