@@ -156,6 +156,20 @@ def test_user_errors_exit_codes(run: tuple[Path, Path, pl.DataFrame], tmp_path: 
     assert "model.json" in res.output
 
 
+def test_empty_file_is_inconclusive_and_block_cap_is_reported(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("id,name\n")
+    res = invoke(["dedupe", str(empty), "--id", "id", "--out", str(tmp_path / "o1")], 4)
+    assert "no records" in res.output
+    small = tmp_path / "small.csv"
+    small.write_text("id,name,city\n1,ann,york\n2,ann,york\n3,bob,york\n")
+    args = ["dedupe", str(small), "--id", "id", "--block", "city", "--max-block-size", "2"]
+    res = invoke([*args, "--out", str(tmp_path / "o2")])
+    # the york block has 3 records > 2: skipped, so nothing is compared
+    assert "1 block(s) larger than --max-block-size were skipped (3 records" in res.output
+    assert "0 pairs scored" in res.output
+
+
 def test_every_command_has_help() -> None:
     for cmd in ("dedupe", "explain"):
         assert "Usage" in invoke([cmd, "--help"]).output

@@ -43,6 +43,8 @@ class DedupeResult:
     fields: list[FieldSpec]
     rules: list[str]
     out_dir: Path
+    skipped_blocks: int = 0  # blocks above --max-block-size, left out of blocking
+    skipped_records: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
 
@@ -140,6 +142,9 @@ def dedupe_file(
     out = Path(out_dir)
     con = connect(threads)
     types = load_file(con, path)
+    rows = con.execute(f"SELECT count(*) FROM {ident(INPUT)}").fetchall()[0][0]
+    if rows == 0:
+        raise MissingInputError(f"{path}: no records to dedupe")
     specs = resolve_fields(list(fields or []), types, id_column)
     rules: list[BlockingRule] = [parse_block(b) for b in blocks or []]
     settings = Settings(
@@ -241,6 +246,8 @@ def dedupe_file(
         specs,
         [r.label for r in res.rules],
         out,
+        sum(st.skipped_blocks for st in res.rule_stats),
+        sum(st.skipped_records for st in res.rule_stats),
         res.timings,
         meta,
     )

@@ -90,7 +90,13 @@ def dedupe(
         f"{r.candidate_pairs} pairs scored, {r.matched_pairs} at p >= {r.threshold}"
     )
     click.echo("fields: " + ", ".join(f"{f.column}:{f.kind}" for f in r.fields))
-    click.echo("blocking rules: " + "; ".join(r.rules))
+    click.echo("blocking rules: " + ("; ".join(r.rules) or "none (fewer than 2 records)"))
+    if r.skipped_blocks:
+        click.echo(
+            f"warning: {r.skipped_blocks} block(s) larger than --max-block-size were skipped "
+            f"({r.skipped_records} records, counted per rule; see model.json)",
+            err=True,
+        )
     click.echo(
         f"wrote {r.out_dir / 'pairs.parquet'}, {r.out_dir / 'clusters.parquet'}, "
         f"{r.out_dir / 'model.json'} in {r.timings.get('total', 0):.1f}s"
