@@ -594,7 +594,10 @@ def write_results(
     lines = [
         "# Dedup benchmark (`python -m benchmarks.dedup_bench`)",
         "",
-        f"Machine: {os.cpu_count()} cores. `romirecon dedupe` on generated person records "
+        f"Machine: {os.cpu_count()} cores, shared with other jobs (load average in the table; "
+        f"this run's niceness {os.nice(0)}). CPU s is the child's own user+system time, "
+        "the figure least disturbed by other jobs. "
+        "`romirecon dedupe` on generated person records "
         "(~15% duplicates with typos, nickname variants, day/month swaps, missing fields), "
         "training included. Pairwise = scored pairs at p >= threshold vs true pairs; cluster = "
         "pairs implied by the clusters vs true pairs.",
