@@ -13,4 +13,5 @@ Modules (imported lazily; `romirecon --help` never loads duckdb or numpy):
 - `survivorship` golden-record SQL
 - `explain`     why two records matched or did not
 - `api`         `dedupe_file`, `explain_pair`; `cli` the click commands
+- `pipeline_sql` SQL of the pipeline's dedup stage (`romirecon.stages.dedup`)
 """

@@ -144,7 +144,7 @@ def choose_rules(
     max_block_size: int,
     pairs_per_record: float,
     max_rules: int = 8,
-    sample_size: int = 200_000,
+    sample_size: int = 100_000,
     max_uses: int = 3,
 ) -> tuple[list[BlockingRule], list[tuple[str, float]]]:
     """Pick blocking rules without labels.

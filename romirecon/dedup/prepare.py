@@ -75,7 +75,7 @@ def norm_expr(kind: str, col: str) -> str:
     if kind == "email":
         return f"nullif(lower(trim({v})), '')"
     if kind == "phone":
-        return f"nullif(regexp_replace({v}, '[^0-9]', '', 'g'), '')"
+        return f"nullif(regexp_replace({v}, '[^0-9]+', '', 'g'), '')"
     if kind == "date":
         return f"coalesce(strftime(try_cast({col} AS DATE), '%Y-%m-%d'), nullif(trim({v}), ''))"
     return f"nullif(trim({v}), '')"
