@@ -138,6 +138,16 @@ def test_deterministic_and_stable_when_a_record_is_added(
     assert after.filter(pl.col("id") == "99999")["cluster_id"][0] == c1
 
 
+def test_row_order_does_not_matter(run: tuple[Path, Path, pl.DataFrame], tmp_path: Path) -> None:
+    path, out, _ = run
+    shuffled = tmp_path / "shuffled.csv"
+    pl.read_csv(path).sample(fraction=1.0, shuffle=True, seed=3).write_csv(shuffled)
+    out2 = tmp_path / "out"
+    invoke(dedupe_args(shuffled, out2))
+    for name in ("pairs.parquet", "clusters.parquet"):
+        assert (out2 / name).read_bytes() == (out / name).read_bytes()
+
+
 def test_user_errors_exit_codes(run: tuple[Path, Path, pl.DataFrame], tmp_path: Path) -> None:
     path, _, _ = run
     res = invoke(["dedupe", str(path), "--id", "id", "--field", "nope", "--out", str(tmp_path)], 2)
