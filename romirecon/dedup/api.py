@@ -232,6 +232,17 @@ def dedupe_file(
             "left_single": res.guard.left_single,
         },
         "model": model,
+        "em_sessions": [
+            {
+                "rule": x.rule,
+                "pairs": x.pairs,
+                "blocked_fields": [specs[int(i)].column for i in x.blocked],
+                "expected_matches": None if x.matches != x.matches else round(x.matches, 3),
+                "iterations": x.iterations,
+                "converged": x.converged,
+            }
+            for x in res.sessions
+        ],
         "timings_s": {k: round(v, 3) for k, v in res.timings.items()},
     }
     _atomic_text(out / "model.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")

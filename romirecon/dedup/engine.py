@@ -195,6 +195,7 @@ def link(
         guard,
         t,
         estimates,
+        sessions,
     )
 
 
