@@ -8,7 +8,7 @@ list, and the first one is its primary reason. Nothing is parsed in Python.
 
 Reason codes (stable; the SLA report and users' scripts key on them):
 `missing-required`, `invalid-integer`, `invalid-number`, `invalid-boolean`, `invalid-date`,
-`invalid-timestamp`, `invalid-money`, `unknown-currency`, `not-in-enum`, `pattern-mismatch`,
+`invalid-timestamp`, `invalid-money`, `unknown-currency`, `missing-currency`, `not-in-enum`, `pattern-mismatch`,
 `out-of-range`, `filtered-out`, `duplicate-key`, `malformed-row` (the CSV reader could not split
 the line into the header's columns).
 """
@@ -52,6 +52,7 @@ MESSAGES = {
     "invalid-timestamp": "is not a timestamp in the expected format",
     "invalid-money": "is not an amount",
     "unknown-currency": "is not an ISO 4217 currency code",
+    "missing-currency": "has no currency to interpret it in",
     "not-in-enum": "is not one of the allowed values",
     "pattern-mismatch": "does not match the required pattern",
     "out-of-range": "is outside the allowed range",
@@ -243,7 +244,7 @@ def checks_for(
     if type_reason:
         out.append((type_reason, f"{v} IS NOT NULL AND {t} IS NULL"))
     if currency_known is not None:
-        out.append(("unknown-currency", f"{v} IS NOT NULL AND NOT {currency_known}"))
+        out.insert(0, ("unknown-currency", f"{v} IS NOT NULL AND NOT {currency_known}"))
     if spec.enum:
         allowed = ", ".join(
             literal(str(x).lower() if isinstance(x, bool) else str(x)) for x in spec.enum
@@ -359,8 +360,19 @@ def stage_source(
         t = typed_expr(spec, v, fmt, tz, exp_col)
         typed[name] = t
         known = f"({exp_ref[name]} IS NOT NULL)" if name in exp_ref else None
-        for reason, cond in checks_for(spec, v, t, known):
+        found = checks_for(spec, v, t, known)
+        if spec.type == "money" and spec.currency in texts:
+            # an amount whose currency is unknown or missing cannot become minor units: say that
+            # instead of calling the amount invalid
+            cur_v = f"_t.{ident('_v_' + spec.currency)}"
+            found = [("missing-currency", f"{v} IS NOT NULL AND {cur_v} IS NULL")] + [
+                (r, f"{c} AND {exp_col} IS NOT NULL" if r == "invalid-money" else c)
+                for r, c in found
+            ]
+        for reason, cond in found:
             checks.append((reason, name, cond))
+    # currency problems first: they explain every money failure on the row
+    checks.sort(key=lambda c: 0 if c[0] in ("missing-required", "unknown-currency") else 1)
     if "currency" in texts and "currency" not in mapping.columns:
         typed["currency"] = "_t._v_currency"
         checks.append(("unknown-currency", "currency", f"({exp_ref['currency']} IS NULL)"))

@@ -215,6 +215,48 @@ def _xlsx_arrow(path: Path, fmt: dict):  # -> pyarrow.Table
     return table.append_column("_ord", ords)
 
 
+def _normalized_newlines(path: Path, dest: Path) -> None:
+    """Copy `path` with CRLF and lone CR turned into LF (mixed line endings defeat the CSV
+    sniffer). A streaming byte pass, not a row loop."""
+    with path.open("rb") as src, dest.open("wb") as out:
+        carry = b""
+        for block in iter(lambda: src.read(1 << 22), b""):
+            chunk = carry + block
+            carry = b"\r" if chunk.endswith(b"\r") else b""
+            if carry:
+                chunk = chunk[:-1]
+            out.write(chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+        out.write(carry.replace(b"\r", b"\n"))
+
+
+def _load_delimited(
+    con: duckdb.DuckDBPyConnection,
+    kind: str,
+    f: FileInfo,
+    fmt: dict,
+    part: str,
+    prov: str,
+    scratch: str,
+) -> None:
+    rejects = scratch if kind != "parquet" else None
+
+    def create(sql: str) -> str:
+        return f"CREATE OR REPLACE TEMP TABLE {part} AS SELECT * EXCLUDE (_ord), {prov} FROM ({sql}) ORDER BY _ord"
+
+    try:
+        con.execute(create(_read_file_sql(kind, f.path, fmt, rejects)))
+    except duckdb.Error as e:
+        compressed = f.path.name.lower().endswith((".gz", ".zst", ".zstd"))
+        if kind == "parquet" or compressed or "sniffing" not in str(e):
+            raise
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            copy = Path(d) / f.path.name
+            _normalized_newlines(f.path, copy)
+            con.execute(create(_read_file_sql(kind, copy, fmt, rejects)))
+
+
 def ingest_source(
     con: duckdb.DuckDBPyConnection, project: Project, source: Source, run_id: str
 ) -> IngestResult:
@@ -270,13 +312,7 @@ def ingest_source(
                 con.unregister("_xlsx_arrow")
             else:
                 scratch = f"_rej_{i}"
-                sql = _read_file_sql(
-                    kind, f.path, source.format, scratch if kind != "parquet" else None
-                )
-                con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE {part} AS SELECT * EXCLUDE (_ord), {prov} "
-                    f"FROM ({sql}) ORDER BY _ord"
-                )
+                _load_delimited(con, kind, f, source.format, part, prov, scratch)
                 if kind != "parquet":
                     con.execute(
                         f"INSERT INTO {ident(rej)} SELECT ?, line, error_type::VARCHAR, error_message, "
