@@ -154,8 +154,9 @@ def test_init_scaffolds_a_valid_commented_project(tmp_path: Path) -> None:
     assert r.returncode == 0
     text = (tmp_path / "new" / "romirecon.yaml").read_text()
     assert text.count("#") > 10
-    from romirecon.config import schema_problems
     import yaml
+
+    from romirecon.config import schema_problems
 
     assert schema_problems(yaml.safe_load(text), "project", "x") == []
     again = run_cli("init", str(tmp_path / "new"))

@@ -188,7 +188,7 @@ def test_json_both_stripe_shapes_and_lists(tmp_path: Path) -> None:
 
 def test_list_column_split_and_json(tmp_path: Path) -> None:
     m = {"entity": "contact", "columns": {"source_id": {"from": "id"}, "merged_ids": {"from": "m"}}}
-    con, t, q = stage(
+    con, t, _q = stage(
         tmp_path, m, 'id,m\n1,"101;102; 103"\n2,\n3,"[""7"",""8""]"\n', entity="contact"
     )
     assert rows(con, f"SELECT source_id, merged_ids FROM {t} ORDER BY 1") == [

@@ -154,10 +154,14 @@ def _fmt_list(formats: list[str]) -> str:
 def timestamp_expr(v: str, spec: ColumnSpec, tz: str) -> str:
     """Text -> naive UTC TIMESTAMP. Zoned text keeps its offset; naive text is read in `tz`."""
     formats = spec.formats or []
-    if "epoch" in formats:
-        return f"make_timestamp(CAST(TRY_CAST({v} AS DOUBLE) * 1000000 AS BIGINT))"
-    if "epoch_ms" in formats:
-        return f"make_timestamp(CAST(TRY_CAST({v} AS DOUBLE) * 1000 AS BIGINT))"
+    if "epoch" in formats or "epoch_ms" in formats:
+        # seconds (or ms) since 1970 in UTC; beyond year ~5000 is not a timestamp but garbage
+        per_s = 1 if "epoch" in formats else 1000
+        secs = f"(TRY_CAST({v} AS DOUBLE) / {per_s})"
+        return (
+            f"CASE WHEN abs({secs}) < 1e11 THEN "
+            f"make_timestamp(CAST(round({secs} * 1000000) AS BIGINT)) END"
+        )
     zoned = [f for f in formats if "%z" in f or "%Z" in f]
     naive = [f for f in formats if f not in zoned]
     local = f"timezone('UTC', timezone({literal(tz)}, {{}}))"
