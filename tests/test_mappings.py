@@ -44,6 +44,17 @@ CASES: dict[str, list[str]] = {
     "stripe_credit_note.yaml": ["stripe/credit_notes.json"],
     "stripe_refund.yaml": ["stripe/refunds.json"],
     "stripe_event.yaml": ["stripe/events.json"],
+    "stripe_invoice_fivetran.yaml": ["stripe/fivetran/invoice.csv"],
+    "stripe_invoice_line_item_fivetran.yaml": ["stripe/fivetran/invoice_line_item.csv"],
+    "chargebee_invoice.yaml": ["chargebee/invoices.json"],
+    "netsuite_customer.yaml": ["netsuite/customers_suiteql.json"],
+    "netsuite_invoice.yaml": ["netsuite/invoices_suiteql.json"],
+    "netsuite_invoice_line.yaml": ["netsuite/invoice_lines_suiteql.json"],
+    "google_ads_campaign.yaml": ["google_ads/campaign_search.json"],
+    "meta_ads_insights.yaml": ["meta_ads/insights.json"],
+    "linkedin_ads_analytics.yaml": ["linkedin_ads/ad_analytics_statistics.json"],
+    "microsoft_ads_campaign.yaml": ["microsoft_ads/campaign_performance.csv"],
+    "ecb_eurofxref_hist.yaml": ["ecb/eurofxref-hist.csv"],
 }
 
 
