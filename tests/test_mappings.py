@@ -50,6 +50,10 @@ CASES: dict[str, list[str]] = {
     "stripe_event.yaml": ["stripe/events.json"],
     "stripe_invoice_fivetran.yaml": ["stripe/fivetran/invoice.csv"],
     "stripe_invoice_line_item_fivetran.yaml": ["stripe/fivetran/invoice_line_item.csv"],
+    "stripe_customer_fivetran.yaml": ["stripe/fivetran/customer.csv"],
+    "stripe_subscription_fivetran.yaml": ["stripe/fivetran/subscription.csv"],
+    "stripe_credit_note_fivetran.yaml": ["stripe/fivetran/credit_note.csv"],
+    "stripe_refund_fivetran.yaml": ["stripe/fivetran/refund.csv"],
     "chargebee_invoice.yaml": ["chargebee/invoices.json"],
     "netsuite_customer.yaml": ["netsuite/customers_suiteql.json"],
     "netsuite_invoice.yaml": ["netsuite/invoices_suiteql.json"],
@@ -594,3 +598,45 @@ def test_ecb_unpivots_and_drops_na() -> None:
         (date(2025, 1, 15), "JPY", Decimal("162.03")),
         (date(2025, 1, 15), "USD", Decimal("1.0304")),
     ]
+
+
+def test_stripe_fivetran_customer_subscription_credit_note_refund() -> None:
+    cust = rows(
+        "stripe_customer_fivetran.yaml",
+        "stripe/fivetran/customer.csv",
+        "source_id, email, full_name, country, currency, is_deleted",
+    )
+    assert cust == [
+        ("cus_Q1adaLovelace", "ada.lovelace@example.com", "Ada Lovelace", "GB", "USD", False),
+        ("cus_RjpTanaka", "tanaka@example.jp", "Tanaka Hiroshi", None, "JPY", False),
+        # deleted duplicate; the trailing space of the email is trimmed, case kept for normalize
+        ("cus_Q1adaDupe", "Ada.Lovelace@example.com", "Ada  Lovelace", "GB", None, True),
+    ]
+    subs = rows(
+        "stripe_subscription_fivetran.yaml",
+        "stripe/fivetran/subscription.csv",
+        "source_id, status, trial_end, current_period_start, current_period_end",
+    )
+    assert subs == [
+        ("sub_1PreAaaaaaaaaaa", "active", None, ts("2024-06-01"), ts("2024-07-01")),
+        ("sub_1BasJjjjjjjjjjj", "active", ts("2025-04-01"), ts("2025-04-01"), ts("2025-05-01")),
+    ]
+    notes = rows(
+        "stripe_credit_note_fivetran.yaml",
+        "stripe/fivetran/credit_note.csv",
+        "source_id, status, amount, tax, refund_id",
+    )
+    assert notes == [
+        (
+            "cn_1PreAaaaaaaaaaa",
+            "issued",
+            1000,
+            0,
+            "re_1PreAaaaaaaaaaa",
+        ),  # 1000 - 0; 1000 - 1000 + 0
+        ("cn_1BasIiiiiiiiiii", "void", 10000, 2400, None),  # 10000 - 0; 12400 - 10000 + 0
+    ]
+    refunds = rows(
+        "stripe_refund_fivetran.yaml", "stripe/fivetran/refund.csv", "source_id, amount, created_at"
+    )
+    assert refunds == [("re_1PreAaaaaaaaaaa", 1000, ts("2024-06-20 09:30:00"))]
