@@ -614,7 +614,7 @@ SELECT concat_ws('/', a.kind, a.source_name, a.document_id) AS adjustment_id, a.
             THEN e.service_end ELSE a.document_date + 1 END AS service_end
 FROM _b_adj_doc2 a
 LEFT JOIN _b_adj_alloc x ON x.kind = a.kind AND x.document_id = a.document_id
-     AND x.source_vendor IS NOT DISTINCT FROM a.source_vendor
+     AND x.source_vendor IS NOT DISTINCT FROM a.source_vendor AND x.alloc <> 0
 LEFT JOIN revenue_event e ON e.event_id = x.event_id
 ORDER BY adjustment_id, x.event_id NULLS FIRST""",
         [run_id],
@@ -646,7 +646,7 @@ SELECT ?, 'billing', 'adjustment-exceeds-line', 'warn', e.source_name, 'invoice_
            || CAST(any_value(e.net) AS VARCHAR) || ' of line ' || e.line_id, NULL
 FROM revenue_adjustment a JOIN revenue_event e USING (event_id)
 WHERE a.counted GROUP BY e.event_id, e.source_name, e.line_id
-HAVING -sum(a.amount) > any_value(e.net) ORDER BY e.event_id""",
+HAVING -sum(a.amount) > greatest(any_value(e.net), 0) ORDER BY e.event_id""",
         [run_id],
     )
 
@@ -738,7 +738,7 @@ def revenue_sql(reporting_currency: str) -> str:
     exact = fx.exact_reporting_sql("amount_minor", "fx_rate", "exponent")
     native_major = f"(CAST(amount_minor AS DECIMAL(38,0)) * {fx.minor_factor_sql('exponent')})"
     return f"""
-SELECT month, customer_id, entity_id, currency, source_name, currency_exponent, amount_minor,
+SELECT month, customer_id, entity_id, currency, source_vendor, currency_exponent, amount_minor,
        CASE WHEN fx_missing_days = 0 THEN CAST(round_even(reporting_exact, {rexp}) AS DECIMAL(38,{rexp})) END
            AS amount_reporting,
        CAST($rep AS VARCHAR) AS reporting_currency,
@@ -748,7 +748,7 @@ SELECT month, customer_id, entity_id, currency, source_name, currency_exponent, 
        fx_rate_min, fx_rate_max, fx_missing_days, fx_fallback_days, lines, adjustments
 FROM (
     SELECT CAST(date_trunc('month', day) AS DATE) AS month, customer_id, entity_id, currency,
-           source_name, any_value(exponent) AS currency_exponent,
+           source_vendor, exponent AS currency_exponent,
            CAST(sum(amount_minor) AS BIGINT) AS amount_minor,
            sum({exact}) AS reporting_exact, sum({native_major}) AS native_major,
            min(fx_rate) AS fx_rate_min, max(fx_rate) AS fx_rate_max,
@@ -759,14 +759,16 @@ FROM (
     FROM revenue_daily
     GROUP BY ALL
 )
-ORDER BY month, customer_id, currency, source_name, entity_id NULLS FIRST"""
+ORDER BY month, customer_id, currency, source_vendor NULLS FIRST, entity_id NULLS FIRST,
+         currency_exponent"""
 
 
 def revenue_output_query() -> str:
     """The SELECT the publisher writes to revenue.parquet / revenue.csv."""
     return (
         "SELECT * FROM revenue "
-        "ORDER BY month, customer_id, currency, source_name, entity_id NULLS FIRST"
+        "ORDER BY month, customer_id, currency, source_vendor NULLS FIRST, entity_id NULLS FIRST, "
+        "currency_exponent"
     )
 
 
