@@ -132,3 +132,13 @@ def init(directory: Path, force: bool) -> None:
 
     path = api.init_project(directory, force=force)
     click.echo(f"wrote {path}")
+
+
+def _register_dedup() -> None:
+    from romirecon.dedup.cli import dedupe, explain
+
+    main.add_command(dedupe)
+    main.add_command(explain)
+
+
+_register_dedup()
