@@ -132,3 +132,9 @@ def init(directory: Path, force: bool) -> None:
 
     path = api.init_project(directory, force=force)
     click.echo(f"wrote {path}")
+
+
+# `romirecon history` lives with the report package (issue 7); its heavy imports are lazy.
+from romirecon.report.cli import history as _history  # noqa: E402
+
+main.add_command(_history)

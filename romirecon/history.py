@@ -190,3 +190,74 @@ def series(
             out.append(HistorySeries(name, src, ent, label, unit or "", []))
         out[-1].points.append(HistoryPoint(rid, fin or "", value))
     return out
+
+
+@dataclass(frozen=True)
+class Trend:
+    """One metric scope over the last runs (oldest first)."""
+
+    name: str
+    source_name: str | None
+    entity: str | None
+    label: str | None
+    unit: str
+    runs: list[str]
+    values: list[float | None]
+
+
+def runs(con: duckdb.DuckDBPyConnection, limit: int = 20) -> list[tuple[str, str, str]]:
+    """(run_id, finished_at, status) of the last `limit` runs, oldest first."""
+    if not has_history(con):
+        return []
+    rows = con.execute(
+        "SELECT run_id, finished_at, status FROM sla_run "
+        "ORDER BY finished_at DESC NULLS LAST, run_id DESC LIMIT ?",
+        [limit],
+    ).fetchall()
+    return [(r[0], r[1] or "", r[2]) for r in reversed(rows)]
+
+
+def trends(
+    con: duckdb.DuckDBPyConnection, metric: str | None = None, limit: int = 20
+) -> list[Trend]:
+    """Every metric (or one) over the last `limit` runs; a run without the metric is None."""
+    recent = runs(con, limit)
+    if not recent:
+        return []
+    ids = [r[0] for r in recent]
+    marks = ", ".join("?" for _ in ids)
+    where = " AND name = ?" if metric else ""
+    rows = con.execute(
+        f"""
+        SELECT name, source_name, entity, label, any_value(unit ORDER BY run_id) AS unit,
+               map(list(run_id ORDER BY run_id), list(value ORDER BY run_id)) AS v
+        FROM sla_history WHERE run_id IN ({marks}){where}
+        GROUP BY name, source_name, entity, label
+        ORDER BY name, source_name NULLS FIRST, entity NULLS FIRST, label NULLS FIRST
+        """,
+        [*ids, *([metric] if metric else [])],
+    ).fetchall()
+    out = []
+    for name, src, ent, label, unit, v in rows:
+        values = dict(v)
+        out.append(Trend(name, src, ent, label, unit or "", ids, [values.get(i) for i in ids]))
+    return out
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float | None]) -> str:
+    """A unicode sparkline; gaps (no value) are spaces."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return " " * len(values)
+    lo, hi = min(present), max(present)
+    span = hi - lo
+    out = []
+    for v in values:
+        if v is None:
+            out.append(" ")
+        else:
+            out.append(SPARKS[0 if span == 0 else round((v - lo) / span * (len(SPARKS) - 1))])
+    return "".join(out)

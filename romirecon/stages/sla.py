@@ -134,27 +134,42 @@ def ingest_stats_sql(has_sha: bool) -> str:
     """
 
 
-def quarantine_counts_sql(run_filter: str) -> str:
-    """Distinct quarantined records per source and per (source, reason): a record failing two
-    columns counts once in the source's rate and once under each reason."""
+def _quarantine_rows_sql(cols: list[str], run_filter: str) -> str:
+    """One row per (quarantined record, reason). A record is (source, file, row, line): rows the
+    reader rejected have no row number but a line. With a `reasons` list (every failed check as
+    `reason` or `reason:column`) each reason counts; otherwise the single `reason` column."""
+    line = "source_line" if "source_line" in cols else "NULL::BIGINT"
+    if "reasons" in cols:
+        reason = "split_part(unnest(coalesce(nullif(reasons, []), [reason])), ':', 1)"
+    else:
+        reason = "reason"
+    col = "column_name" if "column_name" in cols else "NULL::VARCHAR"
     return f"""
-    WITH q AS (
-        SELECT source_name, reason, source_file, source_row
+        SELECT DISTINCT source_name, source_file, source_row, {line} AS source_line,
+               {reason} AS reason, {col} AS column_name
         FROM quarantine WHERE TRUE{run_filter}
-    )
+    """
+
+
+def quarantine_counts_sql(cols: list[str], run_filter: str) -> str:
+    """Distinct quarantined records per source and per (source, reason): a record failing two
+    checks counts once in the source's rate and once under each reason."""
+    return f"""
+    WITH q AS ({_quarantine_rows_sql(cols, run_filter)})
     SELECT source_name, reason, grouping(reason) AS all_reasons,
-           count(DISTINCT (source_file, source_row)) AS n
+           count(DISTINCT (source_file, source_row, source_line)) AS n
     FROM q
     GROUP BY GROUPING SETS ((source_name, reason), (source_name))
     ORDER BY source_name, all_reasons DESC, reason NULLS FIRST
     """
 
 
-def quarantine_reasons_sql(run_filter: str) -> str:
+def quarantine_reasons_sql(cols: list[str], run_filter: str) -> str:
     return f"""
-    SELECT source_name, reason, any_value(column_name ORDER BY column_name NULLS LAST) AS col,
-           count(DISTINCT (source_file, source_row)) AS n
-    FROM quarantine WHERE TRUE{run_filter}
+    WITH q AS ({_quarantine_rows_sql(cols, run_filter)})
+    SELECT source_name, reason, min(column_name) AS col,
+           count(DISTINCT (source_file, source_row, source_line)) AS n
+    FROM q
     GROUP BY source_name, reason
     ORDER BY n DESC, source_name, reason
     """
@@ -343,6 +358,11 @@ def _source_entities(
 ) -> dict[str, str]:
     if given is not None:
         return dict(given)
+    if "ingest_stats" in tables and "entity" in _columns(con, "ingest_stats"):
+        rows = con.execute(
+            "SELECT DISTINCT source_name, entity FROM ingest_stats ORDER BY source_name, entity"
+        ).fetchall()
+        return {src: ent for src, ent in reversed(rows)}
     stg = [t for t in _entity_tables(tables).values() if "source_name" in _columns(con, t)]
     if not stg:
         return {}
@@ -387,7 +407,7 @@ def collect_ingest_metrics(
     if "quarantine" in tables:
         cols = _columns(con, "quarantine")
         for src, reason, all_reasons, n in con.execute(
-            quarantine_counts_sql(_run_filter(cols)), _params(cols, run_id)
+            quarantine_counts_sql(cols, _run_filter(cols)), _params(cols, run_id)
         ).fetchall():
             if all_reasons:
                 quarantined[src] = int(n)
@@ -625,7 +645,7 @@ def collect_quarantine_reasons(
     return [
         QuarantineReason(src, reason, col, int(n))
         for src, reason, col, n in con.execute(
-            quarantine_reasons_sql(_run_filter(cols)), _params(cols, run_id)
+            quarantine_reasons_sql(cols, _run_filter(cols)), _params(cols, run_id)
         ).fetchall()
     ]
 
@@ -650,14 +670,17 @@ def sample_ids(
     if check.metric.startswith("quarantine_rate") and "quarantine" in tables:
         cols = _columns(con, "quarantine")
         sql = f"""
-            SELECT DISTINCT source_name || ':' || source_file || ':' || source_row::VARCHAR,
-                   source_name, source_file, source_row
-            FROM quarantine
-            WHERE (? IS NULL OR source_name = ?) AND (? IS NULL OR reason = ?){_run_filter(cols)}
-            ORDER BY source_name, source_file, source_row LIMIT ?
+            WITH q AS ({_quarantine_rows_sql(cols, _run_filter(cols))})
+            SELECT DISTINCT source_name || ':' || source_file || ':'
+                   || coalesce(source_row::VARCHAR, 'line ' || source_line::VARCHAR),
+                   source_name, source_file, source_row, source_line
+            FROM q
+            WHERE (? IS NULL OR source_name = ?) AND (? IS NULL OR reason = ?)
+            ORDER BY source_name, source_file, source_row NULLS LAST, source_line NULLS LAST
+            LIMIT ?
         """
         label = check.label
-        params = [src, src, label, label, *_params(cols, run_id), SAMPLE_IDS]
+        params = [*_params(cols, run_id), src, src, label, label, SAMPLE_IDS]
         return [r[0] for r in con.execute(sql, params).fetchall()]
     code = FINDING_METRICS.get(check.metric)
     if code and "finding" in tables:
