@@ -24,19 +24,25 @@ def cell(value: object) -> str:
     return " ".join(s.split())
 
 
+def code(value: object) -> str:
+    """An identifier as a code span: rendered literally (no HTML, no links); backticks and line
+    breaks cannot occur inside, pipes stay escaped for the table."""
+    s = " ".join(("" if value is None else str(value)).replace("`", "'").split())
+    return "`" + s.replace("|", "\\|") + "`"
+
+
 def _scope(source: str | None, entity: str | None, label: str | None) -> str:
     return " / ".join(x for x in (source, entity, label) if x) or "all"
 
 
 def render(report: Report) -> str:
     counts = report.counts()
-    code = int(report.exit_code())
+    exit_code = int(report.exit_code())
     lines = [
         f"# romirecon SLA report: {ICONS.get(report.status, '')} {report.status.upper()}",
         "",
-        f"- run: `{cell(report.run_id)}`"
-        + (f" ({cell(report.project)})" if report.project else ""),
-        f"- finished: {cell(report.finished_at or '-')}, exit code {code} (fail-on {report.fail_on})",
+        f"- run: {code(report.run_id)}" + (f" ({cell(report.project)})" if report.project else ""),
+        f"- finished: {cell(report.finished_at or '-')}, exit code {exit_code} (fail-on {report.fail_on})",
         f"- checks: {counts['fail']} failed, {counts['warn']} warnings, {counts['pass']} passed, "
         f"{counts['skipped']} skipped",
     ]
@@ -58,7 +64,7 @@ def render(report: Report) -> str:
                 else "-"
             )
             lines.append(
-                f"| {ICONS[c.status]} {c.status} | {cell(c.id)} | "
+                f"| {ICONS[c.status]} {c.status} | {code(c.id)} | "
                 f"{cell(_scope(c.source_name, c.entity, c.label))} | "
                 f"{cell(fmt_value(c.observed, unit))} | {cell(fmt_value(c.warn, unit))} | "
                 f"{cell(fmt_value(c.fail, unit))} | {frac} | {cell(c.message)} |"
@@ -68,7 +74,7 @@ def render(report: Report) -> str:
             lines += ["", "### Sample records", ""]
             for c in breached:
                 ids = ", ".join(cell(i) for i in c.sample_record_ids)
-                lines.append(f"- {cell(c.id)}: {ids}")
+                lines.append(f"- {code(c.id)}: {ids}")
     if report.inputs:
         lines += [
             "",
