@@ -109,6 +109,24 @@ def _recent_runs_sql(limit_param: bool = True) -> str:
     )
 
 
+def previous_values(
+    con: duckdb.DuckDBPyConnection, run_id: str
+) -> dict[tuple[str, str | None, str | None, str | None], tuple[float | None, float | None]]:
+    """(value, numerator) of every metric in the newest baseline run before `run_id`."""
+    if not has_history(con):
+        return {}
+    rows = con.execute(
+        f"""
+        WITH prev AS ({_recent_runs_sql()})
+        SELECT h.name, h.source_name, h.entity, h.label, h.value, h.numerator
+        FROM sla_history h JOIN prev USING (run_id)
+        ORDER BY h.name, h.source_name, h.entity, h.label
+        """,
+        [run_id, *_BASELINE_STATUSES, 1],
+    ).fetchall()
+    return {(r[0], r[1], r[2], r[3]): (r[4], r[5]) for r in rows}
+
+
 @dataclass(frozen=True)
 class Baseline:
     name: str

@@ -271,7 +271,9 @@ def console_summary(report: Any, stream: IO[str] | None = None) -> None:
 
     from romirecon.report.thresholds import fmt_value
 
-    console = Console(file=stream or sys.stderr, highlight=False)
+    out = stream or sys.stderr
+    tty = bool(getattr(out, "isatty", lambda: False)())
+    console = Console(file=out, highlight=False, width=None if tty else 160)
     colors = {"pass": "green", "warn": "yellow", "fail": "red", "skipped": "dim"}
     counts = report.counts()
     status_color = colors.get(report.status, "magenta")

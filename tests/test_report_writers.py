@@ -149,7 +149,7 @@ def test_markdown_lists_checks_and_goes_to_step_summary(
     for c in report.checks:
         assert f"| `{c.id}` |" in md
     assert (
-        "| ❌ fail | `duplicate_rate[source=crm_contacts,entity=contact]` | crm_contacts / contact | 3.06% | 0.5% | 1% | 6 / 196 |"
+        "| ❌ fail | `duplicate_rate[source=crm_contacts,entity=contact]` | crm_contacts / contact | 3.06% | - | 0.5% | 1% | 6 / 196 |"
         in md
     )
     assert "<script>" not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
@@ -200,3 +200,29 @@ def test_write_atomic_failure_keeps_old_file_and_no_temp(tmp_path: Path, monkeyp
         write_atomic(target, "new")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["junit.xml"]
+
+
+def test_write_error_report_records_the_failed_run(tmp_path: Path) -> None:
+    from romirecon import history
+    from romirecon.report import write_error_report
+
+    con = duckdb.connect()
+    write_error_report(tmp_path, "r9", "stage billing failed", con=con, now=E.NOW, project="p")
+    assert history.runs(con) == [("r9", "2026-12-02T00:00:00Z", "error")]
+    doc = json.loads((tmp_path / "sla_report.json").read_text())
+    assert (doc["status"], doc["exit_code"], doc["error"]) == ("error", 3, "stage billing failed")
+    inc = error_report("r8", "crm export is 30 h old", status="inconclusive", now=E.NOW)
+    assert inc.exit_code("never") == 4
+
+
+def test_console_summary_lists_breaches(report) -> None:
+    import io
+
+    from romirecon.obs import console_summary
+
+    buf = io.StringIO()
+    console_summary(report, buf)
+    text = buf.getvalue()
+    assert text.startswith("SLA FAIL: 2 failed, 4 warnings, 2 passed, 0 skipped")
+    assert "duplicate_rate[source=crm_contacts,entity=contact]" in text
+    assert "stripe_customers" not in text  # passing checks are not listed

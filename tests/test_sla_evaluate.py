@@ -179,3 +179,44 @@ def test_counts_on_the_contract_stage_quarantine(contact_project) -> None:
     assert (q.numerator, q.denominator) == (1 + 2, 2)
     by_reason = {(x.reason, x.rows) for x in r.quarantine_by_reason}
     assert by_reason == {("missing-required", 1), ("malformed-row", 2)}
+
+
+def test_previous_run_value_is_carried_for_comparison(con) -> None:
+    first = evaluate(con, "run-1", {}, now=datetime(2026, 12, 1, tzinfo=UTC))
+    assert all(c.previous is None for c in first.checks)  # nothing before it
+    # the metric/finding rows belong to E.RUN; run-1 saw only the table-derived metrics
+    con.execute("DELETE FROM entity_xref WHERE source_id IN ('c195', 'c196')")  # 4 dups left
+    r = evaluate(con, E.RUN, {}, now=E.NOW)
+    c = {x.id: x for x in r.checks}["duplicate_rate[source=crm_contacts,entity=contact]"]
+    assert c.previous == pytest.approx(6 / 196) and c.observed == pytest.approx(4 / 194)
+
+
+def test_source_date_epoch_fixes_the_clock(con, monkeypatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(int(E.NOW.timestamp())))
+    r = evaluate(con, E.RUN, {})
+    assert r.finished_at == "2026-12-02T00:00:00Z"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(ConfigError, match="SOURCE_DATE_EPOCH"):
+        evaluate(con, E.RUN, {})
+
+
+def test_run_and_write_on_a_real_project(contact_project, tmp_path) -> None:
+    """ingest + contract from main, then the SLA step the pipeline calls last."""
+    from romirecon.config import load_project
+    from romirecon.db import configure
+    from romirecon.pipeline import ingest_and_stage
+    from romirecon.report import FILES
+    from romirecon.stages.sla import run_and_write
+
+    project = load_project(contact_project)
+    c = duckdb.connect()
+    configure(c)
+    ingest_and_stage(c, project, "t1")
+    report, paths = run_and_write(c, project, "t1", now=E.NOW, out_dir=tmp_path / "out")
+    assert [p.name for p in paths] == list(FILES)
+    q = {x.id: x for x in report.checks}["quarantine_rate[source=sf_contacts,entity=contact]"]
+    # 1 of 2 rows quarantined = 50%, but 2 rows < min_rows 100: skipped, so the run passes
+    assert (q.status, q.numerator, q.denominator) == ("skipped", 1, 2)
+    assert report.status == "pass" and report.exit_code() == ExitCode.PASS
+    assert report.project == "proj"
+    assert evaluate(c, "t1", {"min_rows": 0}, now=E.NOW).status == "fail"  # 50% > 5% if judged

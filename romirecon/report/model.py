@@ -72,6 +72,7 @@ class Check:
     denominator: float | None = None
     unit: str = ""
     min_rows: int | None = None
+    previous: float | None = None  # the judged value in the previous (non-error) run
     sample_record_ids: list[str] = field(default_factory=list)
     message: str = ""
 

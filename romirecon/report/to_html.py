@@ -205,6 +205,7 @@ def _check_row(c: Check) -> str:
         f"<tr><td>{_badge(c.status)}</td><td><code>{e(c.id)}</code></td>"
         f"<td>{e(_scope(c.source_name, c.entity, c.label))}</td>"
         f'<td class="n">{e(fmt_value(c.observed, unit))}</td>'
+        f'<td class="n">{e(fmt_value(c.previous, unit))}</td>'
         f'<td class="n">{e(fmt_value(c.warn, unit))}</td><td class="n">{e(fmt_value(c.fail, unit))}</td>'
         f'<td class="n">{e(frac)}</td><td>{e(c.message)}</td><td><code>{e(ids)}</code></td></tr>'
     )
@@ -234,7 +235,7 @@ def render(report: Report) -> str:
     p.append("<h2>Checks</h2>")
     if report.checks:
         p.append(
-            "<table><thead><tr><th>status</th><th>check</th><th>scope</th><th>observed</th>"
+            "<table><thead><tr><th>status</th><th>check</th><th>scope</th><th>observed</th><th>previous</th>"
             "<th>warn</th><th>fail</th><th>numerator / denominator</th><th>message</th>"
             "<th>sample records</th></tr></thead><tbody>"
         )

@@ -53,8 +53,9 @@ def render(report: Report) -> str:
             "",
             "## Checks",
             "",
-            "| status | check | scope | observed | warn | fail | numerator / denominator | message |",
-            "|---|---|---|---:|---:|---:|---:|---|",
+            "| status | check | scope | observed | previous | warn | fail | numerator / denominator "
+            "| message |",
+            "|---|---|---|---:|---:|---:|---:|---:|---|",
         ]
         for c in report.checks:
             unit = c.unit if c.measure == "value" else ""
@@ -66,7 +67,8 @@ def render(report: Report) -> str:
             lines.append(
                 f"| {ICONS[c.status]} {c.status} | {code(c.id)} | "
                 f"{cell(_scope(c.source_name, c.entity, c.label))} | "
-                f"{cell(fmt_value(c.observed, unit))} | {cell(fmt_value(c.warn, unit))} | "
+                f"{cell(fmt_value(c.observed, unit))} | {cell(fmt_value(c.previous, unit))} | "
+                f"{cell(fmt_value(c.warn, unit))} | "
                 f"{cell(fmt_value(c.fail, unit))} | {frac} | {cell(c.message)} |"
             )
         breached = [c for c in report.checks if c.sample_record_ids]

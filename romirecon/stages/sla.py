@@ -26,8 +26,10 @@ The run is `inconclusive` (exit 4) when the `finding` table holds an error-sever
 from __future__ import annotations
 
 import math
+import os
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -53,6 +55,9 @@ from romirecon.report.thresholds import (
     rules_from_config,
 )
 from romirecon.sqlutil import ident
+
+if TYPE_CHECKING:
+    from romirecon.config import Project
 
 INCONCLUSIVE_CODES = ("input-missing", "input-empty", "input-stale")
 SAMPLE_IDS = 10
@@ -754,6 +759,18 @@ def _merge(*groups: list[Metric]) -> list[Metric]:
     )
 
 
+def default_now() -> datetime:
+    """The clock, or `SOURCE_DATE_EPOCH` when set (reproducible reports: same inputs and the same
+    epoch give byte-identical files, stage timings aside)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            return datetime.fromtimestamp(int(epoch), UTC)
+        except (ValueError, OverflowError, OSError):
+            raise ConfigError(f"SOURCE_DATE_EPOCH: '{epoch}' is not a Unix time") from None
+    return datetime.now(UTC)
+
+
 def _inconclusive(
     con: duckdb.DuckDBPyConnection, run_id: str, tables: set[str], inputs: list[InputFile]
 ) -> bool:
@@ -797,7 +814,7 @@ def evaluate(
 
     rules = rules_from_config(sla_config)
     anomaly_cfg = dict((sla_config or {}).get("anomaly") or {})
-    now = now or datetime.now(UTC)
+    now = now or default_now()
     tables = _tables(con)
     xref = _xref_table(con, tables)
     entities = _source_entities(con, tables, sources)
@@ -813,6 +830,11 @@ def evaluate(
     checks = apply_rules(rules, metrics)
     window = int(anomaly_cfg.get("window", DEFAULT_ANOMALY["window"]))
     checks += anomaly_checks(metrics, history.baselines(con, run_id, window), anomaly_cfg)
+    previous = history.previous_values(con, run_id)
+    for c in checks:
+        prev = previous.get((c.metric, c.source_name, c.entity, c.label))
+        if prev is not None:
+            c.previous = prev[1] if c.measure == "numerator" else prev[0]
     for c in checks:
         if c.status in ("warn", "fail"):
             c.sample_record_ids = sample_ids(con, run_id, tables, xref, c)
@@ -851,3 +873,30 @@ def evaluate(
         )
         report.history = history.series(con, CHART_METRICS, limit=HISTORY_RUNS, include_run=run_id)
     return report
+
+
+def run_and_write(
+    con: duckdb.DuckDBPyConnection,
+    project: Project,
+    run_id: str,
+    fail_on: str = "fail",
+    *,
+    started_at: datetime | None = None,
+    now: datetime | None = None,
+    out_dir: Path | None = None,
+) -> tuple[Report, list[Path]]:
+    """The pipeline's last step: evaluate with the project's `sla:` section and write the five
+    report files into the output folder. Exit with `report.exit_code(fail_on)`."""
+    from romirecon.report import write_all
+
+    report = evaluate(
+        con,
+        run_id,
+        project.section("sla"),
+        fail_on,
+        project=str(project.raw.get("name") or project.root.name),
+        started_at=started_at,
+        now=now,
+        sources={s.name: s.entity for s in project.sources},
+    )
+    return report, write_all(report, out_dir or project.output_dir)
