@@ -78,7 +78,9 @@ project_option = click.option(
 
 @main.command()
 @project_option
-@click.option("--out", type=click.Path(path_type=Path), help="Output folder (default: outputs.dir).")
+@click.option(
+    "--out", type=click.Path(path_type=Path), help="Output folder (default: outputs.dir)."
+)
 @click.option(
     "--fail-on",
     type=click.Choice(["warn", "fail", "never"]),

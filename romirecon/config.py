@@ -187,7 +187,9 @@ def resolve_inside(root: Path, value: str, what: str, problems: list[str], where
     try:
         full.relative_to(root.resolve())
     except ValueError:
-        problems.append(f"{where}: {what} '{value}' escapes the project folder (use an absolute path)")
+        problems.append(
+            f"{where}: {what} '{value}' escapes the project folder (use an absolute path)"
+        )
     return full
 
 
@@ -206,7 +208,9 @@ def _load_mapping(path: Path, display: str, problems: list[str]) -> Mapping | No
         return None
     entity = doc["entity"]
     if entity not in ENTITIES:
-        problems.append(f"{display}: entity: unknown entity '{entity}'{did_you_mean(entity, ENTITIES)}")
+        problems.append(
+            f"{display}: entity: unknown entity '{entity}'{did_you_mean(entity, ENTITIES)}"
+        )
         return None
     canon = ENTITIES[entity]
     cols: dict[str, ColumnSpec] = {}
@@ -339,7 +343,9 @@ def load_project(project: str | Path | None = None, out_dir: str | Path | None =
         if out_dir
         else resolve_inside(root, str(outputs.get("dir", "out")), "outputs.dir", problems, display)
     )
-    state_dir = resolve_inside(root, str(state.get("dir", ".romirecon")), "state.dir", problems, display)
+    state_dir = resolve_inside(
+        root, str(state.get("dir", ".romirecon")), "state.dir", problems, display
+    )
     temp_dir = (
         resolve_inside(root, str(state["temp_dir"]), "state.temp_dir", problems, display)
         if state.get("temp_dir")
