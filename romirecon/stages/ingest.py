@@ -27,6 +27,7 @@ import duckdb
 from romirecon.config import Project, Source
 from romirecon.exitcodes import InputError, MissingInputError
 from romirecon.sqlutil import ident, literal, table_name
+from romirecon.stages.common import drop_relation
 
 PROVENANCE_RAW = ("source_file", "source_row", "file_sha256")
 
@@ -266,8 +267,8 @@ def ingest_source(
     res = IngestResult(source=source.name, files=files)
     raw = raw_table(source.name)
     rej = rejects_table(source.name)
-    con.execute(f"DROP TABLE IF EXISTS {ident(raw)}")
-    con.execute(f"DROP VIEW IF EXISTS {ident(src_view(source.name))}")
+    drop_relation(con, src_view(source.name))
+    drop_relation(con, raw)
     con.execute(
         f"CREATE OR REPLACE TABLE {ident(rej)} (source_file VARCHAR, line BIGINT, "
         "error_type VARCHAR, error VARCHAR, raw_line VARCHAR)"
