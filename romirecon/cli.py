@@ -132,3 +132,9 @@ def init(directory: Path, force: bool) -> None:
 
     path = api.init_project(directory, force=force)
     click.echo(f"wrote {path}")
+
+
+# `romirecon generate` lives with the generator; registered here so it shows in --help
+from romirecon.generate.cli import generate as _generate  # noqa: E402
+
+main.add_command(_generate)

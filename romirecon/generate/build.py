@@ -57,7 +57,7 @@ def build_estate(
 
     # FX: published rates from 45 days before the window to as_of; factors to 80 days after
     fx_first, fx_last = start_day - 45, as_of_day + 80
-    rates = fx_mod.draw_rates(rng, fx_first, as_of_day)
+    rates = fx_mod.draw_rates(rng, fx_first - 7, as_of_day)  # a week early: day one has a rate
     currencies = sorted({*PRICES_CURRENCIES, *world.campaigns["currency"].to_list(), "EUR"})
     factors, f_first = fx_mod.factor_table(rates, currencies, REPORTING_CURRENCY, fx_first, fx_last)
 

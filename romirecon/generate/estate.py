@@ -605,7 +605,7 @@ def write_stripe(est: Estate, rng: np.random.Generator, people: pl.DataFrame, su
         livemode=pl.lit(True), number="number",
         reason=pl.when(pl.col("refund_id").is_not_null()).then(pl.lit("product_unsatisfactory")).otherwise(pl.lit("order_change")),
         refund="refund_id", status=pl.when(pl.col("void")).then(pl.lit("void")).otherwise(pl.lit("issued")),
-        subtotal="amount", total="amount", type=pl.lit("post_payment"),
+        subtotal="amount", total="amount", total_excluding_tax="amount", type=pl.lit("post_payment"),
         voided_at=pl.when(pl.col("void")).then(pl.col("cn_ts") + 86400),
     )  # fmt: skip
     rel = f"{base}/credit_notes.json"
