@@ -137,9 +137,10 @@ def init(directory: Path, force: bool) -> None:
 def _register_commands() -> None:
     """Commands that live with their feature's package (their heavy imports stay lazy)."""
     from romirecon.dedup.cli import dedupe, explain
+    from romirecon.generate.cli import generate
     from romirecon.report.cli import history
 
-    for command in (dedupe, explain, history):
+    for command in (dedupe, explain, generate, history):
         main.add_command(command)
 
 
