@@ -292,7 +292,7 @@ def test_each_export_stages_through_its_mapping_with_zero_quarantine(
 ) -> None:
     from romirecon.testing import stage_sample
 
-    name, system, entity, mapping, path = next(s for s in SOURCES if s[0] == source)
+    _name, system, entity, mapping, path = next(s for s in SOURCES if s[0] == source)
     mapping_path = estate / "mappings" / mapping
     if not mapping_path.exists():
         pytest.skip(f"mappings/{mapping} is not in this checkout yet")
