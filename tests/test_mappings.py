@@ -321,11 +321,12 @@ def test_hubspot_deal_values() -> None:
     got = rows(
         "hubspot_deal.yaml",
         "hubspot/deals.json",
-        "source_id, amount, currency, close_date, is_closed, is_won, account_id, contact_id",
+        "source_id, amount, currency, close_date, is_closed, is_won, account_id, contact_id, merged_ids",
     )
     assert got == [
-        ("7001", 1200000, "GBP", date(2024, 2, 28), True, True, "9001", "51"),  # "12000" GBP
-        ("7003", 499999, "USD", date(2024, 7, 31), False, False, None, None),  # "4999.99" USD
+        # "12000" GBP; deal 7002 was merged into it
+        ("7001", 1200000, "GBP", date(2024, 2, 28), True, True, "9001", "51", ["7002"]),
+        ("7003", 499999, "USD", date(2024, 7, 31), False, False, None, None, None),  # "4999.99"
     ]
 
 
