@@ -372,7 +372,8 @@ def test_stripe_line_items_basil_shape() -> None:
         ("il_1BasJ2jjjjjjjjj", "il_1BasJ2jjjjjjjjj", "in_1BasJjjjjjjjjjj", "sub_1BasJjjjjjjjjjj",
          None, "price_1JpStd", "invoiceitem", "JPY", -500, 0, 0, True,
          ts("2025-04-15"), ts("2025-05-01")),
-        # ISK is two-decimal in Stripe: 50000 = 500.00 ISK; taxes[].amount 12000 -> tax
+        # ISK is two-decimal in Stripe: 50000 = 500.00 ISK, staged as the integer Stripe wrote
+        # (unit: minor keeps the vendor unit; see exponents: ISK: 2); taxes[].amount 12000 -> tax
         ("il_1BasI1iiiiiiiii", "il_1BasI1iiiiiiiii", "in_1BasIiiiiiiiiii", None, None,
          "price_1IsWorkshop", "invoiceitem", "ISK", 50000, 0, 12000, False,
          ts("2025-04-10 12:00:00"), ts("2025-04-10 12:00:00")),
@@ -641,3 +642,24 @@ def test_stripe_fivetran_customer_subscription_credit_note_refund() -> None:
         "stripe_refund_fivetran.yaml", "stripe/fivetran/refund.csv", "source_id, amount, created_at"
     )
     assert refunds == [("re_1PreAaaaaaaaaaa", 1000, ts("2024-06-20 09:30:00"))]
+
+
+def test_stripe_events_from_a_webhook_log_as_ndjson() -> None:
+    """The same mapping reads a webhook log (one event per line) when the source overrides the
+    format type; a retried delivery is the same event id twice: kept for dedup's exact match on
+    source_id, not quarantined."""
+    con, table, quarantine = stage_sample(
+        MAPPINGS / "stripe_event.yaml",
+        SAMPLES / "stripe/webhook_events.ndjson",
+        "billing",
+        "billing_event",
+        fmt={"type": "ndjson"},
+    )
+    assert quarantine == []
+    got = con.execute(f"SELECT source_row, source_id FROM {table} ORDER BY source_row").fetchall()
+    assert got == [
+        (1, "evt_1PreAinvpaid0001"),
+        (2, "evt_1PreAsubupd0002"),
+        (3, "evt_1PreAinvpaid0001"),  # the retry
+        (4, "evt_1PreAinvcre0003"),
+    ]
