@@ -68,7 +68,9 @@ CASES: dict[str, list[str]] = {
     "meta_ads_insights.yaml": ["meta_ads/insights.json", "meta_ads/insights.jsonl"],
     "linkedin_ads_analytics.yaml": ["linkedin_ads/ad_analytics_statistics.json"],
     "microsoft_ads_campaign.yaml": ["microsoft_ads/campaign_performance.csv"],
-    "ecb_eurofxref_hist.yaml": ["ecb/eurofxref-hist.csv"],
+    "ecb_eurofxref.yaml": ["ecb/eurofxref-hist.csv"],
+    "treasury_fx_rate.yaml": ["treasury/rates.csv"],
+    "linkedin_ads_campaign.yaml": ["linkedin_ads/campaign_performance_export.csv"],
 }
 
 
@@ -210,6 +212,7 @@ def test_format_notes_cover_every_mapping() -> None:
 # --- staging every sample through the contract stage ---------------------------------------------
 
 SYSTEM = {
+    "treasury": "fx",
     "salesforce": "crm",
     "hubspot": "crm",
     "netsuite": "erp",
@@ -593,7 +596,7 @@ def test_meta_linkedin_microsoft_spend() -> None:
 
 
 def test_ecb_unpivots_and_drops_na() -> None:
-    con, table, quarantine = staged("ecb_eurofxref_hist.yaml", "ecb/eurofxref-hist.csv")
+    con, table, quarantine = staged("ecb_eurofxref.yaml", "ecb/eurofxref-hist.csv")
     assert quarantine == ()
     # 41 currency columns, 11 of them N/A on every sample day (CYP EEK LTL LVL MTL ROL SIT SKK HRK
     # RUB TRL), 3 days: 30 * 3 = 90 rates; the trailing-comma column yields none
@@ -714,3 +717,20 @@ def test_google_ads_gaql_csv_and_meta_jsonl_stage_like_the_api_json() -> None:
     assert rows("meta_ads_insights.yaml", "meta_ads/insights.jsonl", cols) == rows(
         "meta_ads_insights.yaml", "meta_ads/insights.json", cols
     )
+
+
+def test_linkedin_campaign_manager_export_and_treasury_rates() -> None:
+    got = rows(
+        "linkedin_ads_campaign.yaml",
+        "linkedin_ads/campaign_performance_export.csv",
+        "campaign_group_id, campaign_id, date, currency, spend, clicks",
+    )
+    assert got == [
+        # the four report lines above the header are skipped; "Total Spent" 120.50 EUR
+        ("625612345", "187654321", date(2025, 1, 15), "EUR", 12050, 37),
+        ("625612345", "187654322", date(2025, 1, 15), "EUR", 0, 0),
+        ("625612345", "187654321", date(2025, 1, 16), "EUR", 9801, 29),
+    ]
+    fx = rows("treasury_fx_rate.yaml", "treasury/rates.csv", "date, base, quote, rate, rate_type")
+    assert fx[0] == (date(2025, 1, 15), "EUR", "KWD", Decimal("0.3178"), "treasury")
+    assert len(fx) == 3
