@@ -33,6 +33,9 @@ def _file_rows(path: Path) -> int:
         return len(json.loads(path.read_text())["data"])
     if path.suffix == ".jsonl":
         return sum(1 for line in path.read_text().splitlines() if line.strip())
+    if path.name == "eurofxref-hist.csv":  # wide: one staged rate per published (non-N/A) cell
+        wide = pl.read_csv(path, infer_schema=False).drop("Date")
+        return sum(int((wide[c].is_not_null() & (wide[c] != "N/A")).sum()) for c in wide.columns)
     text = path.read_text().splitlines()
     if "linkedin_ads" in str(path):
         text = text[4:]  # the report preamble
