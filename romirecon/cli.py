@@ -134,11 +134,14 @@ def init(directory: Path, force: bool) -> None:
     click.echo(f"wrote {path}")
 
 
-def _register_dedup() -> None:
+def _register_commands() -> None:
+    """Commands that live with their feature's package (their heavy imports stay lazy)."""
     from romirecon.dedup.cli import dedupe, explain
+    from romirecon.generate.cli import generate
+    from romirecon.report.cli import history
 
-    main.add_command(dedupe)
-    main.add_command(explain)
+    for command in (dedupe, explain, generate, history):
+        main.add_command(command)
 
 
-_register_dedup()
+_register_commands()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -40,8 +41,16 @@ def _validator(name: str) -> Any:
     return Draft202012Validator(schema(name), registry=registry)
 
 
-def did_you_mean(word: str, options: list[str] | set[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.6)
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """A hint naming the closest option: a case-insensitive match first, then difflib's."""
+    opts = sorted(set(options))
+    folded = [o for o in opts if o.lower() == word.lower() and o != word]
+    close = folded or difflib.get_close_matches(word, opts, n=1, cutoff=0.6)
+    if not close:
+        lower = {o.lower(): o for o in opts}
+        close = [
+            lower[c] for c in difflib.get_close_matches(word.lower(), list(lower), n=1, cutoff=0.6)
+        ]
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
@@ -187,7 +196,9 @@ def resolve_inside(root: Path, value: str, what: str, problems: list[str], where
     try:
         full.relative_to(root.resolve())
     except ValueError:
-        problems.append(f"{where}: {what} '{value}' escapes the project folder (use an absolute path)")
+        problems.append(
+            f"{where}: {what} '{value}' escapes the project folder (use an absolute path)"
+        )
     return full
 
 
@@ -206,7 +217,9 @@ def _load_mapping(path: Path, display: str, problems: list[str]) -> Mapping | No
         return None
     entity = doc["entity"]
     if entity not in ENTITIES:
-        problems.append(f"{display}: entity: unknown entity '{entity}'{did_you_mean(entity, ENTITIES)}")
+        problems.append(
+            f"{display}: entity: unknown entity '{entity}'{did_you_mean(entity, ENTITIES)}"
+        )
         return None
     canon = ENTITIES[entity]
     cols: dict[str, ColumnSpec] = {}
@@ -339,7 +352,9 @@ def load_project(project: str | Path | None = None, out_dir: str | Path | None =
         if out_dir
         else resolve_inside(root, str(outputs.get("dir", "out")), "outputs.dir", problems, display)
     )
-    state_dir = resolve_inside(root, str(state.get("dir", ".romirecon")), "state.dir", problems, display)
+    state_dir = resolve_inside(
+        root, str(state.get("dir", ".romirecon")), "state.dir", problems, display
+    )
     temp_dir = (
         resolve_inside(root, str(state["temp_dir"]), "state.temp_dir", problems, display)
         if state.get("temp_dir")

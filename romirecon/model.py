@@ -2,7 +2,7 @@
 
 A mapping file maps one export onto one entity: each canonical column is filled from a source
 column (or a SQL expression over source columns) and typed here. The contract stage writes one
-`stg_<source>` table per source with exactly these columns (those the mapping fills; the rest are
+`staged_<source>` table per source with exactly these columns (those the mapping fills; the rest are
 NULL) plus the provenance columns, and one `stg_<entity>` view that unions every source of that
 entity by name. Later stages read `stg_<entity>`; nothing downstream reads raw export columns.
 
@@ -68,7 +68,11 @@ _PARTY = (
     ("country", "string", "ISO 3166 alpha-2 where the export has it"),
     ("currency", "string", "the record's default currency"),
     ("account_id", "string", "parent account/company id in the same system"),
-    ("external_ref", "string", "an id of this party in another system (e.g. Stripe id on a CRM record)"),
+    (
+        "external_ref",
+        "string",
+        "an id of this party in another system (e.g. Stripe id on a CRM record)",
+    ),
     ("lead_source", "string", "CRM lead source / original source"),
     ("latest_source", "string", "HubSpot latest source"),
     ("utm_source", "string", ""),
@@ -113,6 +117,7 @@ ENTITIES: dict[str, dict[str, Column]] = {
         ("is_deleted", "boolean", ""),
         ("created_at", "timestamp", ""),
         ("updated_at", "timestamp", ""),
+        ("merged_ids", "list", "ids merged into this deal (HubSpot hs_merged_object_ids)"),
     ),
     "campaign_member": _cols(
         ("source_id", "string", ""),
@@ -156,7 +161,11 @@ ENTITIES: dict[str, dict[str, Column]] = {
         ("tax", "money", ""),
         ("total", "money", ""),
         ("amount_paid", "money", ""),
-        ("billing_reason", "string", "subscription_create | subscription_cycle | subscription_update | manual"),
+        (
+            "billing_reason",
+            "string",
+            "subscription_create | subscription_cycle | subscription_update | manual",
+        ),
         ("coupon", "string", "coupon / promotion code"),
         ("period_start", "timestamp", ""),
         ("period_end", "timestamp", ""),

@@ -1,0 +1,117 @@
+"""The state database (DuckDB) and the run lock on the state folder."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from types import TracebackType
+
+import duckdb
+
+from romirecon.config import Project
+from romirecon.exitcodes import LockedError
+from romirecon.sqlutil import literal
+
+STATE_DB = "romirecon.duckdb"
+LOCK_FILE = "run.lock"
+
+
+def configure(con: duckdb.DuckDBPyConnection, project: Project | None = None) -> None:
+    """Session settings every run uses: UTC, insertion order kept (deterministic outputs), and the
+    project's memory limit / temp folder so DuckDB spills to disk instead of failing."""
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET preserve_insertion_order = true")
+    if project is None:
+        return
+    if project.memory_limit:
+        con.execute(f"SET memory_limit = {literal(project.memory_limit)}")
+    if project.threads:
+        con.execute(f"SET threads = {int(project.threads)}")
+    temp = project.temp_dir or (project.state_dir / "tmp")
+    temp.mkdir(parents=True, exist_ok=True)
+    con.execute(f"SET temp_directory = {literal(str(temp))}")
+
+
+def open_state(project: Project) -> duckdb.DuckDBPyConnection:
+    project.state_dir.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(project.state_dir / STATE_DB))
+    configure(con, project)
+    return con
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """An exclusive lock file in the state folder. A second run on the same state folder stops
+    with a clear message; a lock left by a dead process (same host) is taken over."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / LOCK_FILE
+        self.held = False
+
+    def _try_create(self) -> bool:
+        payload = json.dumps(
+            {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        ).encode()
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        return True
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            if self._try_create():
+                self.held = True
+                return self
+            try:
+                info = json.loads(self.path.read_text() or "{}")
+            except (OSError, ValueError):
+                info = {}
+            pid = int(info.get("pid", 0) or 0)
+            same_host = info.get("host") in (None, socket.gethostname())
+            if pid and same_host and _alive(pid) and pid != os.getpid():
+                started = time.strftime(
+                    "%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(info.get("started", 0)))
+                )
+                raise LockedError(
+                    f"another romirecon run (pid {pid}, started {started}) holds {self.path}; "
+                    "wait for it to finish"
+                )
+            if not same_host:
+                raise LockedError(
+                    f"{self.path} is held by a run on host {info.get('host')}; remove it if that run is dead"
+                )
+            # stale: the owner is gone. Rename it away (atomic) so only one taker wins.
+            try:
+                os.replace(self.path, self.path.with_suffix(f".stale.{os.getpid()}"))
+                os.unlink(self.path.with_suffix(f".stale.{os.getpid()}"))
+            except FileNotFoundError:
+                pass
+        raise LockedError(f"could not take the lock {self.path}")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.held:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            self.held = False

@@ -1,0 +1,86 @@
+"""Writing output files: atomically (temp file in the same folder, then os.replace), and CSV cells
+that a spreadsheet would run as a formula are neutralised."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+from romirecon.sqlutil import ident, literal
+
+# a cell starting with one of these is a formula in Excel / LibreOffice / Google Sheets
+FORMULA_START = r"^[=+\-@\t\r]"
+
+
+def atomic_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+
+
+def write_text(final: Path, text: str) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_path(final)
+    try:
+        with tmp.open("w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def _safe_csv_select(con: duckdb.DuckDBPyConnection, relation: str) -> str:
+    cols = con.execute(f"DESCRIBE {relation}").fetchall()
+    out = []
+    for name, ctype, *_ in cols:
+        q = ident(name)
+        if ctype == "VARCHAR":
+            out.append(
+                f"CASE WHEN regexp_matches({q}, {literal(FORMULA_START)}) THEN '''' || {q} "
+                f"ELSE {q} END AS {q}"
+            )
+        elif ctype.endswith("[]") or ctype.startswith(("STRUCT", "MAP")):
+            out.append(f"CAST(to_json({q}) AS VARCHAR) AS {q}")
+        else:
+            out.append(q)
+    return f"SELECT {', '.join(out)} FROM {relation}"
+
+
+def write_table(
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    out_dir: Path,
+    stem: str,
+    formats: list[str],
+) -> list[Path]:
+    """Write the result of `query` (which must carry its own ORDER BY) as `<stem>.parquet` /
+    `<stem>.csv`, each atomically. Returns the files written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    view = f"_publish_{stem}"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {ident(view)} AS {query}")
+    written = []
+    try:
+        for fmt in formats:
+            final = out_dir / f"{stem}.{fmt}"
+            tmp = atomic_path(final)
+            try:
+                if fmt == "parquet":
+                    con.execute(
+                        f"COPY (SELECT * FROM {ident(view)}) TO {literal(str(tmp))} "
+                        "(FORMAT parquet, COMPRESSION zstd)"
+                    )
+                else:
+                    con.execute(
+                        f"COPY ({_safe_csv_select(con, ident(view))}) TO {literal(str(tmp))} "
+                        "(FORMAT csv, HEADER true)"
+                    )
+                os.replace(tmp, final)
+            finally:
+                tmp.unlink(missing_ok=True)
+            written.append(final)
+    finally:
+        con.execute(f"DROP VIEW IF EXISTS {ident(view)}")
+    return written

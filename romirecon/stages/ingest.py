@@ -1,0 +1,430 @@
+"""Ingest: every export file of a source into `raw_<source>`, all columns as VARCHAR.
+
+Reading everything as text is deliberate: a value that does not parse is a contract failure of
+that row (quarantine, with the original text), not a load failure of the whole file. Readers are
+DuckDB's own (CSV/TSV sniffer, Parquet, JSON) plus fastexcel for XLSX; no Python row loops.
+
+Tables written per source:
+- `raw_<source>`: the export's columns (VARCHAR; nested JSON/struct values as JSON text) +
+  `source_file, source_row, file_sha256`. JSON sources instead carry the whole record in `_json`
+  and expose its top-level keys through the view `src_<source>`.
+- `rejects_<source>`: lines the CSV reader could not split into the header's columns
+  (`source_file, line, error, raw_line`): they become `malformed-row` quarantine rows.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from romirecon.config import Project, Source
+from romirecon.exitcodes import InputError, MissingInputError
+from romirecon.sqlutil import ident, literal, table_name
+from romirecon.stages.common import drop_relation
+
+PROVENANCE_RAW = ("source_file", "source_row", "file_sha256")
+
+
+@dataclass
+class FileInfo:
+    path: Path
+    display: str  # relative to the project folder where possible
+    sha256: str
+    size: int
+    mtime: float
+
+
+@dataclass
+class IngestResult:
+    source: str
+    files: list[FileInfo] = field(default_factory=list)
+    rows_read: int = 0
+    rows_rejected: int = 0
+    columns: list[str] = field(default_factory=list)  # source columns (top-level keys for JSON)
+    is_json: bool = False
+
+
+def raw_table(source: str) -> str:
+    return table_name("raw", source)
+
+
+def src_view(source: str) -> str:
+    return table_name("src", source)
+
+
+def rejects_table(source: str) -> str:
+    return table_name("rejects", source)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_files(project: Project, source: Source) -> list[FileInfo]:
+    """Expand the source's globs (sorted, de-duplicated). Missing input raises exit 4."""
+    seen: dict[Path, None] = {}
+    for pattern in source.patterns:
+        full = pattern if os.path.isabs(pattern) else str(project.root / pattern)
+        for hit in sorted(glob.glob(full, recursive=True)):
+            p = Path(hit)
+            if p.is_file():
+                seen[p.resolve()] = None
+    files = []
+    for p in sorted(seen):
+        try:
+            display = str(p.relative_to(project.root))
+        except ValueError:
+            display = str(p)
+        st = p.stat()
+        files.append(FileInfo(p, display, sha256_file(p), st.st_size, st.st_mtime))
+    if not files and source.required:
+        globs = ", ".join(source.patterns)
+        raise MissingInputError(f"source '{source.name}': no file matches {globs}")
+    if files and source.max_age_hours is not None:
+        newest = max(f.mtime for f in files)
+        age_h = (time.time() - newest) / 3600
+        if age_h > source.max_age_hours:
+            raise MissingInputError(
+                f"source '{source.name}': newest file {max(files, key=lambda f: f.mtime).display} "
+                f"is {age_h:.1f} h old (max_age_hours: {source.max_age_hours}): stale input"
+            )
+    return files
+
+
+def detect_type(source: Source, path: Path) -> str:
+    t = source.format.get("type", "auto")
+    if t != "auto":
+        return t
+    name = path.name.lower()
+    for suffix in (".gz", ".zst", ".zstd"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    ext = name.rsplit(".", 1)[-1] if "." in name else ""
+    return {
+        "csv": "csv",
+        "tsv": "tsv",
+        "txt": "csv",
+        "parquet": "parquet",
+        "json": "json",
+        "ndjson": "ndjson",
+        "jsonl": "ndjson",
+        "xlsx": "xlsx",
+        "xlsm": "xlsx",
+    }.get(ext, "csv")
+
+
+def _csv_options(fmt: dict, is_tsv: bool) -> str:
+    opts = [
+        "all_varchar = true",
+        "header = " + ("true" if fmt.get("header", True) else "false"),
+        # exports carry long notes / descriptions: allow 64 MB lines instead of DuckDB's 2 MB
+        "max_line_size = 67108864",
+    ]
+    delim = fmt.get("delimiter") or ("\t" if is_tsv else None)
+    if delim:
+        opts.append(f"delim = {literal(delim)}")
+    if fmt.get("quote") is not None:
+        opts.append(f"quote = {literal(fmt['quote'])}")
+    if fmt.get("escape") is not None:
+        opts.append(f"escape = {literal(fmt['escape'])}")
+    if fmt.get("encoding"):
+        opts.append(f"encoding = {literal(fmt['encoding'])}")
+    comp = fmt.get("compression", "auto")
+    if comp != "auto":
+        opts.append(f"compression = {literal(comp)}")
+    if fmt.get("skip_rows"):
+        opts.append(f"skip = {int(fmt['skip_rows'])}")
+    if fmt.get("null_values"):
+        opts.append("nullstr = [" + ", ".join(literal(v) for v in fmt["null_values"]) + "]")
+    return ", ".join(opts)
+
+
+_LINE_RE = re.compile(r"\b[Ll]ine:? (\d+)")
+
+
+def describe_error(display: str, err: Exception, hint: str = "") -> str:
+    """One line naming the file (and line, when DuckDB reports one) for a reader error."""
+    text = str(err).strip()
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(err).__name__)
+    first = re.sub(r"^(Invalid Input Error|IO Error|Conversion Error|Parser Error): ", "", first)
+    m = _LINE_RE.search(text)
+    where = f":{m.group(1)}" if m and f"line {m.group(1)}" not in first.lower() else ""
+    if "unicode" in text.lower() and "utf" in text.lower() and not hint:
+        hint = " (set format.encoding: latin-1 or utf-16 for this source)"
+    return f"{display}{where}: cannot read: {first[:300]}{hint}"
+
+
+def _read_file_sql(kind: str, path: Path, fmt: dict, rejects: str | None) -> str:
+    """A SELECT yielding the file's columns (VARCHAR) plus `_ord` (1-based record number)."""
+    p = literal(str(path))
+    if kind in ("csv", "tsv"):
+        opts = _csv_options(fmt, kind == "tsv")
+        if rejects:
+            opts += f", store_rejects = true, rejects_table = {literal(rejects)}"
+            opts += f", rejects_scan = {literal(rejects + '_scan')}"
+        return f"SELECT * RENAME (ordinality AS _ord) FROM read_csv({p}, {opts}) WITH ORDINALITY"
+    if kind == "parquet":
+        return (
+            f"SELECT COLUMNS(* EXCLUDE (file_row_number))::VARCHAR, file_row_number + 1 AS _ord "
+            f"FROM read_parquet({p}, file_row_number = true)"
+        )
+    raise AssertionError(kind)
+
+
+def _json_records_sql(kind: str, path: Path, fmt: dict) -> str:
+    """A SELECT yielding `_json` (one record) and `_ord` for JSON / NDJSON files."""
+    p = literal(str(path))
+    comp = fmt.get("compression", "auto")
+    copt = f", compression = {literal(comp)}" if comp != "auto" else ""
+    if kind == "ndjson":
+        base = f"SELECT json AS _doc, ordinality AS _ord FROM read_ndjson_objects({p}{copt}) WITH ORDINALITY"
+        return f"SELECT _doc AS _json, _ord FROM ({base})"
+    json_path = fmt.get("json_path")
+    docs = f"read_json_objects({p}, format = 'auto'{copt})"
+    if json_path:
+        jp = "$." + ".".join(f'"{seg}"' for seg in json_path.split(".")) + "[*]"
+        return (
+            f"SELECT u.j AS _json, (d.ordinality - 1) * 1000000000 + u.ord AS _ord "
+            f"FROM {docs} WITH ORDINALITY d, unnest(json_extract(d.json, {literal(jp)})) "
+            f"WITH ORDINALITY u(j, ord)"
+        )
+    # a top-level array of records, or one record per document
+    return (
+        f"SELECT CASE WHEN json_type(json) = 'ARRAY' THEN NULL ELSE json END AS _single, json, "
+        f"ordinality AS _ord FROM {docs} WITH ORDINALITY"
+    )
+
+
+def _xlsx_arrow(path: Path, fmt: dict):  # -> pyarrow.Table
+    import fastexcel
+    import pyarrow as pa
+
+    reader = fastexcel.read_excel(str(path))
+    sheet = fmt.get("sheet", 0)
+    data = reader.load_sheet(sheet, skip_rows=fmt.get("skip_rows") or None, dtypes="string")
+    table = data.to_arrow()
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    table = table.cast(pa.schema([pa.field(f.name, pa.string()) for f in table.schema]))
+    ords = pa.array(range(1, table.num_rows + 1), type=pa.int64())
+    return table.append_column("_ord", ords)
+
+
+def _collect_rejects(con: duckdb.DuckDBPyConnection, scratch: str, rej: str, f: FileInfo) -> None:
+    """Lines the CSV reader rejected: one row per line (DuckDB reports one error per missing
+    column). A wrong encoding is a property of the file, not of a row: stop with a hint."""
+    bad = con.execute(
+        f"SELECT min(line) FROM {scratch} WHERE error_type::VARCHAR = 'INVALID ENCODING'"
+    ).fetchone()[0]
+    if bad is not None:
+        raise InputError(
+            f"{f.display}:{bad}: cannot read: the file is not valid UTF-8 "
+            "(set format.encoding: latin-1 or utf-16 for this source)"
+        )
+    con.execute(
+        f"INSERT INTO {ident(rej)} SELECT ?, line, min(error_type::VARCHAR), "
+        f"string_agg(DISTINCT error_message, '; ' ORDER BY error_message), min(csv_line) "
+        f"FROM {scratch} GROUP BY line ORDER BY line",
+        [f.display],
+    )
+
+
+def _normalized_newlines(path: Path, dest: Path) -> None:
+    """Copy `path` with CRLF and lone CR turned into LF (mixed line endings defeat the CSV
+    sniffer). A streaming byte pass, not a row loop."""
+    with path.open("rb") as src, dest.open("wb") as out:
+        carry = b""
+        for block in iter(lambda: src.read(1 << 22), b""):
+            chunk = carry + block
+            carry = b"\r" if chunk.endswith(b"\r") else b""
+            if carry:
+                chunk = chunk[:-1]
+            out.write(chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
+        out.write(carry.replace(b"\r", b"\n"))
+
+
+def _load_delimited(
+    con: duckdb.DuckDBPyConnection,
+    kind: str,
+    f: FileInfo,
+    fmt: dict,
+    part: str,
+    prov: str,
+    scratch: str,
+) -> None:
+    rejects = scratch if kind != "parquet" else None
+
+    def create(sql: str) -> str:
+        return f"CREATE OR REPLACE TEMP TABLE {part} AS SELECT * EXCLUDE (_ord), {prov} FROM ({sql}) ORDER BY _ord"
+
+    try:
+        con.execute(create(_read_file_sql(kind, f.path, fmt, rejects)))
+    except duckdb.Error as e:
+        compressed = f.path.name.lower().endswith((".gz", ".zst", ".zstd"))
+        if kind == "parquet" or compressed or "sniffing" not in str(e):
+            raise
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            copy = Path(d) / f.path.name
+            _normalized_newlines(f.path, copy)
+            con.execute(create(_read_file_sql(kind, copy, fmt, rejects)))
+
+
+def ingest_source(
+    con: duckdb.DuckDBPyConnection, project: Project, source: Source, run_id: str
+) -> IngestResult:
+    """Load every file of `source` into `raw_<source>`; raise InputError naming the file when a
+    file cannot be read at all."""
+    files = resolve_files(project, source)
+    res = IngestResult(source=source.name, files=files)
+    raw = raw_table(source.name)
+    rej = rejects_table(source.name)
+    drop_relation(con, src_view(source.name))
+    drop_relation(con, raw)
+    con.execute(
+        f"CREATE OR REPLACE TABLE {ident(rej)} (source_file VARCHAR, line BIGINT, "
+        "error_type VARCHAR, error VARCHAR, raw_line VARCHAR)"
+    )
+    kinds = {detect_type(source, f.path) for f in files}
+    res.is_json = bool(kinds & {"json", "ndjson"})
+    if res.is_json and kinds - {"json", "ndjson"}:
+        raise InputError(f"source '{source.name}': mixes JSON and non-JSON files ({sorted(kinds)})")
+    parts: list[str] = []
+    for i, f in enumerate(files):
+        kind = detect_type(source, f.path)
+        part = f"_part_{i}"
+        prov = (
+            f"{literal(f.display)} AS source_file, _ord AS source_row, "
+            f"{literal(f.sha256)} AS file_sha256"
+        )
+        if f.size == 0:
+            continue  # an empty file has no header and no rows: counted as zero rows
+        try:
+            if kind in ("json", "ndjson"):
+                inner = _json_records_sql(kind, f.path, source.format)
+                if kind == "json" and not source.format.get("json_path"):
+                    # arrays unnest into records; single objects are records themselves
+                    inner = (
+                        f"SELECT coalesce(_single, u.j) AS _json, "
+                        f"CASE WHEN _single IS NULL THEN (_ord - 1) * 1000000000 + u.ord ELSE _ord END AS _ord "
+                        f"FROM ({inner}) d LEFT JOIN LATERAL (SELECT * FROM unnest("
+                        f"CASE WHEN _single IS NULL THEN json_extract(d.json, '$[*]') END) "
+                        f"WITH ORDINALITY AS x(j, ord)) u ON true"
+                    )
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE {part} AS SELECT _json::VARCHAR AS _json, {prov} "
+                    f"FROM ({inner}) WHERE _json IS NOT NULL ORDER BY _ord"
+                )
+            elif kind == "xlsx":
+                arrow = _xlsx_arrow(f.path, source.format)
+                con.register("_xlsx_arrow", arrow)
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE {part} AS SELECT * EXCLUDE (_ord), {prov} "
+                    "FROM _xlsx_arrow ORDER BY _ord"
+                )
+                con.unregister("_xlsx_arrow")
+            else:
+                scratch = f"_rej_{i}"
+                _load_delimited(con, kind, f, source.format, part, prov, scratch)
+                if kind != "parquet":
+                    _collect_rejects(con, scratch, rej, f)
+                    con.execute(f"DROP TABLE IF EXISTS {scratch}")
+                    con.execute(f"DROP TABLE IF EXISTS {scratch}_scan")
+        except duckdb.Error as e:
+            raise InputError(describe_error(f.display, e)) from None
+        except InputError:
+            raise
+        except Exception as e:  # fastexcel and pyarrow errors
+            raise InputError(describe_error(f.display, e)) from None
+        parts.append(part)
+    if parts:
+        union = " UNION ALL BY NAME ".join(f"SELECT * FROM {p}" for p in parts)
+        con.execute(f"CREATE TABLE {ident(raw)} AS {union}")
+        for p in parts:
+            con.execute(f"DROP TABLE {p}")
+    else:
+        cols = "_json VARCHAR, " if res.is_json else ""
+        con.execute(
+            f"CREATE TABLE {ident(raw)} ({cols}source_file VARCHAR, source_row BIGINT, file_sha256 VARCHAR)"
+        )
+    res.rows_read = con.execute(f"SELECT count(*) FROM {ident(raw)}").fetchone()[0]
+    res.rows_rejected = con.execute(f"SELECT count(*) FROM {ident(rej)}").fetchone()[0]
+    if res.is_json:
+        _create_json_view(con, source.name)
+    else:
+        con.execute(f"CREATE VIEW {ident(src_view(source.name))} AS SELECT * FROM {ident(raw)}")
+    res.columns = [
+        r[0]
+        for r in con.execute(f"DESCRIBE {ident(src_view(source.name))}").fetchall()
+        if r[0] not in PROVENANCE_RAW and r[0] != "_json"
+    ]
+    return res
+
+
+def _create_json_view(con: duckdb.DuckDBPyConnection, source: str) -> None:
+    """Expose each top-level key of the JSON records as a VARCHAR column (nested values as JSON
+    text), so mappings address JSON and flat exports the same way."""
+    raw = ident(raw_table(source))
+    keys = [
+        r[0]
+        for r in con.execute(
+            f"SELECT DISTINCT k FROM (SELECT unnest(json_keys(_json::JSON)) AS k FROM {raw}) "
+            "WHERE k IS NOT NULL ORDER BY k"
+        ).fetchall()
+    ]
+    keys = [k for k in keys if k not in PROVENANCE_RAW and k != "_json"]
+    cols = [
+        f"json_extract_string(_json::JSON, {literal('$.' + json_key(k))}) AS {ident(k)}"
+        for k in keys
+    ]
+    select = ", ".join([*cols, "_json", *PROVENANCE_RAW])
+    con.execute(f"CREATE VIEW {ident(src_view(source))} AS SELECT {select} FROM {raw}")
+
+
+def json_key(key: str) -> str:
+    """A JSONPath member: always quoted, so keys with dots or spaces work."""
+    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def header_columns(
+    con: duckdb.DuckDBPyConnection, project: Project, source: Source, f: FileInfo
+) -> list[str]:
+    """The columns (top-level keys for JSON, sampled) of one file, without loading it."""
+    kind = detect_type(source, f.path)
+    if f.size == 0:
+        return []
+    try:
+        if kind in ("csv", "tsv", "parquet"):
+            sql = _read_file_sql(kind, f.path, source.format, None)
+            cols = [r[0] for r in con.execute(f"DESCRIBE {sql}").fetchall()]
+            return [c for c in cols if c != "_ord"]
+        if kind == "xlsx":
+            return [c for c in _xlsx_arrow(f.path, source.format).column_names if c != "_ord"]
+        inner = _json_records_sql(kind, f.path, source.format)
+        if kind == "json" and not source.format.get("json_path"):
+            inner = (
+                f"SELECT coalesce(_single, u.j) AS _json FROM ({inner}) d LEFT JOIN LATERAL "
+                f"(SELECT * FROM unnest(CASE WHEN _single IS NULL THEN json_extract(d.json, '$[*]') END) "
+                f"AS x(j)) u ON true"
+            )
+        rows = con.execute(
+            f"SELECT DISTINCT k FROM (SELECT unnest(json_keys(_json::JSON)) AS k FROM "
+            f"(SELECT _json FROM ({inner}) LIMIT 1000)) ORDER BY k"
+        ).fetchall()
+        return [r[0] for r in rows]
+    except duckdb.Error as e:
+        raise InputError(describe_error(f.display, e)) from None
+    except Exception as e:
+        raise InputError(describe_error(f.display, e)) from None

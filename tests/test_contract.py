@@ -1,0 +1,243 @@
+"""The contract compiler: each canonical type and each quarantine reason, by hand-made cases."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from romirecon.testing import stage_sample
+
+
+def stage(tmp_path: Path, mapping: dict[str, Any], content: str | bytes, name: str = "x.csv",
+          entity: str | None = None, fmt: dict[str, Any] | None = None):  # fmt: skip
+    mp = tmp_path / "m.yaml"
+    mp.write_text(yaml.safe_dump(mapping))
+    sp = tmp_path / name
+    sp.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return stage_sample(mp, sp, "billing", entity or mapping["entity"], fmt)
+
+
+def rows(con, sql: str) -> list[tuple]:
+    return con.execute(sql).fetchall()
+
+
+LINE = {
+    "entity": "invoice_line",
+    "columns": {
+        "source_id": {"from": "id", "required": True},
+        "currency": {"from": "currency"},
+        "amount": {"from": "amount", "unit": "major"},
+    },
+}
+
+
+def test_money_major_units_use_the_currency_exponent(tmp_path: Path) -> None:
+    # USD 19.99 -> 1999 cents; JPY 500 -> 500 yen (exponent 0); KWD 1.234 -> 1234 fils (3);
+    # USD 0.125 -> 12.5 cents -> 12 (half-even); USD 0.135 -> 13.5 -> 14 (half-even)
+    con, t, q = stage(tmp_path, LINE, "id,currency,amount\n1,usd,19.99\n2,JPY,500\n3,KWD,1.234\n"
+                      "4,USD,0.125\n5,USD,0.135\n")  # fmt: skip
+    assert q == []
+    assert rows(con, f"SELECT source_id, currency, amount FROM {t} ORDER BY source_id") == [
+        ("1", "USD", 1999), ("2", "JPY", 500), ("3", "KWD", 1234), ("4", "USD", 12), ("5", "USD", 14),
+    ]  # fmt: skip
+
+
+def test_money_micros_and_minor(tmp_path: Path) -> None:
+    m = {"entity": "ad_spend", "currency": "USD",
+         "columns": {"campaign_id": {"from": "c"}, "spend": {"from": "cost_micros", "unit": "micros"}}}  # fmt: skip
+    # 12_345_678 micros = 12.345678 USD = 1234.5678 cents -> 1235; 5_000 micros = 0.5 cents -> 0 (even)
+    # 15_000 micros = 1.5 cents -> 2 (half-even rounds to the even neighbour)
+    con, t, q = stage(
+        tmp_path, m, "c,cost_micros\na,12345678\nb,5000\nc,15000\n", entity="ad_spend"
+    )
+    assert q == []
+    assert rows(con, f"SELECT campaign_id, spend, currency FROM {t} ORDER BY 1") == [
+        ("a", 1235, "USD"), ("b", 0, "USD"), ("c", 2, "USD"),
+    ]  # fmt: skip
+
+
+def test_vendor_exponent_override(tmp_path: Path) -> None:
+    m = {**LINE, "exponents": {"ISK": 2}}
+    con, t, _ = stage(tmp_path, m, "id,currency,amount\n1,ISK,100\n")
+    assert rows(con, f"SELECT amount FROM {t}") == [(10000,)]  # Stripe: ISK has two decimals
+
+
+def test_unknown_currency_and_bad_amount_are_quarantined(tmp_path: Path) -> None:
+    con, t, q = stage(
+        tmp_path, LINE, "id,currency,amount\n1,USD,1.00\n2,XYZ,1.00\n3,USD,abc\n4,USD,NaN\n"
+    )
+    assert rows(con, f"SELECT source_id FROM {t}") == [("1",)]
+    got = [(r["source_row"], r["reason"], r["column_name"], r["value"]) for r in q]
+    assert got == [
+        (2, "unknown-currency", "currency", "XYZ"),
+        (3, "invalid-money", "amount", "abc"),
+        (4, "invalid-money", "amount", "NaN"),
+    ]
+    assert '"amount":"abc"' in q[1]["record"]  # original values kept
+
+
+def test_amount_without_currency_says_so(tmp_path: Path) -> None:
+    _, _, q = stage(tmp_path, LINE, "id,currency,amount\n1,,1.00\n")
+    assert [(r["reason"], r["column_name"]) for r in q] == [("missing-currency", "amount")]
+
+
+def test_thousands_and_decimal_comma(tmp_path: Path) -> None:
+    fmt = {"delimiter": ";", "decimal_separator": ",", "thousands_separator": "."}
+    con, t, q = stage(tmp_path, LINE, "id;currency;amount\n1;EUR;1.234,56\n", fmt=fmt)
+    assert q == [] and rows(con, f"SELECT amount FROM {t}") == [(123456,)]
+
+
+def test_timestamps_zoned_naive_and_epoch(tmp_path: Path) -> None:
+    m = {"entity": "invoice", "timezone": "America/New_York", "columns": {
+        "source_id": {"from": "id"},
+        "created_at": {"from": "created"},
+        "period_start": {"from": "ps", "formats": ["epoch"]},
+        "updated_at": {"from": "up", "formats": ["%d/%m/%Y %H:%M"]},
+    }}  # fmt: skip
+    content = (
+        "id,created,ps,up\n"
+        "a,2024-01-15T10:20:30.000Z,1704067200,15/01/2024 09:00\n"  # Z; epoch = 2024-01-01 UTC
+        "b,2024-07-01 12:00:00,1704067200,01/07/2024 12:00\n"  # naive: New York summer = UTC-4
+        "c,2024-01-01T00:00:00+02:00,,\n"  # offset: 2023-12-31 22:00 UTC
+    )
+    con, t, q = stage(tmp_path, m, content, entity="invoice")
+    assert q == []
+    assert rows(con, f"SELECT source_id, created_at, period_start, updated_at FROM {t} ORDER BY 1") == [
+        ("a", dt.datetime(2024, 1, 15, 10, 20, 30), dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 15, 14, 0)),
+        ("b", dt.datetime(2024, 7, 1, 16, 0), dt.datetime(2024, 1, 1), dt.datetime(2024, 7, 1, 16, 0)),
+        ("c", dt.datetime(2023, 12, 31, 22, 0), None, None),
+    ]  # fmt: skip
+
+
+def test_bad_dates_quarantined(tmp_path: Path) -> None:
+    m = {"entity": "fx_rate", "columns": {"date": {"from": "d", "formats": ["%Y-%m-%d"]},
+                                          "rate": {"from": "r"}, "quote": {"from": "q"}}}  # fmt: skip
+    con, t, q = stage(
+        tmp_path, m, "d,r,q\n2024-02-30,1.1,USD\n2024-02-29,1.2,USD\n", entity="fx_rate"
+    )
+    assert rows(con, f"SELECT date, rate FROM {t}") == [(dt.date(2024, 2, 29), Decimal("1.2"))]
+    assert [(r["reason"], r["value"]) for r in q] == [("invalid-date", "2024-02-30")]
+
+
+def test_enum_pattern_range_required_boolean(tmp_path: Path) -> None:
+    m = {"entity": "invoice", "columns": {
+        "source_id": {"from": "id", "required": True, "pattern": "in_[0-9]+"},
+        "status": {"from": "status", "enum": ["draft", "open", "paid", "void", "uncollectible"]},
+        "currency": {"from": "cur"},
+        "total": {"from": "total", "unit": "minor", "min": 0, "max": 100000000},
+        "livemode": {"from": "live"},
+    }}  # fmt: skip
+    content = (
+        "id,status,cur,total,live\n"
+        "in_1,paid,usd,100,true\n"  # ok
+        ",paid,usd,100,true\n"  # missing-required
+        "xx_2,paid,usd,100,true\n"  # pattern-mismatch
+        "in_3,sent,usd,100,true\n"  # not-in-enum
+        "in_4,paid,usd,-5,true\n"  # out-of-range (min 0)
+        "in_5,paid,usd,100,perhaps\n"  # invalid-boolean
+        "in_6,open,usd,200,0\n"  # ok, livemode false
+    )
+    con, t, q = stage(tmp_path, m, content, entity="invoice")
+    assert rows(con, f"SELECT source_id, total, livemode FROM {t} ORDER BY 1") == [
+        ("in_1", 100, True), ("in_6", 200, False),
+    ]  # fmt: skip
+    assert [(r["source_row"], r["reason"]) for r in q] == [
+        (2, "missing-required"), (3, "pattern-mismatch"), (4, "not-in-enum"),
+        (5, "out-of-range"), (6, "invalid-boolean"),
+    ]  # fmt: skip
+
+
+def test_unique_key_keeps_first_and_quarantines_repeats(tmp_path: Path) -> None:
+    m = {**LINE, "unique": [["source_id"]]}
+    con, t, q = stage(tmp_path, m, "id,currency,amount\n1,USD,1\n2,USD,2\n1,USD,3\n1,USD,1\n")
+    assert rows(con, f"SELECT source_id, amount FROM {t} ORDER BY source_row") == [
+        ("1", 100),
+        ("2", 200),
+    ]
+    assert [(r["source_row"], r["reason"], r["value"]) for r in q] == [
+        (3, "duplicate-key", "1"), (4, "duplicate-key", "1"),
+    ]  # fmt: skip
+
+
+def test_json_both_stripe_shapes_and_lists(tmp_path: Path) -> None:
+    m = {"entity": "invoice_line", "format": {"type": "json", "json_path": "data"}, "columns": {
+        "source_id": {"from": "id"},
+        "proration": {"from": ["parent.subscription_item_details.proration", "proration"]},
+        "subscription_item_id": {"from": ["parent.subscription_item_details.subscription_item",
+                                          "subscription_item"]},
+        "amount": {"from": "amount", "unit": "minor"},
+        "currency": {"from": "currency"},
+    }}  # fmt: skip
+    doc = (
+        '{"object":"list","data":['
+        '{"id":"il_new","amount":-500,"currency":"usd","parent":{"type":"subscription_item_details",'
+        '"subscription_item_details":{"proration":true,"subscription_item":"si_1"}}},'
+        '{"id":"il_old","amount":1500,"currency":"usd","proration":false,"subscription_item":"si_2"}]}'
+    )
+    con, t, q = stage(tmp_path, m, doc, name="lines.json")
+    assert q == []
+    assert rows(con, f"SELECT source_id, proration, subscription_item_id, amount FROM {t} ORDER BY source_row") == [
+        ("il_new", True, "si_1", -500), ("il_old", False, "si_2", 1500),
+    ]  # fmt: skip
+
+
+def test_list_column_split_and_json(tmp_path: Path) -> None:
+    m = {"entity": "contact", "columns": {"source_id": {"from": "id"}, "merged_ids": {"from": "m"}}}
+    con, t, _q = stage(
+        tmp_path, m, 'id,m\n1,"101;102; 103"\n2,\n3,"[""7"",""8""]"\n', entity="contact"
+    )
+    assert rows(con, f"SELECT source_id, merged_ids FROM {t} ORDER BY 1") == [
+        ("1", ["101", "102", "103"]), ("2", None), ("3", ["7", "8"]),
+    ]  # fmt: skip
+
+
+def test_unpivot_wide_ecb_file(tmp_path: Path) -> None:
+    m = {"entity": "fx_rate", "unpivot": {"keep": ["Date"], "name_to": "quote", "value_to": "rate"},
+         "filter": "\"rate\" <> 'N/A'",
+         "columns": {"date": {"from": "Date"}, "base": {"const": "EUR"}, "quote": {"from": "quote"},
+                     "rate": {"from": "rate", "required": True}}}  # fmt: skip
+    # the real file: newest first, N/A for missing rates, a trailing comma on every line
+    content = "Date,USD,JPY,CYP,\n2024-01-03,1.0956,158.47,N/A,\n2024-01-02,1.0919,155.94,N/A,\n"
+    con, t, q = stage(tmp_path, m, content, entity="fx_rate")
+    assert rows(con, f"SELECT date, base, quote, rate FROM {t} ORDER BY date, quote") == [
+        (dt.date(2024, 1, 2), "EUR", "JPY", Decimal("155.94")),
+        (dt.date(2024, 1, 2), "EUR", "USD", Decimal("1.0919")),
+        (dt.date(2024, 1, 3), "EUR", "JPY", Decimal("158.47")),
+        (dt.date(2024, 1, 3), "EUR", "USD", Decimal("1.0956")),
+    ]
+    # the two N/A cells: filtered (data gaps, not errors), still visible in the quarantine
+    assert [(r["reason"], r["source_row"]) for r in q] == [("filtered-out", 1), ("filtered-out", 2)]
+    assert all('"quote":"CYP"' in r["record"] for r in q)
+
+
+def test_malformed_rows_are_quarantined_with_line(tmp_path: Path) -> None:
+    con, t, q = stage(tmp_path, LINE, "id,currency,amount\n1,USD,1\n2,USD,2,extra\n3,USD,3\n")
+    assert rows(con, f"SELECT source_id FROM {t} ORDER BY 1") == [("1",), ("3",)]
+    assert [(r["reason"], r["source_line"]) for r in q] == [("malformed-row", 3)]
+
+
+@pytest.mark.parametrize(
+    "encoding,data",
+    [
+        ("utf-8", "\ufeffid,currency,amount\n1,EUR,1\n".encode()),  # BOM
+        ("latin-1", "id,currency,amount\ncafé,EUR,1\n".encode("latin-1")),
+        ("utf-16", "id,currency,amount\ncafé,EUR,1\n".encode("utf-16")),
+    ],
+)
+def test_encodings(tmp_path: Path, encoding: str, data: bytes) -> None:
+    fmt = None if encoding == "utf-8" else {"encoding": encoding}
+    con, t, q = stage(tmp_path, LINE, data, fmt=fmt)
+    assert q == []
+    assert len(rows(con, f"SELECT source_id FROM {t} WHERE amount = 100")) == 1
+    if encoding != "utf-8":
+        assert rows(con, f"SELECT source_id FROM {t}") == [("café",)]
+
+
+def test_mixed_line_endings(tmp_path: Path) -> None:
+    con, t, q = stage(tmp_path, LINE, b"id,currency,amount\r\n1,USD,1\n2,USD,2\r\n")
+    assert q == [] and rows(con, f"SELECT count(*) FROM {t}") == [(2,)]
