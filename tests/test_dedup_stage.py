@@ -129,11 +129,13 @@ def test_metrics(con: duckdb.DuckDBPyConnection) -> None:
             "WHERE stage = 'dedup' AND entity = 'contact'"
         ).fetchall()
     }
-    # whole entity: 10 rows, 4 golden ids -> (10 - 4) / 10; groups Ann(5) Bob(2) Kim(2)
-    assert got[(None, "duplicate_rate")] == (0.6, 6.0, 10.0)
-    assert got[(None, "duplicate_groups")][0] == 3.0
-    assert got[(None, "duplicate_rows")][0] == 9.0
-    # sf alone: 4 rows all Ann -> (4 - 1) / 4; stripe: 3 rows, 3 golden ids -> 0
+    # sources: sf 4 rows / 1 golden id (Ann), stripe 3 / 3, erp 3 / 3. The entity line sums
+    # the sources: (10 - (1 + 3 + 3)) / 10 = 0.3, one group (sf's Ann, 4 rows).
+    assert got[(None, "duplicate_rate")] == (0.3, 3.0, 10.0)
+    assert got[(None, "duplicate_groups")][0] == 1.0
+    assert got[(None, "duplicate_rows")][0] == 4.0
+    # across sources Ann, Bob, Zed, Kim: (10 - 4) / 10 = 0.6
+    assert got[(None, "cross_source_merge_rate")] == (0.6, 6.0, 10.0)
     assert got[("sf", "duplicate_rate")] == (0.75, 3.0, 4.0)
     assert got[("sf", "duplicate_rows")][0] == 4.0
     assert got[("stripe", "duplicate_rate")] == (0.0, 0.0, 3.0)

@@ -13,7 +13,10 @@ billing customers together) and every other `stg_<entity>` whose sources declare
 5. golden ids kept stable across runs through `golden_id_map` (state database, never dropped).
 
 Writes `entity_xref`, `duplicates`, `golden_contact`, `golden_account`, `golden_id_map` and
-`metric` rows (`duplicate_rate`, `duplicate_groups`, `duplicate_rows` per source and entity).
+`metric` rows: `duplicate_rate`, `duplicate_groups`, `duplicate_rows` per source and per entity
+(the entity line sums the sources, as the SLA stage defines it: a cross-system link is not a
+duplicate), `cross_source_merge_rate` per entity ((rows - golden ids) / rows over all sources),
+`oversized_clusters`, `guard_unclustered_records`, `blocking_skipped_records`.
 
 Settings (the project file's `dedup:` section): `threshold` (0.9), `max_cluster_size` (1000),
 `max_block_size` (5000), `source_priority` (list of source names, first wins, or a mapping name ->
@@ -74,7 +77,10 @@ MAP_DDL = """CREATE TABLE IF NOT EXISTS golden_id_map (
     last_run_id VARCHAR, PRIMARY KEY (entity, record_key))"""
 
 
+# default_region and gmail_canonical belong to the normalize stage, configured in the same section
 SETTING_KEYS = (
+    "default_region",
+    "gmail_canonical",
     "threshold",
     "max_cluster_size",
     "max_block_size",
@@ -429,21 +435,33 @@ def _golden_table(
 
 
 def metrics_sql() -> str:
-    """Per source and per entity (source_name NULL): rows, distinct golden ids, groups of size
-    > 1 and rows in them."""
+    """Per source: rows, distinct golden ids, golden ids with more than one row in that source,
+    rows in those groups; then the entity line (source_name NULL) summing the sources, as the
+    SLA stage defines it: a CRM contact and its billing customer are a link, not a duplicate."""
     return (
-        "WITH x AS (SELECT source_name, golden_id FROM entity_xref WHERE entity = ?), "
-        "per AS (SELECT source_name, golden_id, count(*) AS n, grouping(source_name) AS whole "
-        "FROM x GROUP BY GROUPING SETS ((source_name, golden_id), (golden_id))) "
-        "SELECT CASE WHEN whole = 1 THEN NULL ELSE source_name END, sum(n), count(*), "
-        "count(*) FILTER (WHERE n > 1), coalesce(sum(n) FILTER (WHERE n > 1), 0) "
-        "FROM per GROUP BY whole, source_name ORDER BY whole DESC, source_name"
+        "WITH per AS (SELECT source_name, golden_id, count(*) AS n FROM entity_xref "
+        "WHERE entity = ? GROUP BY source_name, golden_id), "
+        "src AS (SELECT source_name, sum(n) AS rows, count(*) AS golden, "
+        "count(*) FILTER (WHERE n > 1) AS groups, "
+        "coalesce(sum(n) FILTER (WHERE n > 1), 0) AS dup_rows FROM per GROUP BY source_name) "
+        "SELECT * FROM (SELECT source_name, rows, golden, groups, dup_rows FROM src "
+        "UNION ALL SELECT NULL, sum(rows), sum(golden), sum(groups), sum(dup_rows) FROM src "
+        "HAVING count(*) > 0) ORDER BY source_name NULLS FIRST"
     )
 
 
 def _metrics(con: duckdb.DuckDBPyConnection, run_id: str, entity: str) -> None:
     from romirecon.stages.common import add_metric
 
+    rows_all, golden_all = con.execute(
+        "SELECT count(*), count(DISTINCT golden_id) FROM entity_xref WHERE entity = ?", [entity]
+    ).fetchall()[0]
+    # duplicates and cross-system links together: how much the golden table condensed
+    add_metric(
+        con, run_id, STAGE, "cross_source_merge_rate",
+        (rows_all - golden_all) / rows_all if rows_all else 0.0, entity=entity,
+        numerator=rows_all - golden_all, denominator=rows_all, unit="ratio",
+    )  # fmt: skip
     for source, rows, golden, groups, dup_rows in con.execute(metrics_sql(), [entity]).fetchall():
         rows, golden = int(rows), int(golden)
         add_metric(
