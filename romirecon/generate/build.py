@@ -215,9 +215,12 @@ def write_project(out_dir: Path, as_of: date) -> list[str]:
     mdir.mkdir(parents=True, exist_ok=True)
     missing = []
     sources = []
+    own_dir = Path(__file__).resolve().parent / "mappings"  # formats only the generator writes
     for name, system, entity, mapping, path in SOURCES:
         if (src_dir / mapping).is_file():
             shutil.copyfile(src_dir / mapping, mdir / mapping)
+        elif (own_dir / mapping).is_file():
+            shutil.copyfile(own_dir / mapping, mdir / mapping)
         else:
             missing.append(mapping)
         sources.append({"name": name, "system": system, "entity": entity,

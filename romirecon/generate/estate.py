@@ -19,12 +19,29 @@ from romirecon.generate.util import (
     vendor_ids,
     write_api_list,
     write_csv,
+    write_json_records,
 )
 from romirecon.generate.world import PLATFORMS, SUFFIX_VARIANTS, World
 
 SF_TS = "%Y-%m-%dT%H:%M:%S.000Z"
-NS_TS = "%m/%d/%Y %I:%M %p"
-NS_DATE = "%m/%d/%Y"
+SUITEQL_TS = "%Y-%m-%d %H:%M:%S"
+
+
+def write_suiteql(records: pl.DataFrame, path: Path) -> None:
+    """A SuiteQL REST query response: {links, count, hasMore, items, offset, totalResults}."""
+    n = records.height
+    write_json_records(records, path, "items", {"links": [], "count": n, "hasMore": False},
+                       {"offset": 0, "totalResults": n})  # fmt: skip
+
+
+def _fixed_major(minor: pl.Expr, exponent: pl.Expr) -> pl.Expr:
+    """Minor units as exact decimal text in major units (no float formatting)."""
+    div = pl.lit(10).pow(exponent).cast(pl.Int64)
+    whole = (minor.abs() // div).cast(pl.String)
+    frac = (minor.abs() % div).cast(pl.String).str.zfill(exponent)
+    sign = pl.when(minor < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+    return sign + pl.when(exponent == 0).then(whole).otherwise(whole + "." + frac)
+
 
 CLICK_PREFIX = {"google_ads": "Cj0KCQiA", "meta_ads": "IwAR", "linkedin_ads": "li",
                 "microsoft_ads": "ms"}  # fmt: skip
@@ -678,18 +695,22 @@ def write_netsuite(est: Estate, rng: np.random.Generator, people: pl.DataFrame, 
     sub_name = pl.col("currency").replace_strict(
         {k: v[0] for k, v in subsidiary.items()}, default="Acme Inc."
     )
+    person_name = pl.col("first_name") + " " + pl.col("last_name")
     c_out = c.select(
-        **{"Internal ID": "internal",
-           "ID": pl.lit("CUST") + pl.col("internal").cast(pl.String),
-           "Name": pl.when(pl.col("b2b")).then(pl.col("company")).otherwise(pl.col("first_name") + " " + pl.col("last_name")),
-           "Company Name": pl.when(pl.col("b2b")).then(pl.col("company")),
-           "First Name": "first_name", "Last Name": "last_name", "Email": "email",
-           "Phone": "phone_out", "Currency": "currency", "Subsidiary": sub_name,
-           "Date Created": epoch_to_str(pl.col("created"), NS_TS), "External ID": "ext",
-           "Inactive": pl.lit("No")},
+        links=pl.lit([], dtype=pl.List(pl.String)),
+        id=pl.col("internal").cast(pl.String),
+        entityid=pl.lit("CUST-") + pl.col("internal").cast(pl.String) + " "
+        + pl.when(pl.col("b2b")).then(pl.col("company")).otherwise(person_name),
+        externalid="ext",
+        isperson=pl.when(pl.col("b2b")).then(pl.lit("F")).otherwise(pl.lit("T")),
+        companyname=pl.when(pl.col("b2b")).then(pl.col("company")),
+        firstname="first_name", lastname="last_name", email="email", phone="phone_out",
+        subsidiary=sub_name, currency="currency", isinactive=pl.lit("F"),
+        datecreated=epoch_to_str(pl.col("created"), SUITEQL_TS),
+        lastmodifieddate=epoch_to_str(pl.col("created") + 3600, SUITEQL_TS),
     )  # fmt: skip
-    rel = f"{base}/customers.csv"
-    write_csv(c_out, est.path(rel))
+    rel = f"{base}/customers.json"
+    write_suiteql(c_out, est.path(rel))
     est.record(
         "netsuite_customer", rel, c.with_columns(pl.col("internal").cast(pl.String)), "internal"
     )
@@ -700,7 +721,6 @@ def write_netsuite(est: Estate, rng: np.random.Generator, people: pl.DataFrame, 
     i = inv.filter(pl.col("status").is_in(["paid", "open"]) & (pl.col("total") > 0)).join(
         cust, on="sub_idx"
     )
-    day = pl.col("created_ts") // 86400
     i = i.with_columns(
         internal=pl.col("inv_idx") * 3 + 500_000,
         posted=pl.col("created_ts") + 4 * 3600,
@@ -725,24 +745,25 @@ def write_netsuite(est: Estate, rng: np.random.Generator, people: pl.DataFrame, 
     exp = pl.col("currency").replace_strict(
         {"JPY": 0, "KWD": 3, "ISK": 2}, default=2, return_dtype=pl.Int64
     )
-    major = pl.col("total").cast(pl.Float64) / pl.lit(10.0).pow(exp)
     i_out = i.select(
-        **{"Internal ID": "internal", "Document Number": pl.lit("INV") + pl.col("internal").cast(pl.String),
-           "Date": epoch_to_str(pl.col("posted"), NS_DATE),
-           "Customer Internal ID": "cust_internal", "Customer": "cust_name", "Currency": "currency",
-           "Exchange Rate": pl.col("xrate").round(6).cast(pl.String),
-           "Amount (Foreign Currency)": major.round(3).cast(pl.String),
-           "Tax Total": (pl.col("tax").cast(pl.Float64) / pl.lit(10.0).pow(exp)).round(3).cast(pl.String),
-           "Status": pl.when(pl.col("status") == "paid").then(pl.lit("Paid In Full")).otherwise(pl.lit("Open")),
-           "Subsidiary": sub_name,
-           "External ID": pl.when(pl.col("_vector") == "original").then(pl.col("id")),
-           "Start Date": pl.from_epoch(pl.col("period_start_day"), time_unit="d").dt.strftime(NS_DATE),
-           "End Date": pl.from_epoch(pl.col("period_end_day") - 1, time_unit="d").dt.strftime(NS_DATE),
-           "Memo": pl.lit("Stripe ") + pl.col("id")},
+        links=pl.lit([], dtype=pl.List(pl.String)),
+        id=pl.col("internal").cast(pl.String),
+        tranid=pl.lit("INV-") + pl.col("internal").cast(pl.String).str.zfill(7),
+        trandate=epoch_to_str(pl.col("posted"), "%Y-%m-%d"),
+        type=pl.lit("CustInvc"),
+        entity=pl.col("cust_internal").cast(pl.String),
+        status=pl.when(pl.col("status") == "paid").then(pl.lit("B")).otherwise(pl.lit("A")),
+        currency="currency",
+        exchangerate=pl.col("xrate").round(6).cast(pl.String),
+        foreigntotal=_fixed_major(pl.col("total"), exp),
+        subsidiary=sub_name,
+        externalid=pl.when(pl.col("_vector") == "original").then(pl.col("id")),
+        memo=pl.lit("Stripe ") + pl.col("id"),
+        createddate=epoch_to_str(pl.col("posted"), SUITEQL_TS),
+        lastmodifieddate=epoch_to_str(pl.col("posted") + 600, SUITEQL_TS),
     )  # fmt: skip
-    del day
-    rel = f"{base}/invoices.csv"
-    write_csv(i_out, est.path(rel))
+    rel = f"{base}/invoices.json"
+    write_suiteql(i_out, est.path(rel))
     est.record(
         "netsuite_invoice", rel, i.with_columns(pl.col("internal").cast(pl.String)), "internal"
     )
