@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 from datetime import date
 from pathlib import Path
 
@@ -31,6 +33,8 @@ from romirecon.generate.estate import (
 from romirecon.generate.util import day_number, write_csv, write_json, write_parquet
 from romirecon.generate.world import build_world
 
+log = logging.getLogger(__name__)
+
 
 def _year_start(as_of: date) -> date:
     """First day of the month eleven months before as_of's month (a 12-month window)."""
@@ -42,10 +46,18 @@ def build_estate(
     out_dir: Path, customers: int, seed: int, dup_rate: float, as_of: date
 ) -> GenerateResult:
     rng = np.random.default_rng(seed)
+    t0 = [time.perf_counter()]
+
+    def _lap(step: str) -> None:
+        now = time.perf_counter()
+        log.info("generate: %s %.1fs", step, now - t0[0])
+        t0[0] = now
+
     start_day = day_number(_year_start(as_of))
     as_of_day = day_number(as_of)
     world = build_world(rng, customers, start_day, as_of_day)
     people, billing = build_billing(rng, world)
+    _lap("world")
     subs = make_stripe_ids(billing.subscriptions)
     exp = pl.col("currency").replace_strict(
         {"JPY": 0, "KWD": 3, "ISK": 2}, default=2, return_dtype=pl.Int64
@@ -60,6 +72,7 @@ def build_estate(
     rates = fx_mod.draw_rates(rng, fx_first - 7, as_of_day)  # a week early: day one has a rate
     currencies = sorted({*PRICES_CURRENCIES, *world.campaigns["currency"].to_list(), "EUR"})
     factors, f_first = fx_mod.factor_table(rates, currencies, REPORTING_CURRENCY, fx_first, fx_last)
+    _lap("billing+fx")
 
     est = Estate(out_dir)
     people = write_salesforce(
@@ -68,9 +81,12 @@ def build_estate(
     b = {"invoices": billing.invoices, "lines": billing.lines, "refunds": billing.refunds,
          "credit_notes": billing.credit_notes}  # fmt: skip
     inv = write_stripe(est, rng, people, subs, b, dup_rate, as_of_day)
+    _lap("salesforce+stripe")
     write_netsuite(est, rng, people, subs, inv, factors, f_first, dup_rate)
+    _lap("netsuite")
     spend = ads_mod.draw_spend(rng, world)
     ads_mod.write_ads(est, spend, world, dup_rate)
+    _lap("ads")
     # FX files: the ECB historical CSV (newest first, N/A for discontinued) and a treasury file
     ecb = fx_mod.ecb_wide(rates)
     header = ",".join(ecb.columns[:-1]) + ","
@@ -81,19 +97,19 @@ def build_estate(
 
     # ------------------------------------------------ truth
     tdir = out_dir / "truth"
-    records = pl.concat(est.truth).sort("source", "source_file", "source_row")
+    # each truth frame is one file in row order: ordering the frames orders the records
+    frames = sorted(
+        est.truth, key=lambda f: (f["source"][0], f["source_file"][0]) if f.height else ("", "")
+    )
+    records = pl.concat(frames)
     write_parquet(records, tdir / "records.parquet")
-    clusters = (
-        records.group_by("entity_id")
-        .agg(
-            n_records=pl.len(),
-            members=pl.struct("source", "source_file", "source_row").sort_by(
-                "source", "source_file", "source_row"),
-        )
-        .filter(pl.col("n_records") > 1)
-        .sort("entity_id")
-    )  # fmt: skip
+    # one row per member of every true cluster with more than one record (flat: a partition)
+    clusters = records.filter(pl.col("entity_id").is_duplicated()).select(
+        cluster_id="entity_id", source="source", source_file="source_file", source_row="source_row",
+        vector="vector",
+    ).sort("cluster_id", "source", "source_file", "source_row")  # fmt: skip
     write_parquet(clusters, tdir / "clusters.parquet")
+    _lap("records+clusters")
 
     subs_ids = subs.select("sub_idx", customer_id="stripe_id", billing=pl.lit("stripe"))
     items = truth_mod.revenue_items(billing, subs_ids)
@@ -108,6 +124,7 @@ def build_estate(
         .sort("month", "customer_id", "currency")
     )
     write_parquet(revenue, tdir / "revenue.parquet")
+    _lap("revenue")
 
     # ROMI: last touch = the person's acquisition channel/campaign (the only touch they have)
     attrib = subs.select("sub_idx", "channel", "platform", "campaign_id")
@@ -151,6 +168,7 @@ def build_estate(
         .sort("period", "platform", "campaign_id", nulls_last=True)
     )
     write_parquet(romi, tdir / "romi.parquet")
+    _lap("romi")
     write_parquet(billing_cases(billing, subs, inv), tdir / "billing_cases.parquet")
 
     counts = {

@@ -140,7 +140,8 @@ def write_json_records(
     """
     buf = io.BytesIO()
     records.write_ndjson(buf)
-    rows = buf.getvalue().rstrip(b"\n").split(b"\n") if records.height else []
+    # JSON text never holds a raw newline inside a value, so each line is one record
+    body = buf.getvalue().rstrip(b"\n").replace(b"\n", b",\n")
 
     def members(d: dict[str, object] | None) -> bytes:
         return b"".join(
@@ -150,7 +151,13 @@ def write_json_records(
 
     head = b"{" + members(before) + json.dumps(key).encode() + b":[\n"
     tail = b"\n]" + (b"," + members(after)[:-1] if after else b"") + b"}\n"
-    _atomic_write_bytes(path, head + b",\n".join(rows) + tail)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(head)
+        f.write(body)
+        f.write(tail)
+    os.replace(tmp, path)
 
 
 def write_api_list(records: pl.DataFrame, path: Path, url: str) -> None:
