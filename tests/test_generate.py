@@ -302,3 +302,38 @@ def test_each_export_stages_through_its_mapping_with_zero_quarantine(
         assert quarantine == [], (f, quarantine[:3])
         staged = con.execute(f"SELECT count(*) FROM {table}").fetchone()
         assert staged is not None and staged[0] == _file_rows(Path(f))
+
+
+# ------------------------------------------------------------------ the committed demo estate
+
+DEMO = Path(__file__).resolve().parent.parent / "fixtures" / "demo"
+
+
+def test_demo_fixture_is_what_the_generator_writes(tmp_path: Path) -> None:
+    """fixtures/demo is regenerated from its manifest's parameters: exports and truth agree
+    (regenerate with `romirecon generate --out fixtures/demo ...` after changing the generator)."""
+    manifest = json.loads((DEMO / "truth/manifest.json").read_text())
+    generate_estate(
+        tmp_path,
+        customers=manifest["customers"],
+        seed=manifest["seed"],
+        dup_rate=manifest["dup_rate"],
+        as_of=date.fromisoformat(manifest["as_of"]),
+    )
+    for rel in manifest["files"]:
+        assert (tmp_path / rel).read_bytes() == (DEMO / rel).read_bytes(), rel
+    for name in ("records", "clusters", "revenue", "romi", "billing_cases"):
+        fresh = pl.read_parquet(tmp_path / f"truth/{name}.parquet")
+        assert fresh.equals(pl.read_parquet(DEMO / f"truth/{name}.parquet")), name
+    # the committed files (a demo run's state folder, .romirecon/, is git-ignored) stay small
+    committed = [p for p in DEMO.rglob("*") if p.is_file() and ".romirecon" not in p.parts]
+    assert sum(p.stat().st_size for p in committed) < 5 * 1024 * 1024
+
+
+def test_demo_fixture_mappings_match_the_repository() -> None:
+    repo = DEMO.parent.parent / "mappings"
+    for m in sorted((DEMO / "mappings").glob("*.yaml")):
+        if (repo / m.name).exists():
+            assert m.read_text() == (repo / m.name).read_text(), (
+                f"{m.name}: regenerate fixtures/demo"
+            )

@@ -50,7 +50,7 @@ SOURCES: list[tuple[str, str, str, str, str]] = [
     ("meta_ads", "ads", "ad_spend", "meta_ads_insights.yaml", "exports/ads/meta_ads/*.json"),
     ("linkedin_ads", "ads", "ad_spend", "linkedin_ads_analytics.yaml", "exports/ads/linkedin_ads/*.json"),
     ("microsoft_ads", "ads", "ad_spend", "microsoft_ads_campaign.yaml", "exports/ads/microsoft_ads/*.csv"),
-    ("ecb_rates", "fx", "fx_rate", "ecb_eurofxref_hist.yaml", "exports/fx/ecb/eurofxref-hist.csv"),
+    ("ecb_rates", "fx", "fx_rate", "ecb_eurofxref.yaml", "exports/fx/ecb/eurofxref-hist.csv"),
     ("treasury_rates", "fx", "fx_rate", "treasury_fx_rate.yaml", "exports/fx/treasury/rates.csv"),
 ]  # fmt: skip
 
