@@ -33,6 +33,7 @@ MARKER = ".romirecon-estate"
 
 # source name -> (system, entity, mapping file, path glob)
 SOURCES: list[tuple[str, str, str, str, str]] = [
+    ("hubspot_contact", "crm", "contact", "hubspot_contact.yaml", "exports/crm/hubspot/contacts.json"),
     ("salesforce_lead", "crm", "contact", "salesforce_lead.yaml", "exports/crm/salesforce/Lead_*.csv"),
     ("salesforce_contact", "crm", "contact", "salesforce_contact.yaml", "exports/crm/salesforce/Contact.csv"),
     ("salesforce_account", "crm", "account", "salesforce_account.yaml", "exports/crm/salesforce/Account.csv"),

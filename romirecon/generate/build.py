@@ -26,6 +26,7 @@ from romirecon.generate.billing import build_billing
 from romirecon.generate.estate import (
     Estate,
     make_stripe_ids,
+    write_hubspot,
     write_netsuite,
     write_salesforce,
     write_stripe,
@@ -80,6 +81,7 @@ def build_estate(
     )["people"]
     b = {"invoices": billing.invoices, "lines": billing.lines, "refunds": billing.refunds,
          "credit_notes": billing.credit_notes}  # fmt: skip
+    write_hubspot(est, rng, people, dup_rate)
     inv = write_stripe(est, rng, people, subs, b, dup_rate, as_of_day)
     _lap("salesforce+stripe")
     write_netsuite(est, rng, people, subs, inv, factors, f_first, dup_rate)

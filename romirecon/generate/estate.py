@@ -767,3 +767,93 @@ def write_netsuite(est: Estate, rng: np.random.Generator, people: pl.DataFrame, 
     est.record(
         "netsuite_invoice", rel, i.with_columns(pl.col("internal").cast(pl.String)), "internal"
     )
+
+
+# ---------------------------------------------------------------- HubSpot (marketing CRM)
+
+COUNTRY_NAMES = {
+    "US": "United States", "CA": "Canada", "GB": "United Kingdom", "DE": "Germany",
+    "FR": "France", "NL": "Netherlands", "JP": "Japan", "KW": "Kuwait", "IS": "Iceland",
+    "AU": "Australia",
+}  # fmt: skip
+HS_SOURCE = {"google_ads": "PAID_SEARCH", "microsoft_ads": "PAID_SEARCH",
+             "meta_ads": "PAID_SOCIAL", "linkedin_ads": "PAID_SOCIAL"}  # fmt: skip
+HS_TS = "%Y-%m-%dT%H:%M:%S.000Z"
+
+
+def write_hubspot(
+    est: Estate, rng: np.random.Generator, people: pl.DataFrame, dup_rate: float
+) -> None:
+    """HubSpot contacts (CRM v3 list, `properties` object, archived ones included): every lead
+    arrives here first with its UTM parameters and click ids, then syncs to Salesforce.
+
+    Duplicate vector: the same person submits a form again with another address; the two contacts
+    are later merged: the survivor lists the other's id in hs_merged_object_ids and the merged-away
+    contact is exported as archived."""
+    p = people.sort("person_idx").with_columns(
+        hs_id=(pl.col("person_idx") * 3 + 1001).cast(pl.String),
+        _entity=pl.col("entity_id"),
+        created=pl.col("lead_ts") - 30,
+    )
+    choice = _choose(rng, p.height, dup_rate, ["merged"])
+    loser = p.filter(pl.Series(choice != "")).with_columns(
+        hs_id=(pl.col("person_idx") * 3 + 900_000_002).cast(pl.String),
+        # a second form fill with a personal mailbox
+        email=pl.col("first_name").str.to_lowercase() + "." + pl.col("last_name").str.to_lowercase()
+        + pl.col("person_idx").cast(pl.String) + "@gmail.com",
+        created=pl.col("created") + pl.Series(rng.integers(3600, 20 * 86400, size=int((choice != "").sum()))),
+        archived=pl.lit(True),
+        merged=pl.lit(None, dtype=pl.String),
+        _vector=pl.lit("merged"),
+        _detail=pl.lit("merged away, archived"),
+    )  # fmt: skip
+    survivors = (
+        _orig(p)
+        .join(loser.select("person_idx", merged="hs_id"), on="person_idx", how="left")
+        .with_columns(archived=pl.lit(False))
+    )
+    rows = pl.concat([survivors, loser.select(survivors.columns)]).sort("created", "hs_id")
+    src = pl.col("platform")
+    utm_source = src.replace_strict({k: v[0] for k, v in PLATFORMS.items()}, default=None)
+    utm_medium = src.replace_strict({k: v[1] for k, v in PLATFORMS.items()}, default=None)
+    hs_source = (
+        pl.when(src.is_not_null()).then(src.replace_strict(HS_SOURCE, default=None))
+        .when(pl.col("channel") == "organic").then(pl.lit("ORGANIC_SEARCH"))
+        .when(pl.col("channel") == "referral").then(pl.lit("REFERRALS"))
+        .otherwise(pl.lit("DIRECT_TRAFFIC"))
+    )  # fmt: skip
+    first_touch = pl.col("_vector") == "original"  # the second form fill came in directly
+    props = pl.struct(
+        hs_object_id="hs_id", email="email", firstname="first_name", lastname="last_name",
+        phone=pl.lit("+") + pl.col("calling_code") + pl.col("nsn"),
+        company=pl.when(pl.col("b2b")).then(pl.col("company")),
+        website=pl.when(pl.col("b2b")).then(pl.col("domain")),
+        jobtitle=pl.when(pl.col("b2b")).then(pl.col("title")),
+        address="street", city="city", state=pl.when(pl.col("state") != "").then(pl.col("state")),
+        zip="postal_code",
+        country=pl.col("country").replace_strict(COUNTRY_NAMES, default=None),
+        associatedcompanyid=pl.when(pl.col("b2b")).then((pl.col("company_idx") + 9001).cast(pl.String)),
+        lifecyclestage=pl.when(pl.col("converted") & first_touch).then(pl.lit("customer")).otherwise(pl.lit("lead")),
+        hs_analytics_source=pl.when(first_touch).then(hs_source).otherwise(pl.lit("DIRECT_TRAFFIC")),
+        hs_analytics_source_data_1=pl.when(first_touch).then(utm_source),
+        hs_analytics_source_data_2=pl.when(first_touch).then(pl.col("campaign_name")),
+        hs_google_click_id=pl.when(first_touch & (src == "google_ads")).then(
+            pl.lit(CLICK_PREFIX["google_ads"]) + pl.col("click_token").hash(0).cast(pl.String)),
+        hs_facebook_click_id=pl.when(first_touch & (src == "meta_ads")).then(
+            pl.lit(CLICK_PREFIX["meta_ads"]) + pl.col("click_token").hash(1).cast(pl.String)),
+        utm_source=pl.when(first_touch).then(utm_source),
+        utm_medium=pl.when(first_touch).then(utm_medium),
+        utm_campaign=pl.when(first_touch).then(pl.col("campaign_name")),
+        hs_merged_object_ids="merged",
+        createdate=epoch_to_str(pl.col("created"), HS_TS),
+        lastmodifieddate=epoch_to_str(pl.col("created") + 86400, HS_TS),
+    )  # fmt: skip
+    out = rows.select(
+        id="hs_id", properties=props,
+        createdAt=epoch_to_str(pl.col("created"), HS_TS),
+        updatedAt=epoch_to_str(pl.col("created") + 86400, HS_TS),
+        archived="archived",
+    )  # fmt: skip
+    rel = "exports/crm/hubspot/contacts.json"
+    write_json_records(out, est.path(rel), "results", after={"paging": {}})
+    est.record("hubspot_contact", rel, rows, "hs_id")
