@@ -31,7 +31,9 @@ def _file_rows(path: Path) -> int:
     """Records in an export, counted by reading the file back (not from the generator)."""
     if path.suffix == ".json":
         doc = json.loads(path.read_text())
-        (records,) = [v for k, v in doc.items() if k in ("data", "items", "results", "elements")]
+        (records,) = [
+            v for k, v in doc.items() if k in ("data", "items", "results", "elements", "list")
+        ]
         return len(records)
     frame = pl.read_csv(path, infer_schema=False)
     if path.name == "eurofxref-hist.csv":  # wide: one staged rate per published cell
@@ -240,6 +242,20 @@ def test_revenue_truth_conserves_the_exported_amounts(estate: Path) -> None:
         .select("customer", total=pl.col("net") - pl.col("adj").fill_null(0))
         .filter(pl.col("total") != 0)
     )
+    # Chargebee: line items nested in the invoices, no refunds or credit notes modelled there
+    cb = json.loads((estate / "exports/billing/chargebee/invoices.json").read_text())["list"]
+    cb_lines = pl.DataFrame(
+        [
+            {"customer": i["invoice"]["customer_id"], "net": li["amount"] - li["discount_amount"]}
+            for i in cb
+            if i["invoice"]["status"] in ("paid", "payment_due")
+            for li in i["invoice"]["line_items"]
+        ],
+        schema={"customer": pl.String, "net": pl.Int64},
+    )
+    expected = pl.concat(
+        [expected, cb_lines.group_by("customer").agg(total=pl.col("net").sum())]
+    ).filter(pl.col("total") != 0)
     truth = (
         pl.read_parquet(estate / "truth/revenue.parquet")
         .group_by("customer_id")

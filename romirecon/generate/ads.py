@@ -37,6 +37,18 @@ def draw_spend(rng: np.random.Generator, world: World) -> pl.DataFrame:
             }
         )
         .join(camps.drop("n"), on="campaign_idx")
+        .join(
+            world.people.group_by("campaign_idx", day=pl.col("lead_ts") // 86400).agg(
+                conversions=pl.len()
+            ),
+            on=["campaign_idx", "day"],
+            how="left",
+        )
+        .with_columns(
+            conversions=pl.col("conversions").fill_null(0).cast(pl.Int64),
+            # platform-reported value: what the pixel was told, not revenue
+            conversion_value=pl.col("conversions").fill_null(0).cast(pl.Float64) * 100.0,
+        )
         .sort("campaign_idx", "day")
     )
 
@@ -91,6 +103,8 @@ def write_ads(est: Estate, spend: pl.DataFrame, world: World, dup_rate: float) -
                 ),
                 metrics=pl.struct(
                     clicks=pl.col("clicks").cast(pl.String),
+                    conversions=pl.col("conversions").cast(pl.Float64),
+                    conversionsValue=pl.col("conversion_value"),
                     costMicros=(pl.col("spend") * 10_000).cast(pl.String),
                     impressions=pl.col("impressions").cast(pl.String),
                 ),
@@ -130,6 +144,7 @@ def write_ads(est: Estate, spend: pl.DataFrame, world: World, dup_rate: float) -
         ),
         dateRange=pl.struct(start=ymd, end=ymd),
         costInLocalCurrency=_money("spend"),
+        externalWebsiteConversions="conversions",
         impressions="impressions", clicks="clicks",
     )  # fmt: skip
     rel = "exports/ads/linkedin_ads/ad_analytics.json"
@@ -147,6 +162,8 @@ def write_ads(est: Estate, spend: pl.DataFrame, world: World, dup_rate: float) -
         TimePeriod=_date(), AccountId="account_id", AccountName="account_name",
         CampaignId="campaign_id", CampaignName="campaign_name", CurrencyCode="currency",
         Spend=_money("spend"), Impressions="impressions", Clicks="clicks",
+        Conversions=pl.col("conversions").cast(pl.Float64).round(2).cast(pl.String),
+        Revenue=pl.col("conversion_value").round(2).cast(pl.String),
     )  # fmt: skip
     rel = "exports/ads/microsoft_ads/campaign_performance.csv"
     write_csv(out, est.path(rel), quote_style="always")

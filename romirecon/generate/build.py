@@ -26,6 +26,7 @@ from romirecon.generate.billing import build_billing
 from romirecon.generate.estate import (
     Estate,
     make_stripe_ids,
+    write_chargebee,
     write_hubspot,
     write_netsuite,
     write_salesforce,
@@ -77,14 +78,24 @@ def build_estate(
 
     est = Estate(out_dir)
     people = write_salesforce(
-        est, rng, world, people, subs, subs.select("person_idx", "stripe_id"), dup_rate
+        est,
+        rng,
+        world,
+        people,
+        subs,
+        subs.select("person_idx", "stripe_id", "chargebee_id"),
+        dup_rate,
     )["people"]
     b = {"invoices": billing.invoices, "lines": billing.lines, "refunds": billing.refunds,
          "credit_notes": billing.credit_notes}  # fmt: skip
     write_hubspot(est, rng, people, dup_rate)
     inv = write_stripe(est, rng, people, subs, b, dup_rate, as_of_day)
     _lap("salesforce+stripe")
-    write_netsuite(est, rng, people, subs, inv, factors, f_first, dup_rate)
+    cb_inv = write_chargebee(est, people, subs, b, as_of_day)
+    keep = ["inv_idx", "sub_idx", "status", "total", "tax", "currency", "created_ts", "id",
+            "_entity", "period_start_day", "period_end_day"]  # fmt: skip
+    all_inv = pl.concat([inv.select(keep), cb_inv.select(keep)]).sort("inv_idx")
+    write_netsuite(est, rng, people, subs, all_inv, factors, f_first, dup_rate)
     _lap("netsuite")
     spend = ads_mod.draw_spend(rng, world)
     ads_mod.write_ads(est, spend, world, dup_rate)
@@ -113,7 +124,7 @@ def build_estate(
     write_parquet(clusters, tdir / "clusters.parquet")
     _lap("records+clusters")
 
-    subs_ids = subs.select("sub_idx", customer_id="stripe_id", billing=pl.lit("stripe"))
+    subs_ids = subs.select("sub_idx", "billing", customer_id="billing_customer_id")
     items = truth_mod.revenue_items(billing, subs_ids)
     rev = truth_mod.revenue_by_month(items, factors, f_first)
     revenue = (
@@ -171,7 +182,7 @@ def build_estate(
     )
     write_parquet(romi, tdir / "romi.parquet")
     _lap("romi")
-    write_parquet(billing_cases(billing, subs, inv), tdir / "billing_cases.parquet")
+    write_parquet(billing_cases(billing, subs, all_inv), tdir / "billing_cases.parquet")
 
     counts = {
         r["source"]: r["len"] for r in records.group_by("source").len().sort("source").to_dicts()
@@ -241,8 +252,9 @@ def write_project(out_dir: Path, as_of: date) -> list[str]:
             shutil.copyfile(src_dir / mapping, mdir / mapping)
         elif (own_dir / mapping).is_file():
             shutil.copyfile(own_dir / mapping, mdir / mapping)
-        else:
+        else:  # the export is written, but the project leaves it out until a mapping exists
             missing.append(mapping)
+            continue
         sources.append({"name": name, "system": system, "entity": entity,
                         "mapping": f"mappings/{mapping}", "path": path})  # fmt: skip
     project = {
