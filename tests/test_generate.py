@@ -353,3 +353,46 @@ def test_demo_fixture_mappings_match_the_repository() -> None:
             assert m.read_text() == (repo / m.name).read_text(), (
                 f"{m.name}: regenerate fixtures/demo"
             )
+
+
+def test_hubspot_merge_pointers_name_the_merged_away_contact(estate: Path) -> None:
+    rec = pl.read_parquet(estate / "truth/records.parquet").filter(
+        pl.col("source") == "hubspot_contact"
+    )
+    doc = json.loads((estate / "exports/crm/hubspot/contacts.json").read_text())["results"]
+    survivors = [c for c in doc if c["properties"]["hs_merged_object_ids"]]
+    assert survivors
+    ent = dict(rec.select("source_id", "entity_id").iter_rows())
+    archived = {c["id"] for c in doc if c["archived"]}
+    for c in survivors:
+        (loser,) = c["properties"]["hs_merged_object_ids"].split(";")
+        assert loser in archived
+        assert ent[loser] == ent[c["id"]]
+
+
+def test_api_retries_share_the_idempotency_key(estate: Path) -> None:
+    rec = pl.read_parquet(estate / "truth/records.parquet")
+    retried = rec.filter(
+        (pl.col("source") == "stripe_customer") & (pl.col("vector") == "api_retry")
+    )
+    assert retried.height > 0
+    events = json.loads((estate / "exports/billing/stripe/events.json").read_text())["data"]
+    key_of = {
+        e["data"]["object"]["id"]: e["request"]["idempotency_key"]
+        for e in events
+        if e["type"] == "customer.created"
+    }
+    ent = dict(
+        rec.filter(pl.col("source") == "stripe_customer")
+        .select("source_id", "entity_id")
+        .iter_rows()
+    )
+    originals = {
+        r["entity_id"]: r["source_id"]
+        for r in rec.filter(
+            (pl.col("source") == "stripe_customer") & (pl.col("vector") == "original")
+        ).to_dicts()
+    }
+    for dup in retried["source_id"]:
+        orig = originals[ent[dup]]
+        assert orig != dup and key_of[dup] == key_of[orig]

@@ -201,6 +201,7 @@ def build_estate(
         "files": sorted(est.files),
     }
     write_json(manifest, tdir / "manifest.json")
+    (tdir / "README.md").write_text(TRUTH_README)
     missing = write_project(out_dir, as_of)
     return GenerateResult(
         out_dir=out_dir,
@@ -272,3 +273,42 @@ def write_project(out_dir: Path, as_of: date) -> list[str]:
     (out_dir / "romirecon.yaml").write_text(text)
     (out_dir / MARKER).touch()
     return missing
+
+
+TRUTH_README = """# Ground truth of this synthetic estate
+
+Written by `romirecon generate` from its own model of the world, never by reading the exports
+back or running the pipeline. Same parameters (manifest.json) give byte-identical files.
+
+| file | one row per | columns |
+|---|---|---|
+| records.parquet | exported record | source, source_file, source_row (1-based, file order), source_id, entity_id (true identity), vector, detail |
+| clusters.parquet | record of an entity with more than one record | cluster_id (= entity_id), source, source_file, source_row, vector |
+| revenue.parquet | billing customer x month | month, customer_id (billing system id), currency, amount_minor (native, vendor exponent), amount_reporting |
+| romi.parquet | month x platform x campaign | period, platform, campaign_id, spend, revenue (reporting currency, last touch) |
+| billing_cases.parquet | object x edge case | case, object, object_id |
+
+Entity ids: P... people (CRM leads/contacts, billing and ERP customers of one person share it),
+A... companies (CRM accounts), D... deals, S... subscriptions, I... invoices (the billing invoice
+and its ERP mirror share it), L... invoice lines, R... refunds, C... credit notes, E:<evt id>
+events, <platform>:<campaign>:<day> ad rows.
+
+Duplication vectors (`vector`; `original` is the first record of an entity in its system):
+
+| vector | where | what happened |
+|---|---|---|
+| sync_race | Stripe customers, Salesforce contacts, NetSuite customers | the integration created the record twice within seconds |
+| mapping_error | Salesforce contacts/accounts, NetSuite customers | a transformation changed a value so the match failed: detail = case, whitespace, swap_names, phone_format, legal_suffix or typo |
+| manual_entry | Salesforce leads, NetSuite customers | the same person typed in by hand (no UTM, no external id) |
+| api_retry | Stripe customers (same idempotency key, new id), Stripe events (webhook redelivery, same event id), NetSuite invoices (connector retried, new internal id) | |
+| batch_overlap | Salesforce lead batches, Google Ads and Meta monthly files | overlapping re-exports: the same row in two files |
+| merged | Salesforce leads (IsDeleted, MasterRecordId), HubSpot contacts (archived; survivor's hs_merged_object_ids) | merged-away records still exported with merge pointers |
+
+Billing rules of the truth (DESIGN.md): paid and open invoices count, void ones do not; a line's
+net (amount - discount, tax excluded) is spread over its service days with the remainder on the
+earliest days; refunds and credit notes are negative amounts spread over the credited line's
+period; a refund paid out by a credit note counts once; void credit notes count for nothing;
+each day converts at its ECB rate (last published rate on days without one; KWD from the treasury
+file), reporting amounts rounded half-to-even to the cent once per row. Last touch = the person's
+acquisition campaign (HubSpot UTM / click id); organic, direct and referral have no campaign id.
+"""

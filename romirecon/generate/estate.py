@@ -45,6 +45,13 @@ def _fixed_major(minor: pl.Expr, exponent: pl.Expr) -> pl.Expr:
 
 CLICK_PREFIX = {"google_ads": "Cj0KCQiA", "meta_ads": "IwAR", "linkedin_ads": "li",
                 "microsoft_ads": "ms"}  # fmt: skip
+
+
+def click_id(token: pl.Expr, k: int) -> pl.Expr:
+    """A platform's click id for the person's click (pure arithmetic: stable across versions)."""
+    return ((token + k * 1_000_003) % (2**62)).cast(pl.String)
+
+
 TRUTH_COLS = ["source", "source_file", "source_row", "source_id", "entity_id", "vector", "detail"]
 
 
@@ -133,7 +140,7 @@ MAPPING_ERRORS = ["case", "whitespace", "swap_names", "phone_format", "legal_suf
 def apply_mapping_error(df: pl.DataFrame, kind: pl.Series, phone_col: str) -> pl.DataFrame:
     """Per row, apply the named transformation error to first/last name, email, phone, company."""
     k = pl.Series("_k", kind)
-    df = df.with_columns(k, _seed=pl.col("person_idx").hash(7) % 1000)
+    df = df.with_columns(k, _seed=(pl.col("person_idx") * 7919 + 17) % 1000)
     kk = pl.col("_k")
     return df.with_columns(
         first_name=pl.when(kk == "case").then(pl.col("first_name").str.to_uppercase())
@@ -204,7 +211,7 @@ def write_salesforce(est: Estate, rng: np.random.Generator, world: World, people
     }  # fmt: skip
     click = {
         f"{v[2].upper()}__c": pl.when(src == k).then(
-            pl.lit(CLICK_PREFIX[k]) + pl.col("click_token").hash(i).cast(pl.String)
+            pl.lit(CLICK_PREFIX[k]) + click_id(pl.col("click_token"), i)
         )
         for i, (k, v) in enumerate(PLATFORMS.items())
     }
@@ -456,7 +463,7 @@ def write_stripe(est: Estate, rng: np.random.Generator, people: pl.DataFrame, su
     cus = _orig(s.with_columns(
         id=pl.col("stripe_id"),
         created=pl.col("start_ts") - 120,
-        idem=pl.col("sub_idx").hash(3).cast(pl.String),
+        idem=pl.lit("k") + ((pl.col("sub_idx") * 2654435761 + 97) % 4294967296).cast(pl.String).str.zfill(10),
         _entity=pl.col("entity_id"),
         phone_out=pl.lit("+") + pl.col("calling_code") + pl.col("nsn"),
     ))  # fmt: skip
@@ -563,7 +570,7 @@ def write_stripe(est: Estate, rng: np.random.Generator, people: pl.DataFrame, su
         ),
         subscription="billing_sub_id", subtotal="subtotal", tax="tax", total="total",
         total_discount_amounts=pl.when(pl.col("discount") != 0).then(
-            pl.concat_list(pl.struct(amount="discount", discount=pl.lit("di_") + pl.col("sub_idx").hash(5).cast(pl.String).str.slice(0, 14)))),
+            pl.concat_list(pl.struct(amount="discount", discount=pl.lit("di_") + pl.col("sub_idx").cast(pl.String).str.zfill(14)))),
     )  # fmt: skip
     rel = f"{base}/invoices.json"
     write_api_list(inv_out, est.path(rel), "/v1/invoices")
@@ -586,7 +593,7 @@ def write_stripe(est: Estate, rng: np.random.Generator, people: pl.DataFrame, su
         .when(pl.col("line_kind") == "remaining").then("Remaining time on " + plan_name + " after " + change_date)
         .when(pl.col("line_kind") == "trial").then(pl.lit("Trial period for ") + plan_name)
         .otherwise(pl.lit("1 × ") + plan_name),
-        discount_amounts=pl.when(pl.col("discount") != 0).then(pl.concat_list(pl.struct(amount="discount", discount=pl.lit("di_") + pl.col("sub_idx").hash(5).cast(pl.String).str.slice(0, 14)))).otherwise(pl.lit([], dtype=pl.List(pl.Struct({"amount": pl.Int64, "discount": pl.String})))),
+        discount_amounts=pl.when(pl.col("discount") != 0).then(pl.concat_list(pl.struct(amount="discount", discount=pl.lit("di_") + pl.col("sub_idx").cast(pl.String).str.zfill(14)))).otherwise(pl.lit([], dtype=pl.List(pl.Struct({"amount": pl.Int64, "discount": pl.String})))),
         discountable=pl.lit(True), invoice="id", livemode=pl.lit(True),
         period=pl.struct(end=pl.col("period_end_day") * 86400 + pl.col("start_sec"), start=pl.col("period_start_day") * 86400 + pl.col("start_sec")),
         plan=pl.struct(id=pl.col("plan") + "_" + _lower("currency")),
@@ -865,9 +872,9 @@ def write_hubspot(
         hs_analytics_source_data_1=pl.when(first_touch).then(utm_source),
         hs_analytics_source_data_2=pl.when(first_touch).then(pl.col("campaign_name")),
         hs_google_click_id=pl.when(first_touch & (src == "google_ads")).then(
-            pl.lit(CLICK_PREFIX["google_ads"]) + pl.col("click_token").hash(0).cast(pl.String)),
+            pl.lit(CLICK_PREFIX["google_ads"]) + click_id(pl.col("click_token"), 0)),
         hs_facebook_click_id=pl.when(first_touch & (src == "meta_ads")).then(
-            pl.lit(CLICK_PREFIX["meta_ads"]) + pl.col("click_token").hash(1).cast(pl.String)),
+            pl.lit(CLICK_PREFIX["meta_ads"]) + click_id(pl.col("click_token"), 1)),
         utm_source=pl.when(first_touch).then(utm_source),
         utm_medium=pl.when(first_touch).then(utm_medium),
         utm_campaign=pl.when(first_touch).then(pl.col("campaign_name")),
