@@ -22,7 +22,7 @@ refunds and write-offs negative.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -54,8 +54,6 @@ class BillingSettings:
     # booked whole on the document's date
     adjustment_timing: str = "line-period"
     livemode_only: bool = True
-    # per source name: currency exponent overrides, e.g. {stripe_lines: {ISK: 2}}
-    exponents: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def parse_settings(settings: Mapping[str, Any] | None) -> BillingSettings:
@@ -80,12 +78,6 @@ def parse_settings(settings: Mapping[str, Any] | None) -> BillingSettings:
             problems.append(f"billing.{key}: {s[key]!r} is not one of: {', '.join(options)}")
     if "livemode_only" in s and not isinstance(s["livemode_only"], bool):
         problems.append(f"billing.livemode_only: {s['livemode_only']!r} is not true or false")
-    exps = s.get("exponents") or {}
-    if not isinstance(exps, dict) or not all(
-        isinstance(m, dict) and all(isinstance(e, int) and 0 <= e <= 4 for e in m.values())
-        for m in exps.values()
-    ):
-        problems.append("billing.exponents: expected {source_name: {CURRENCY: 0..4}}")
     if problems:
         raise ConfigError(f"billing settings: {len(problems)} problem(s) found", details=problems)
     return BillingSettings(
@@ -93,7 +85,6 @@ def parse_settings(settings: Mapping[str, Any] | None) -> BillingSettings:
         uncollectible=s.get("uncollectible", "write-off"),
         adjustment_timing=s.get("adjustment_timing", "line-period"),
         livemode_only=s.get("livemode_only", True),
-        exponents={str(k): {str(c).upper(): int(e) for c, e in m.items()} for k, m in exps.items()},
     )
 
 
@@ -350,11 +341,11 @@ WHERE coalesce(unique_id, source_id) NOT IN (SELECT id FROM _b_idem_line)
 
 
 def _exponent_sql(alias: str) -> str:
-    """The exponent of row `alias`: per-source override, then vendor, then ISO 4217, then 2."""
+    """The exponent the contract stage used for row `alias`'s money: the source's mapping
+    override (`exponents:` in the mapping file, e.g. Stripe ISK = 2), else ISO 4217, else 2."""
     a = alias
     return f"""coalesce(
         (SELECT exponent FROM currency_exponent WHERE scope = 'source' AND key = {a}.source_name AND currency = upper({a}.currency)),
-        (SELECT exponent FROM currency_exponent WHERE scope = 'vendor' AND key = lower({a}.source_vendor) AND currency = upper({a}.currency)),
         (SELECT exponent FROM currency_exponent WHERE scope = 'iso' AND currency = upper({a}.currency)),
         2)"""
 
@@ -858,9 +849,15 @@ def run(
     run_id: str,
     reporting_currency: str,
     settings: Mapping[str, Any] | None = None,
+    source_exponents: Mapping[str, Mapping[str, int]] | None = None,
 ) -> None:
     """Run the billing stage: read the staged billing tables, write revenue_event, revenue_daily,
-    revenue_adjustment, revenue, billing_duplicate, conversion, and metric/finding rows."""
+    revenue_adjustment, revenue, billing_duplicate, conversion, and metric/finding rows.
+
+    `settings` is the project file's `billing:` section (see `BillingSettings`).
+    `source_exponents` must be each source's mapping `exponents` ({source name: {ISK: 2}}), the
+    same overrides the contract stage used to turn amounts into minor units: the pipeline passes
+    `{s.name: s.mapping.exponents for s in project.sources}`."""
     from romirecon.stages.common import ensure_common_tables, ensure_entity_views
 
     st = parse_settings(settings)
@@ -869,7 +866,7 @@ def run(
     ensure_entity_views(con)
     _exec(con, "DELETE FROM metric WHERE run_id = ? AND stage = ?", [run_id, STAGE])
     _exec(con, "DELETE FROM finding WHERE run_id = ? AND stage = ?", [run_id, STAGE])
-    fx.ensure_exponent_table(con, st.exponents)
+    fx.ensure_exponent_table(con, {k: dict(v) for k, v in (source_exponents or {}).items()})
     _deduplicate(con, run_id)
     _build_events(con, st, run_id)
     _build_adjustments(con, st, run_id)

@@ -253,17 +253,12 @@ def ensure_exponent_table(
     con: duckdb.DuckDBPyConnection,
     source_overrides: dict[str, dict[str, int]] | None = None,
 ) -> None:
-    """Create `currency_exponent(scope, key, currency, exponent)`: scope 'iso' (key ''), 'vendor'
-    (key = vendor, from `money.VENDOR_EXPONENTS`) and 'source' (key = source name, from the
-    mapping's `exponents`). Resolve a row's exponent as source, then vendor, then ISO."""
-    from romirecon.money import VENDOR_EXPONENTS, exponent_table
+    """Create `currency_exponent(scope, key, currency, exponent)`: scope 'iso' (key '') and
+    'source' (key = source name, from the mapping's `exponents`, as the contract stage applied
+    them). Resolve a row's exponent as source override, then ISO."""
+    from romirecon.money import exponent_table
 
     rows = [("iso", "", c, e) for c, e in exponent_table()]
-    rows += [
-        ("vendor", v, c.upper(), e)
-        for v, m in sorted(VENDOR_EXPONENTS.items())
-        for c, e in sorted(m.items())
-    ]
     rows += [
         ("source", s, c.upper(), int(e))
         for s, m in sorted((source_overrides or {}).items())
