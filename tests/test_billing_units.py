@@ -271,3 +271,58 @@ def test_amount_reporting_rounds_once_half_even() -> None:
     assert con.execute("SELECT amount_minor, amount_reporting FROM revenue").fetchall() == [
         (3, Decimal("0.04"))
     ]
+
+
+def test_net_downgrade_credit_never_turns_into_negative_revenue() -> None:
+    # Only the downgrade's proration lines are in the export (the Pro line that paid for January
+    # is older than the export window): unused Pro -2200 and remaining Basic +1100 over Jan 21-31
+    # (11 days) net to -1100. Nothing in the data earns money on those days (available 0), so the
+    # whole -1100 is customer credit: +1100 'customer-credit' (100/day) brings each day to
+    # -200 + 100 + 100 = 0, and January's revenue to 0 instead of -$11.00.
+    lines = [
+        _line(
+            "il_unused",
+            "in_2",
+            -2200,
+            T(2024, 1, 21),
+            T(2024, 2, 1),
+            proration=True,
+            subscription_id="sub_B",
+        ),
+        _line(
+            "il_remain",
+            "in_2",
+            1100,
+            T(2024, 1, 21),
+            T(2024, 2, 1),
+            proration=True,
+            subscription_id="sub_B",
+        ),
+    ]
+    con = _con(invoice=[_inv("in_2", "cus_B", total=-1100, amount_paid=0)], invoice_line=lines)
+    billing.run(con, "r", "USD", {})
+    assert con.execute("SELECT amount_minor, lines, adjustments FROM revenue").fetchall() == [
+        (0, 2, 1)
+    ]
+    assert con.execute(
+        "SELECT min(s), max(s) FROM (SELECT day, sum(amount_minor) AS s FROM revenue_daily GROUP BY day)"
+    ).fetchone() == (0, 0)
+    assert con.execute(
+        "SELECT kind, amount, invoice_line_id FROM revenue_adjustment"
+    ).fetchall() == [("customer-credit", 1100, "il_unused")]
+    assert con.execute("SELECT code, severity FROM finding").fetchall() == [
+        ("downgrade-credit-carried", "info")
+    ]
+
+    # With the Pro line present (6200 over January: 6200 x 11 // 31 = 2200 earned in Jan 21-31)
+    # the -1100 fits inside the period: no customer-credit adjustment, January = 5100.
+    con2 = _con(
+        invoice=[_inv("in_1", "cus_B"), _inv("in_2", "cus_B", total=-1100, amount_paid=0)],
+        invoice_line=[
+            _line("il_pro", "in_1", 6200, T(2024, 1, 1), T(2024, 2, 1), subscription_id="sub_B"),
+            *lines,
+        ],
+    )
+    billing.run(con2, "r", "USD", {})
+    assert con2.execute("SELECT amount_minor, adjustments FROM revenue").fetchall() == [(5100, 0)]
+    assert con2.execute("SELECT count(*) FROM revenue_adjustment").fetchone() == (0,)

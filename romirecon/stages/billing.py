@@ -538,8 +538,35 @@ WITH cn AS (
     FROM revenue_event
     WHERE invoice_status = 'uncollectible' AND billable AND {"true" if st.uncollectible == "write-off" else "false"}
     GROUP BY invoice_id, source_vendor
+), dg AS (  -- net downgrades: the proration credit of one plan change
+    SELECT proration_group, source_vendor, any_value(source_name) AS source_name,
+           any_value(source_file) AS source_file, min(source_row) AS source_row,
+           arg_min(invoice_id, (net, line_id)) AS invoice_id,
+           arg_min(line_id, (net, line_id)) AS credit_line_id,
+           any_value(customer_id) AS customer_id, any_value(subscription_id) AS subscription_id,
+           any_value(currency) AS currency, any_value(proration_net) AS net,
+           any_value(service_start) AS service_start, any_value(service_end) AS service_end
+    FROM revenue_event WHERE proration AND billable AND proration_net < 0
+    GROUP BY proration_group, source_vendor
+), avail AS (  -- what the same subscription earns in the credited days (pro rata, floored)
+    SELECT g.proration_group, g.source_vendor,
+           coalesce(sum(CAST(greatest(e.net, 0) AS HUGEINT)
+                         * (least(e.service_end, g.service_end) - greatest(e.service_start, g.service_start))
+                         // e.service_days), 0) AS available
+    FROM dg g LEFT JOIN revenue_event e
+      ON e.billable AND NOT e.proration AND e.customer_id = g.customer_id
+     AND e.source_vendor IS NOT DISTINCT FROM g.source_vendor
+     AND e.subscription_id IS NOT DISTINCT FROM g.subscription_id AND e.currency = g.currency
+     AND e.service_start < g.service_end AND e.service_end > g.service_start
+    GROUP BY g.proration_group, g.source_vendor
+), cc AS (  -- the part of a downgrade credit beyond that stays customer credit, not revenue
+    SELECT 'customer-credit', 'credit:' || g.proration_group, g.source_name, g.source_vendor,
+           g.source_file, g.source_row, g.invoice_id, g.credit_line_id, g.customer_id, g.currency,
+           CAST(-g.net - a.available AS BIGINT), g.service_start, NULL, 'downgrade credit carried'
+    FROM dg g JOIN avail a USING (proration_group, source_vendor)
+    WHERE -g.net > a.available
 )
-SELECT * FROM cn UNION ALL SELECT * FROM rf UNION ALL SELECT * FROM wo"""
+SELECT * FROM cn UNION ALL SELECT * FROM rf UNION ALL SELECT * FROM wo UNION ALL SELECT * FROM cc"""
 
 
 def _build_adjustments(con: duckdb.DuckDBPyConnection, st: BillingSettings, run_id: str) -> None:
@@ -599,9 +626,11 @@ SELECT concat_ws('/', a.kind, a.source_name, a.document_id) AS adjustment_id, a.
        a.amount AS document_amount, coalesce(x.alloc, a.amount) AS amount,
        a.document_date,
        a.why_not IS NULL AS counted, a.why_not AS not_counted_reason, a.reason,
-       CASE WHEN {"true" if line_period else "false"} AND e.event_id IS NOT NULL
+       CASE WHEN ({"true" if line_period else "false"} OR a.kind = 'customer-credit')
+                 AND e.event_id IS NOT NULL
             THEN e.service_start ELSE a.document_date END AS service_start,
-       CASE WHEN {"true" if line_period else "false"} AND e.event_id IS NOT NULL
+       CASE WHEN ({"true" if line_period else "false"} OR a.kind = 'customer-credit')
+                 AND e.event_id IS NOT NULL
             THEN e.service_end ELSE a.document_date + 1 END AS service_end
 FROM _b_adj_doc2 a
 LEFT JOIN _b_adj_alloc x ON x.kind = a.kind AND x.document_id = a.document_id
@@ -627,6 +656,17 @@ SELECT ?, 'billing', 'adjustment-' || not_counted_reason, 'warn', source_name, k
        invoice_id, kind || ' ' || document_id || ' not counted: ' || not_counted_reason, NULL
 FROM revenue_adjustment WHERE not_counted_reason IN ('currency-mismatch', 'invoice-not-counted')
 ORDER BY adjustment_id""",
+        [run_id],
+    )
+    _exec(
+        con,
+        """INSERT INTO finding
+SELECT ?, 'billing', 'downgrade-credit-carried', 'info', source_name, 'invoice_line',
+       invoice_line_id, customer_id,
+       'net downgrade credit of ' || CAST(document_amount AS VARCHAR) || ' ' || currency
+           || ' exceeds what the subscription earns in the credited days: kept as customer '
+           || 'credit, not negative revenue', json_object('adjustment_id', adjustment_id)
+FROM revenue_adjustment WHERE kind = 'customer-credit' AND counted ORDER BY adjustment_id""",
         [run_id],
     )
     _exec(
