@@ -189,3 +189,33 @@ def test_input_order_and_rerun_do_not_change_output(lines: list[dict], rnd: rand
     first = result(list(range(len(lines))), 1)
     assert result(list(range(len(lines))), 2) == first  # running twice equals once
     assert result(shuffled, 1) == first  # physical input order does not matter
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(-(10**12), 10**12), st.integers(1, 60)), min_size=1, max_size=8)
+)
+def test_day_spread_closed_form_equals_generic_split(items: list[tuple[int, int]]) -> None:
+    con = duckdb.connect()
+    con.execute("CREATE TABLE it (item_id INTEGER, total BIGINT, start_day DATE, end_day DATE)")
+    start = dt.date(2024, 2, 20)
+    con.executemany(
+        "INSERT INTO it VALUES (?, ?, ?, ?)",
+        [(i, t, start, start + dt.timedelta(days=n)) for i, (t, n) in enumerate(items)],
+    )
+    closed = con.execute(
+        f"SELECT item_id, day, amount_minor FROM ({billing.spread_days_sql('it')}) ORDER BY 1, 2"
+    ).fetchall()
+    days = (
+        "(SELECT *, CAST(unnest(range(start_day, end_day, INTERVAL 1 DAY)) AS DATE) AS day FROM it)"
+    )
+    generic = con.execute(
+        "SELECT item_id, day, alloc FROM ("
+        + billing.largest_remainder_sql(days, ["item_id"], "total", "1", ["day"])
+        + ") ORDER BY 1, 2"
+    ).fetchall()
+    assert closed == generic
+    for i, (t, n) in enumerate(items):
+        mine = [a for j, _, a in closed if j == i]
+        assert len(mine) == n and sum(mine) == t
+        assert mine == reference_split(t, [1] * n)

@@ -30,6 +30,7 @@ import duckdb
 from romirecon.exitcodes import ConfigError
 from romirecon.sqlutil import ident
 from romirecon.stages import fx
+from romirecon.stages.common import drop_relation
 
 STAGE = "billing"
 
@@ -146,11 +147,26 @@ def live_filter(livemode_only: bool) -> str:
     return "livemode IS DISTINCT FROM false" if livemode_only else "true"
 
 
-def days_sql(src: str) -> str:
-    """One row per item of `src` and day of [start_day, end_day) (end exclusive)."""
+def spread_days_sql(src: str) -> str:
+    """SELECT src.*, day, amount_minor: each item of `src` (columns total, start_day, end_day)
+    spread over its days [start_day, end_day) so that the days add up exactly to `total`.
+
+    This is the largest-remainder split with equal weights in closed form: every day's exact
+    share |total| / n has the same remainder, so the |total| mod n leftover units go to the
+    earliest days (the tie-break). It equals `largest_remainder_sql(..., weight 1, order day)`
+    (a property test checks that) without a window over every item-day."""
     return f"""
-SELECT * EXCLUDE (_d), CAST(_d AS DATE) AS day
-FROM (SELECT *, unnest(range(start_day, end_day, INTERVAL 1 DAY)) AS _d FROM {src})"""
+SELECT * EXCLUDE (_d, _n, _q, _r, _k), CAST(_d AS DATE) AS day,
+       CAST(sign(total) * (_q + CASE WHEN _k < _r THEN 1 ELSE 0 END) AS BIGINT) AS amount_minor
+FROM (
+    SELECT *, abs(CAST(total AS HUGEINT)) // _n AS _q, abs(CAST(total AS HUGEINT)) % _n AS _r,
+           CAST(_d AS DATE) - start_day AS _k
+    FROM (
+        SELECT *, end_day - start_day AS _n,
+               unnest(range(start_day, end_day, INTERVAL 1 DAY)) AS _d
+        FROM {src}
+    )
+)"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -728,14 +744,22 @@ FROM revenue_adjustment WHERE counted)"""
 def _build_daily(
     con: duckdb.DuckDBPyConnection, st: BillingSettings, rep: str, run_id: str
 ) -> None:
-    _exec(con, f"CREATE OR REPLACE TEMP TABLE _b_item_days AS {days_sql(items_sql())}")
+    """revenue_item (what is spread), revenue_day (narrow: item_no x day, native and reporting
+    amounts) and the revenue_daily view joining the two. Day rows stay narrow (integer item key,
+    no repeated text) because there are tens of times more of them than lines."""
     _exec(
         con,
-        "CREATE OR REPLACE TEMP TABLE _b_daily_native AS SELECT * EXCLUDE (total, alloc), "
-        "alloc AS amount_minor FROM ("
-        + largest_remainder_sql("_b_item_days", ["item_id"], "total", "1", ["day"])
-        + ")",
+        f"""CREATE OR REPLACE TABLE revenue_item AS
+SELECT row_number() OVER (ORDER BY item_id) AS item_no, *
+FROM {items_sql()} ORDER BY item_no""",
     )
+    _exec(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE _b_daily_native AS
+SELECT item_no, currency, exponent, day, amount_minor
+FROM ({spread_days_sql("(SELECT item_no, currency, exponent, total, start_day, end_day FROM revenue_item)")})""",
+    )
+    drop_relation(con, "revenue_day")
     fx.convert(
         con,
         "_b_daily_native",
@@ -744,52 +768,70 @@ def _build_daily(
         "day",
         rep,
         run_id,
-        out="_b_daily_conv",
+        out="revenue_day",
         exponent_col="exponent",
         max_fallback_days=st.fx_max_fallback_days,
         stage=STAGE,
     )
+    drop_relation(con, "revenue_daily")
     _exec(
         con,
-        """CREATE OR REPLACE TABLE revenue_daily AS
-SELECT item_id, kind, event_id, adjustment_id, source_name, source_vendor, customer_id, entity_id,
-       currency, exponent, day, start_day AS service_start, end_day AS service_end, amount_minor,
-       fx_rate, fx_rate_date, fx_method, amount_reporting
-FROM _b_daily_conv ORDER BY item_id, day""",
+        """CREATE VIEW revenue_daily AS
+SELECT i.item_id, i.kind, i.event_id, i.adjustment_id, i.source_name, i.source_vendor,
+       i.customer_id, i.entity_id, d.currency, d.exponent, d.day,
+       i.start_day AS service_start, i.end_day AS service_end, d.amount_minor, d.fx_rate,
+       d.fx_rate_date, d.fx_method, d.amount_reporting
+FROM revenue_day d JOIN revenue_item i USING (item_no)""",
     )
 
 
 def revenue_sql(reporting_currency: str) -> str:
-    """The monthly contract table from revenue_daily. The reporting amount is summed exactly
-    (native minor units × daily rate) and rounded half-to-even once, to the reporting currency's
-    minor unit; it is NULL when any day of the group lacks a rate."""
+    """The monthly contract table from revenue_daily. The reporting amount is the exact sum of the
+    daily exact amounts (native minor units x that day's rate), rounded half-to-even once, to the
+    reporting currency's minor unit; it is NULL when any day of the group lacks a rate.
+
+    Aggregates in two steps: item x month first (one pass over the day rows, grouped by one key),
+    then the contract grain with the distinct line/adjustment counts over the small result."""
     from romirecon.money import exponent
 
     rexp = exponent(reporting_currency)
-    exact = fx.exact_reporting_sql("amount_minor", "fx_rate", "exponent")
-    native_major = f"(CAST(amount_minor AS DECIMAL(38,0)) * {fx.minor_factor_sql('exponent')})"
+    native_major = (
+        f"(CAST(amount_minor AS DECIMAL(38,0)) * {fx.minor_factor_sql('currency_exponent')})"
+    )
     return f"""
+WITH item_month AS (
+    SELECT i.item_no, i.month, r.kind, r.event_id, r.adjustment_id, r.customer_id, r.entity_id,
+           r.currency, r.source_vendor, r.exponent AS currency_exponent, i.* EXCLUDE (item_no, month)
+    FROM (
+        SELECT item_no, CAST(date_trunc('month', day) AS DATE) AS month,
+               sum(amount_minor) AS amount_minor, sum(amount_reporting) AS reporting_exact,
+               min(fx_rate) AS fx_rate_min, max(fx_rate) AS fx_rate_max,
+               count(*) FILTER (WHERE fx_rate IS NULL) AS fx_missing_days,
+               count(*) FILTER (WHERE fx_rate_date < day) AS fx_fallback_days
+        FROM revenue_day
+        GROUP BY item_no, month
+    ) i JOIN revenue_item r USING (item_no)
+), grp AS (
+    SELECT month, customer_id, entity_id, currency, source_vendor, currency_exponent,
+           CAST(sum(amount_minor) AS BIGINT) AS amount_minor,
+           sum(reporting_exact) AS reporting_exact, sum({native_major}) AS native_major,
+           min(fx_rate_min) AS fx_rate_min, max(fx_rate_max) AS fx_rate_max,
+           sum(fx_missing_days) AS fx_missing_days, sum(fx_fallback_days) AS fx_fallback_days,
+           count(DISTINCT event_id) FILTER (WHERE kind = 'line') AS lines,
+           count(DISTINCT adjustment_id) FILTER (WHERE kind <> 'line') AS adjustments
+    FROM item_month
+    GROUP BY month, customer_id, entity_id, currency, source_vendor, currency_exponent
+)
 SELECT month, customer_id, entity_id, currency, source_vendor, currency_exponent, amount_minor,
-       CASE WHEN fx_missing_days = 0 THEN CAST(round_even(reporting_exact, {rexp}) AS DECIMAL(38,{rexp})) END
-           AS amount_reporting,
+       CASE WHEN fx_missing_days = 0
+            THEN CAST(round_even(reporting_exact, {rexp}) AS DECIMAL(38,{rexp})) END AS amount_reporting,
        CAST($rep AS VARCHAR) AS reporting_currency,
        CASE WHEN fx_missing_days = 0 AND native_major <> 0
             THEN sign(reporting_exact) * sign(native_major)
                  * {fx.div_half_even_sql("abs(reporting_exact)", "abs(native_major)")} END AS fx_rate,
-       fx_rate_min, fx_rate_max, fx_missing_days, fx_fallback_days, lines, adjustments
-FROM (
-    SELECT CAST(date_trunc('month', day) AS DATE) AS month, customer_id, entity_id, currency,
-           source_vendor, exponent AS currency_exponent,
-           CAST(sum(amount_minor) AS BIGINT) AS amount_minor,
-           sum({exact}) AS reporting_exact, sum({native_major}) AS native_major,
-           min(fx_rate) AS fx_rate_min, max(fx_rate) AS fx_rate_max,
-           count(*) FILTER (WHERE fx_rate IS NULL) AS fx_missing_days,
-           count(*) FILTER (WHERE fx_method LIKE '%+fallback') AS fx_fallback_days,
-           count(DISTINCT event_id) FILTER (WHERE kind = 'line') AS lines,
-           count(DISTINCT adjustment_id) FILTER (WHERE kind <> 'line') AS adjustments
-    FROM revenue_daily
-    GROUP BY ALL
-)
+       fx_rate_min, fx_rate_max, CAST(fx_missing_days AS BIGINT) AS fx_missing_days,
+       CAST(fx_fallback_days AS BIGINT) AS fx_fallback_days, lines, adjustments
+FROM grp
 ORDER BY month, customer_id, currency, source_vendor NULLS FIRST, entity_id NULLS FIRST,
          currency_exponent"""
 
@@ -860,7 +902,7 @@ def _metrics(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
         """INSERT INTO metric
 SELECT ?, 'billing', NULL, 'invoice_line', name, value, NULL, NULL, unit FROM (
     SELECT 'revenue_lines' AS name, CAST(count(*) FILTER (WHERE billable) AS DOUBLE) AS value, 'lines' AS unit FROM revenue_event
-    UNION ALL SELECT 'revenue_daily_rows', count(*), 'rows' FROM revenue_daily
+    UNION ALL SELECT 'revenue_daily_rows', count(*), 'rows' FROM revenue_day
     UNION ALL SELECT 'revenue_adjustments', count(DISTINCT adjustment_id) FILTER (WHERE counted), 'documents' FROM revenue_adjustment
     UNION ALL SELECT 'write_offs', count(DISTINCT adjustment_id) FILTER (WHERE kind = 'write-off'), 'invoices' FROM revenue_adjustment
     UNION ALL SELECT 'lines_not_counted', count(*) FILTER (WHERE decision <> 'counted'), 'lines' FROM _b_lines_all
@@ -920,6 +962,6 @@ def run(
         "_b_ranked", "_b_redelivered", "_b_invoice0", "_b_line0", "_b_cn", "_b_refund",
         "_b_idem_inv", "_b_line_ids", "_b_idem_line", "_b_invoice", "_b_line",
         "_b_lines_all", "_b_inv_disc", "_b_adj_doc", "_b_adj_target", "_b_adj_doc2",
-        "_b_adj_alloc", "_b_entity", "_b_item_days", "_b_daily_native", "_b_daily_conv",
+        "_b_adj_alloc", "_b_entity", "_b_daily_native",
     ):  # fmt: skip
         _exec(con, f"DROP TABLE IF EXISTS {ident(t)}")
