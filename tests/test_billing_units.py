@@ -326,3 +326,35 @@ def test_net_downgrade_credit_never_turns_into_negative_revenue() -> None:
     billing.run(con2, "r", "USD", {})
     assert con2.execute("SELECT amount_minor, adjustments FROM revenue").fetchall() == [(5100, 0)]
     assert con2.execute("SELECT count(*) FROM revenue_adjustment").fetchone() == (0,)
+
+
+def test_bad_periods_and_currencies_are_findings_not_silent_losses() -> None:
+    con = _con(
+        invoice=[
+            _inv("in_1", "c1"),
+            _inv("in_2", "c2", created_at=None),
+            _inv("in_3", "c3", currency="xxx"),
+            _inv("in_4", "c4", status=None),
+        ],
+        invoice_line=[
+            # period_end 9999-12-31: more than max_service_days (3700) -> booked on 2024-01-01
+            _line("il_long", "in_1", 500, T(2024, 1, 1), T(9999, 12, 31)),
+            # no period, no invoice date, no line date: cannot be placed in time
+            _line("il_nodate", "in_2", 700, None, None),
+            _line("il_xxx", "in_3", 900, T(2024, 1, 1), T(2024, 1, 2), currency="xxx"),
+            _line("il_nostatus", "in_4", 300, T(2024, 1, 1), T(2024, 1, 2)),
+        ],
+    )
+    billing.run(con, "r", "USD", {})
+    assert con.execute(
+        "SELECT customer_id, currency, amount_minor, amount_reporting FROM revenue ORDER BY 1"
+    ).fetchall() == [("c1", "USD", 500, Decimal("5.00")), ("c3", "XXX", 900, None)]
+    assert con.execute(
+        "SELECT code, record_id FROM finding ORDER BY code, record_id"
+    ).fetchall() == [
+        ("currency-unknown", "XXX"),
+        ("fx-rate-missing", "XXX"),
+        ("invoice-status-unknown", "in_4"),
+        ("service-date-missing", "il_nodate"),
+        ("service-period-too-long", "il_long"),
+    ]

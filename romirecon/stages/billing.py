@@ -55,6 +55,9 @@ class BillingSettings:
     # booked whole on the document's date
     adjustment_timing: str = "line-period"
     livemode_only: bool = True
+    # a service period longer than this (a bad export: period_end 9999-12-31) is booked on its
+    # start day with a finding instead of being spread over millions of days
+    max_service_days: int = 3700
 
 
 def parse_settings(settings: Mapping[str, Any] | None) -> BillingSettings:
@@ -77,6 +80,9 @@ def parse_settings(settings: Mapping[str, Any] | None) -> BillingSettings:
     ):
         if key in s and s[key] not in options:
             problems.append(f"billing.{key}: {s[key]!r} is not one of: {', '.join(options)}")
+    msd = s.get("max_service_days", 3700)
+    if not isinstance(msd, int) or isinstance(msd, bool) or msd < 1:
+        problems.append(f"billing.max_service_days: {msd!r} is not a whole number of days >= 1")
     if "livemode_only" in s and not isinstance(s["livemode_only"], bool):
         problems.append(f"billing.livemode_only: {s['livemode_only']!r} is not true or false")
     if problems:
@@ -86,6 +92,7 @@ def parse_settings(settings: Mapping[str, Any] | None) -> BillingSettings:
         uncollectible=s.get("uncollectible", "write-off"),
         adjustment_timing=s.get("adjustment_timing", "line-period"),
         livemode_only=s.get("livemode_only", True),
+        max_service_days=int(msd),
     )
 
 
@@ -415,8 +422,11 @@ SELECT j.* EXCLUDE (customer_id, subscription_id, currency, coupon, live_ok, cus
        s.trial_start, s.trial_end,
        CASE WHEN NOT j.has_invoice THEN 'invoice-missing'
             WHEN NOT j.live_ok THEN 'test-mode'
-            WHEN j.invoice_status IN ({", ".join(counted)}) THEN 'counted'
-            ELSE 'status:' || coalesce(j.invoice_status, 'null') END AS decision,
+            WHEN j.invoice_status IS NULL OR j.invoice_status NOT IN ({", ".join(counted)})
+                 THEN 'status:' || coalesce(j.invoice_status, 'null')
+            WHEN coalesce(j.period_start, j.invoice_created_at, j.created_at) IS NULL
+                 THEN 'no-service-date'
+            ELSE 'counted' END AS decision,
        CAST(coalesce(j.period_start, j.invoice_created_at, j.created_at) AS DATE) AS start_day
 FROM j
 LEFT JOIN s ON s.source_id = j.subscription AND s.source_vendor IS NOT DISTINCT FROM j.source_vendor"""
@@ -465,8 +475,10 @@ SELECT l.event_id, l.source_name, l.source_system, l.source_vendor, l.source_fil
        coalesce(l.tax, 0) AS tax,
        coalesce(l.amount, 0) - coalesce(l.discount, 0) - coalesce(d.invoice_discount, 0) AS net,
        l.start_day AS service_start,
-       CASE WHEN CAST(l.period_end AS DATE) > l.start_day THEN CAST(l.period_end AS DATE)
-            ELSE l.start_day + 1 END AS service_end,
+       CASE WHEN CAST(l.period_end AS DATE) > l.start_day
+                 AND CAST(l.period_end AS DATE) - l.start_day <= {int(st.max_service_days)}
+            THEN CAST(l.period_end AS DATE) ELSE l.start_day + 1 END AS service_end,
+       CAST(l.period_end AS DATE) - l.start_day > {int(st.max_service_days)} AS period_too_long,
        l.coupon, CAST(l.invoice_created_at AS DATE) AS invoice_date,
        l.invoice_total, l.invoice_amount_paid
 FROM _b_lines_all l LEFT JOIN _b_inv_disc d USING (event_id)
@@ -493,7 +505,42 @@ FROM (SELECT event_id,
       FROM revenue_event WHERE proration) g
 WHERE g.event_id = revenue_event.event_id""",
     )
-    # findings for lines that cannot be counted for a reason the user should see
+    # findings for lines that cannot be counted (or not as exported) for a reason to see
+    _exec(
+        con,
+        f"""INSERT INTO finding
+SELECT ?, 'billing', 'service-period-too-long', 'warn', source_name, 'invoice_line', line_id,
+       invoice_id, 'invoice line ' || line_id || ' has a service period of more than '
+           || {int(st.max_service_days)} || ' days: booked on its start day '
+           || strftime(service_start, '%Y-%m-%d'),
+       json_object('source_file', source_file, 'source_row', source_row)
+FROM revenue_event WHERE period_too_long ORDER BY event_id""",
+        [run_id],
+    )
+    _exec(
+        con,
+        """INSERT INTO finding
+SELECT ?, 'billing', 'service-date-missing', 'error', source_name, 'invoice_line', line_key,
+       invoice_id, 'invoice line ' || line_key || ' has no service period, invoice date or '
+           || 'creation date: not counted',
+       json_object('source_file', source_file, 'source_row', source_row)
+FROM _b_lines_all WHERE decision = 'no-service-date' ORDER BY source_name, source_file, source_row""",
+        [run_id],
+    )
+    _exec(
+        con,
+        """INSERT INTO finding
+SELECT ?, 'billing', 'currency-unknown', 'error', NULL, 'invoice_line',
+       coalesce(e.currency, '(none)'), NULL,
+       CAST(count(*) AS VARCHAR) || ' billable line(s) in currency ' || coalesce(e.currency, '(none)')
+           || ', which is not an ISO 4217 code: no exponent or rate can be trusted',
+       json_object('lines', count(*), 'example_line', min(e.line_id))
+FROM revenue_event e
+WHERE e.billable AND (e.currency IS NULL OR e.currency NOT IN (
+    SELECT currency FROM currency_exponent WHERE scope = 'iso'))
+GROUP BY e.currency ORDER BY e.currency NULLS FIRST""",
+        [run_id],
+    )
     _exec(
         con,
         """INSERT INTO finding
@@ -508,10 +555,11 @@ FROM _b_lines_all WHERE decision = 'invoice-missing' ORDER BY source_name, sourc
         con,
         """INSERT INTO finding
 SELECT ?, 'billing', 'invoice-status-unknown', 'warn', any_value(source_name), 'invoice', invoice_id, NULL,
-       'invoice ' || invoice_id || ' has status ' || any_value(invoice_status)
+       'invoice ' || invoice_id || ' has status ' || coalesce(any_value(invoice_status), '(none)')
            || ' (expected draft, open, paid, uncollectible or void): not counted', NULL
 FROM _b_lines_all
-WHERE decision LIKE 'status:%' AND invoice_status NOT IN ('draft', 'void', 'uncollectible')
+WHERE decision LIKE 'status:%'
+  AND (invoice_status IS NULL OR invoice_status NOT IN ('draft', 'void', 'uncollectible'))
 GROUP BY invoice_id ORDER BY invoice_id""",
         [run_id],
     )
