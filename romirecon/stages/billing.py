@@ -7,9 +7,11 @@ Reads the staged tables `stg_invoice`, `stg_invoice_line`, `stg_credit_note`, `s
 |---|---|
 | `billing_duplicate` | one surplus copy of a record: its provenance, the kept copy, the reason |
 | `revenue_event` | one invoice line of a live open/paid/uncollectible invoice |
-| `revenue_adjustment` | one credit note / refund / write-off, allocated to the lines it adjusts |
-| `revenue_daily` | one line (or adjustment part) × service day: native minor units + reporting |
-| `revenue` | month × billing customer × currency: the published contract table |
+| `revenue_adjustment` | one credit note / refund / write-off / carried downgrade credit, per line it adjusts |
+| `revenue_item` | one thing spread over days: a billable line's net, or a counted adjustment part |
+| `revenue_day` | item x service day (narrow): native minor units, rate, exact reporting amount |
+| `revenue_daily` | view: revenue_day joined to revenue_item (line x service day with its context) |
+| `revenue` | month x billing customer x currency: the published contract table |
 | `conversion` | one billing customer: first paid invoice, trial end, trial-to-paid date, coupon |
 
 plus `metric` and `finding` rows. Everything is set-based SQL; the rules are in DESIGN.md
@@ -971,6 +973,15 @@ FROM (SELECT 'invoice' AS entity, count(*) AS rows FROM stg_invoice
 LEFT JOIN (SELECT entity, count(*) AS n FROM billing_duplicate GROUP BY entity) d USING (entity)
 ORDER BY t.entity""",
         [run_id],
+    )
+    _exec(
+        con,
+        """INSERT INTO metric
+SELECT ?, 'billing', NULL, entity, 'billing_duplicate_rate',
+       CASE WHEN denominator > 0 THEN numerator / denominator END, numerator, denominator, 'ratio'
+FROM metric WHERE run_id = ? AND stage = 'billing' AND name = 'billing_duplicates'
+ORDER BY entity""",
+        [run_id, run_id],
     )
 
 
