@@ -358,3 +358,56 @@ def test_bad_periods_and_currencies_are_findings_not_silent_losses() -> None:
         ("service-date-missing", "il_nodate"),
         ("service-period-too-long", "il_long"),
     ]
+
+
+def test_invoice_created_twice_under_one_idempotency_key_counts_once() -> None:
+    # An API retry created in_A2 with the idempotency key that already created in_A: in_A2 and
+    # its line are surplus copies (kept: in_A, the earlier event). A EUR credit note against the
+    # USD invoice cannot be netted and is reported, not counted.
+    ev = [
+        {
+            "source_id": "evt_1",
+            "event_type": "invoice.created",
+            "object_id": "in_A",
+            "idempotency_key": "K",
+            "created_at": T(2024, 1, 1, 9),
+        },
+        {
+            "source_id": "evt_2",
+            "event_type": "invoice.created",
+            "object_id": "in_A2",
+            "idempotency_key": "K",
+            "created_at": T(2024, 1, 1, 9, 0, 3),
+        },
+    ]
+    con = _con(
+        billing_event=ev,
+        invoice=[_inv("in_A", "c1"), _inv("in_A2", "c1")],
+        invoice_line=[
+            _line("il_A", "in_A", 1000, T(2024, 1, 1), T(2024, 1, 2)),
+            _line("il_A2", "in_A2", 1000, T(2024, 1, 1), T(2024, 1, 2)),
+        ],
+        credit_note=[
+            {
+                "source_id": "cn_eur",
+                "invoice_id": "in_A",
+                "status": "issued",
+                "currency": "eur",
+                "amount": 100,
+                "created_at": T(2024, 1, 5),
+            }
+        ],
+    )
+    billing.run(con, "r", "USD", {})
+    assert con.execute("SELECT amount_minor, lines, adjustments FROM revenue").fetchall() == [
+        (1000, 1, 0)
+    ]
+    assert con.execute(
+        "SELECT entity, record_id, kept_id, reason FROM billing_duplicate ORDER BY entity, record_id"
+    ).fetchall() == [
+        ("invoice", "in_A2", "in_A", "idempotency-key"),
+        ("invoice_line", "il_A2", "in_A", "idempotency-key"),
+    ]
+    assert con.execute("SELECT code, record_id FROM finding").fetchall() == [
+        ("adjustment-currency-mismatch", "cn_eur")
+    ]
