@@ -411,3 +411,39 @@ def test_invoice_created_twice_under_one_idempotency_key_counts_once() -> None:
     assert con.execute("SELECT code, record_id FROM finding").fetchall() == [
         ("adjustment-currency-mismatch", "cn_eur")
     ]
+
+
+def test_one_request_creating_different_items_and_lines_without_ids_are_not_duplicates() -> None:
+    # One subscription-creation request (key K) legitimately creates two different invoice items;
+    # two lines exported without any id are distinct rows, not copies of each other.
+    ev = [
+        {
+            "source_id": "evt_1",
+            "event_type": "invoiceitem.created",
+            "object_id": "ii_setup",
+            "idempotency_key": "K",
+            "created_at": T(2024, 1, 1),
+        },
+        {
+            "source_id": "evt_2",
+            "event_type": "invoiceitem.created",
+            "object_id": "ii_seats",
+            "idempotency_key": "K",
+            "created_at": T(2024, 1, 1),
+        },
+    ]
+    day = (T(2024, 1, 1), T(2024, 1, 2))
+    con = _con(
+        billing_event=ev,
+        invoice=[_inv("in_1", "c1")],
+        invoice_line=[
+            _line("ii_setup", "in_1", 5000, *day, description="Setup fee"),
+            _line("ii_seats", "in_1", 1200, *day, description="3 extra seats"),
+            _line(None, "in_1", 100, *day),
+            _line(None, "in_1", 100, *day),
+        ],
+    )
+    billing.run(con, "r", "USD", {})
+    # 5000 + 1200 + 100 + 100 = 6400, four lines
+    assert con.execute("SELECT amount_minor, lines FROM revenue").fetchall() == [(6400, 4)]
+    assert con.execute("SELECT count(*) FROM billing_duplicate").fetchone() == (0,)

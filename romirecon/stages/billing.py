@@ -139,14 +139,17 @@ FROM (
 
 def dedup_sql(table: str, key: str, order: str) -> str:
     """SELECT *, _key, _copy, kept_*: every row of `table` numbered within its `key` by `order`
-    (copy 1 is kept), with the kept copy's provenance on each row."""
+    (copy 1 is kept), with the kept copy's provenance on each row. A NULL key (a record without
+    an id) is never a duplicate of anything."""
     return f"""
 SELECT *,
        first_value(source_name) OVER w AS kept_source_name,
        first_value(source_file) OVER w AS kept_source_file,
        first_value(source_row) OVER w AS kept_source_row
 FROM (
-    SELECT *, {key} AS _key, row_number() OVER (PARTITION BY {key} ORDER BY {order}) AS _copy
+    SELECT *, {key} AS _key,
+           CASE WHEN {key} IS NULL THEN 1
+                ELSE row_number() OVER (PARTITION BY {key} ORDER BY {order}) END AS _copy
     FROM {ident(table)}
 )
 WINDOW w AS (PARTITION BY _key ORDER BY _copy ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"""
@@ -242,20 +245,24 @@ FROM _b_ranked WHERE _copy > 1""",
     )
 
 
-def _idempotency_sql(ids_table: str, id_col: str) -> str:
-    """Rows of `ids_table` created by a request whose idempotency key already created an earlier
-    object of the same type: (id, kept_id). The first object (by event time, then id) is kept."""
+def _idempotency_sql(ids: str, fingerprint: str) -> str:
+    """(id, kept_id) for objects created under an idempotency key that already created an
+    equivalent object (same event type and the same `fingerprint`: amount, currency, ...). The
+    first object by event time, then id, is kept. `ids` is a relation with columns id and
+    fingerprint. Requiring equivalence keeps one request that legitimately creates several
+    different objects (a subscription with two invoice items) from being collapsed."""
     return f"""
 SELECT id, kept_id FROM (
-    SELECT o.{id_col} AS id,
-           first_value(o.{id_col}) OVER (
-               PARTITION BY e.idempotency_key, e.event_type ORDER BY e.created_at, o.{id_col}
+    SELECT o.id,
+           first_value(o.id) OVER (
+               PARTITION BY e.idempotency_key, e.event_type, o.fingerprint
+               ORDER BY e.created_at, o.id
                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS kept_id
-    FROM {ids_table} o
-    JOIN (SELECT DISTINCT object_id, idempotency_key, event_type, min(created_at) AS created_at
+    FROM {ids} o
+    JOIN (SELECT object_id, idempotency_key, event_type, min(created_at) AS created_at
           FROM stg_billing_event WHERE idempotency_key IS NOT NULL AND object_id IS NOT NULL
           GROUP BY ALL) e
-      ON e.object_id = o.{id_col}
+      ON e.object_id = o.id
 ) WHERE id <> kept_id"""
 
 
@@ -320,16 +327,22 @@ FROM _b_ranked WHERE _copy > 1 AND source_id IS NOT NULL""",
     # API retries: a second object created under an idempotency key already used
     _exec(
         con,
-        f"CREATE OR REPLACE TEMP TABLE _b_idem_inv AS {_idempotency_sql('_b_invoice0', 'source_id')}",
+        "CREATE OR REPLACE TEMP TABLE _b_idem_inv AS "
+        + _idempotency_sql(
+            "(SELECT DISTINCT source_id AS id, concat_ws('|', customer_id, upper(currency), "
+            "subtotal, total) AS fingerprint FROM _b_invoice0 WHERE source_id IS NOT NULL)",
+            "fingerprint",
+        ),
     )
     _exec(
         con,
-        "CREATE OR REPLACE TEMP TABLE _b_line_ids AS "
-        "SELECT DISTINCT coalesce(unique_id, source_id) AS line_key FROM _b_line0",
-    )
-    _exec(
-        con,
-        f"CREATE OR REPLACE TEMP TABLE _b_idem_line AS {_idempotency_sql('_b_line_ids', 'line_key')}",
+        "CREATE OR REPLACE TEMP TABLE _b_idem_line AS "
+        + _idempotency_sql(
+            "(SELECT DISTINCT coalesce(unique_id, source_id) AS id, concat_ws('|', "
+            "upper(currency), amount, discount, price_id, plan_id, description, period_start, "
+            "period_end) AS fingerprint FROM _b_line0 WHERE coalesce(unique_id, source_id) IS NOT NULL)",
+            "fingerprint",
+        ),
     )
     _exec(
         con,
@@ -355,12 +368,13 @@ WHERE dl.id IS NOT NULL OR di.id IS NOT NULL""",
     _exec(
         con,
         "CREATE OR REPLACE TEMP TABLE _b_invoice AS SELECT * FROM _b_invoice0 "
-        "WHERE source_id NOT IN (SELECT id FROM _b_idem_inv)",
+        "WHERE source_id IS NULL OR source_id NOT IN (SELECT id FROM _b_idem_inv)",
     )
     _exec(
         con,
         """CREATE OR REPLACE TEMP TABLE _b_line AS SELECT * FROM _b_line0
-WHERE coalesce(unique_id, source_id) NOT IN (SELECT id FROM _b_idem_line)
+WHERE (coalesce(unique_id, source_id) IS NULL
+       OR coalesce(unique_id, source_id) NOT IN (SELECT id FROM _b_idem_line))
   AND (invoice_id IS NULL OR invoice_id NOT IN (SELECT id FROM _b_idem_inv))""",
     )
 
@@ -385,7 +399,7 @@ WITH l AS (
            price_id, plan_id, description, line_type, currency, amount, discount, tax, quantity,
            proration, discountable, period_start, period_end, coupon, created_at,
            source_name, source_system, source_vendor, source_file, source_row, file_sha256,
-           coalesce(unique_id, source_id) AS line_key, false AS synthetic
+           coalesce(unique_id, source_id, 'row:' || source_file || ':' || source_row) AS line_key, false AS synthetic
     FROM _b_line
     UNION ALL
     SELECT i.source_id, NULL, i.source_id, i.customer_id, i.subscription_id, NULL, NULL, NULL,
@@ -1019,7 +1033,7 @@ def run(
     _metrics(con, run_id)
     for t in (
         "_b_ranked", "_b_redelivered", "_b_invoice0", "_b_line0", "_b_cn", "_b_refund",
-        "_b_idem_inv", "_b_line_ids", "_b_idem_line", "_b_invoice", "_b_line",
+        "_b_idem_inv", "_b_idem_line", "_b_invoice", "_b_line",
         "_b_lines_all", "_b_inv_disc", "_b_adj_doc", "_b_adj_target", "_b_adj_doc2",
         "_b_adj_alloc", "_b_entity", "_b_daily_native",
     ):  # fmt: skip
