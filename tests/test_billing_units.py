@@ -447,3 +447,43 @@ def test_one_request_creating_different_items_and_lines_without_ids_are_not_dupl
     # 5000 + 1200 + 100 + 100 = 6400, four lines
     assert con.execute("SELECT amount_minor, lines FROM revenue").fetchall() == [(6400, 4)]
     assert con.execute("SELECT count(*) FROM billing_duplicate").fetchone() == (0,)
+
+
+def test_erp_invoice_mirroring_a_stripe_invoice_is_not_counted_twice() -> None:
+    # NetSuite records the Stripe invoice in_1 as INV-77 (external_ref in_1) without line
+    # detail; INV-78 is a NetSuite-only invoice. Revenue: Stripe's in_1 once (3000) + INV-78 (500).
+    con = _con(
+        invoice=[
+            _inv("in_1", "cus_1", source_system="billing"),
+            _inv(
+                "INV-77",
+                "cus_1",
+                subtotal=3000,
+                external_ref="in_1",
+                source_system="erp",
+                source_vendor="netsuite",
+                source_name="ns",
+            ),
+            _inv(
+                "INV-78",
+                "C-9",
+                subtotal=500,
+                source_system="erp",
+                source_vendor="netsuite",
+                source_name="ns",
+            ),
+        ],
+        invoice_line=[
+            _line("il_1", "in_1", 3000, T(2024, 1, 1), T(2024, 1, 2), source_system="billing")
+        ],
+    )
+    billing.run(con, "r", "USD", {})
+    assert con.execute(
+        "SELECT customer_id, source_vendor, amount_minor FROM revenue ORDER BY 1"
+    ).fetchall() == [
+        ("C-9", "netsuite", 500),
+        ("cus_1", "stripe", 3000),
+    ]
+    assert con.execute(
+        "SELECT entity, record_id, kept_id, reason FROM billing_duplicate"
+    ).fetchall() == [("invoice", "INV-77", "in_1", "cross-system-mirror")]

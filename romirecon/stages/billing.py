@@ -266,6 +266,26 @@ SELECT id, kept_id FROM (
 ) WHERE id <> kept_id"""
 
 
+def mirror_sql(invoices: str) -> str:
+    """(id, vendor, kept_id, kept_*) for invoices that mirror an invoice of another vendor: linked
+    by `external_ref` in either direction. The billing system's copy is kept (then ERP, then any
+    other; ties by vendor name), so a NetSuite invoice synced from Stripe is not revenue twice."""
+    rank = "CASE {a}.source_system WHEN 'billing' THEN 0 WHEN 'erp' THEN 1 ELSE 2 END"
+    rm, rk = rank.format(a="m"), rank.format(a="k")
+    return f"""
+SELECT id, vendor, kept_id, kept_source_name, kept_source_file, kept_source_row FROM (
+    SELECT m.source_id AS id, m.source_vendor AS vendor, k.source_id AS kept_id,
+           k.source_name AS kept_source_name, k.source_file AS kept_source_file,
+           k.source_row AS kept_source_row,
+           row_number() OVER (PARTITION BY m.source_vendor, m.source_id
+                              ORDER BY {rk}, k.source_vendor, k.source_id) AS rn
+    FROM {invoices} m JOIN {invoices} k
+      ON k.source_vendor IS DISTINCT FROM m.source_vendor
+     AND (m.external_ref = k.source_id OR k.external_ref = m.source_id)
+    WHERE {rm} > {rk} OR ({rm} = {rk} AND coalesce(m.source_vendor, '') > coalesce(k.source_vendor, ''))
+) WHERE rn = 1"""
+
+
 def _deduplicate(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
     _exec(con, f"CREATE OR REPLACE TABLE billing_duplicate ({_DUP_COLS})")
     _exec(con, f"CREATE OR REPLACE TEMP TABLE _b_redelivered AS {_redelivered_objects_sql()}")
@@ -367,15 +387,47 @@ WHERE dl.id IS NOT NULL OR di.id IS NOT NULL""",
     )
     _exec(
         con,
-        "CREATE OR REPLACE TEMP TABLE _b_invoice AS SELECT * FROM _b_invoice0 "
+        "CREATE OR REPLACE TEMP TABLE _b_invoice1 AS SELECT * FROM _b_invoice0 "
         "WHERE source_id IS NULL OR source_id NOT IN (SELECT id FROM _b_idem_inv)",
+    )
+    # the same invoice in two systems (NetSuite mirroring Stripe, linked by external_ref): count
+    # the billing system's copy, record the mirror
+    _exec(con, f"CREATE OR REPLACE TEMP TABLE _b_mirror AS {mirror_sql('_b_invoice1')}")
+    _exec(
+        con,
+        """INSERT INTO billing_duplicate
+SELECT 'invoice', m.id, i.source_name, i.source_file, i.source_row, i.file_sha256, m.kept_id,
+       m.kept_source_name, m.kept_source_file, m.kept_source_row, 'cross-system-mirror', ?
+FROM _b_mirror m JOIN _b_invoice1 i
+  ON i.source_id = m.id AND i.source_vendor IS NOT DISTINCT FROM m.vendor
+ORDER BY m.vendor, m.id""",
+        [run_id],
+    )
+    _exec(
+        con,
+        """INSERT INTO billing_duplicate
+SELECT 'invoice_line', coalesce(l.unique_id, l.source_id), l.source_name, l.source_file,
+       l.source_row, l.file_sha256, m.kept_id, m.kept_source_name, m.kept_source_file,
+       m.kept_source_row, 'cross-system-mirror', ?
+FROM _b_line0 l JOIN _b_mirror m
+  ON m.id = l.invoice_id AND m.vendor IS NOT DISTINCT FROM l.source_vendor
+ORDER BY l.source_name, l.source_file, l.source_row""",
+        [run_id],
+    )
+    _exec(
+        con,
+        """CREATE OR REPLACE TEMP TABLE _b_invoice AS SELECT * FROM _b_invoice1 i
+WHERE NOT EXISTS (SELECT 1 FROM _b_mirror m WHERE m.id = i.source_id
+                  AND m.vendor IS NOT DISTINCT FROM i.source_vendor)""",
     )
     _exec(
         con,
         """CREATE OR REPLACE TEMP TABLE _b_line AS SELECT * FROM _b_line0
 WHERE (coalesce(unique_id, source_id) IS NULL
        OR coalesce(unique_id, source_id) NOT IN (SELECT id FROM _b_idem_line))
-  AND (invoice_id IS NULL OR invoice_id NOT IN (SELECT id FROM _b_idem_inv))""",
+  AND (invoice_id IS NULL OR invoice_id NOT IN (SELECT id FROM _b_idem_inv))
+  AND NOT EXISTS (SELECT 1 FROM _b_mirror m WHERE m.id = _b_line0.invoice_id
+                  AND m.vendor IS NOT DISTINCT FROM _b_line0.source_vendor)""",
     )
 
 
@@ -406,7 +458,8 @@ WITH l AS (
            'invoice ' || coalesce(i.number, i.source_id), 'invoice', i.currency, i.subtotal, 0,
            i.tax, NULL, false, true, i.period_start, i.period_end, NULL, i.created_at,
            i.source_name, i.source_system, i.source_vendor, i.source_file, i.source_row,
-           i.file_sha256, 'invoice:' || i.source_id, true
+           i.file_sha256,
+           coalesce('invoice:' || i.source_id, 'row:' || i.source_file || ':' || i.source_row), true
     FROM _b_invoice i
     WHERE NOT EXISTS (SELECT 1 FROM _b_line x WHERE x.invoice_id = i.source_id
                       AND x.source_vendor IS NOT DISTINCT FROM i.source_vendor)
@@ -1033,7 +1086,7 @@ def run(
     _metrics(con, run_id)
     for t in (
         "_b_ranked", "_b_redelivered", "_b_invoice0", "_b_line0", "_b_cn", "_b_refund",
-        "_b_idem_inv", "_b_idem_line", "_b_invoice", "_b_line",
+        "_b_idem_inv", "_b_idem_line", "_b_invoice1", "_b_mirror", "_b_invoice", "_b_line",
         "_b_lines_all", "_b_inv_disc", "_b_adj_doc", "_b_adj_target", "_b_adj_doc2",
         "_b_adj_alloc", "_b_entity", "_b_daily_native",
     ):  # fmt: skip
