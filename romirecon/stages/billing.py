@@ -14,8 +14,39 @@ Reads the staged tables `stg_invoice`, `stg_invoice_line`, `stg_credit_note`, `s
 | `revenue` | month x billing customer x currency: the published contract table |
 | `conversion` | one billing customer: first paid invoice, trial end, trial-to-paid date, coupon |
 
-plus `metric` and `finding` rows. Everything is set-based SQL; the rules are in DESIGN.md
-("Billing rules") and in the docstrings of the SQL builders below.
+plus `metric` and `finding` rows. Everything is set-based SQL.
+
+The rules as implemented (DESIGN.md "Billing rules"; the YAML cases in tests/cases/billing/ show
+each with hand-worked numbers):
+
+- Duplicates, first: the same record in overlapping exports keeps one copy (`reexport`; an
+  invoice keeps its latest state: updated_at, then void > paid > uncollectible > open > draft; a
+  credit note keeps void over issued); an event id delivered twice and the objects it carries are
+  `event-redelivery`; a second *equivalent* object (same amount, currency, price, period) created
+  under an idempotency key already used is `idempotency-key`; an ERP invoice whose external_ref
+  names a billing-system invoice is a `cross-system-mirror`. Records without an id never collapse.
+- Status (of the line's invoice): open and paid count; draft, void and test mode do not;
+  uncollectible is recognised and its unpaid share, net x (total - paid) / total half-to-even,
+  written off (`uncollectible: write-off`; or `revenue`, `exclude`).
+- Net = amount - line discount - the line's share of the invoice-level discount (largest
+  remainder over discountable lines by their amount after line discount). Tax is never revenue.
+  $0 lines are not billable (trial invoices); a 100% coupon line is billable with net 0.
+- Service days: [date(period_start), date(period_end)), at least one day; no period -> the
+  invoice date; longer than `max_service_days` -> its start day, with a finding.
+- Every item is spread over its days by largest remainder (leftover units to the earliest days,
+  the same rule for negative totals), so the days add up exactly to the item.
+- Upgrades/downgrades: proration lines (unused-time credit, remaining-time debit) cover the same
+  days and net there; `proration_group`/`proration_net` show the net. A net downgrade credit larger
+  than what the subscription earns in those days is carried as customer credit (a positive
+  `customer-credit` adjustment), never negative revenue.
+- Credit notes and refunds: negative adjustments against the named line, else the invoice's
+  billable lines by positive net (largest remainder), spread over the line's service period
+  (`adjustment_timing: line-period`) or booked on the document date (`document-date`). Void
+  credit notes, refunds that are not succeeded, and refunds paid out through a counted credit note
+  do not count (kept with `counted = false` and the reason).
+- FX: each day at that day's rate into the reporting currency (see `fx`), exact; the monthly
+  amount is rounded half-to-even once; a missing rate leaves the month's amount NULL.
+- Money: minor units with the exponent the contract stage used (mapping override, else ISO).
 
 Sign convention: amounts are minor units of the row's currency; revenue positive, credits,
 refunds and write-offs negative.
