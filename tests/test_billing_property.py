@@ -219,3 +219,56 @@ def test_day_spread_closed_form_equals_generic_split(items: list[tuple[int, int]
         mine = [a for j, _, a in closed if j == i]
         assert len(mine) == n and sum(mine) == t
         assert mine == reference_split(t, [1] * n)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.integers(1, 10**7), st.integers(1, 90)), min_size=1, max_size=6),
+    st.lists(st.integers(1, 10**6), min_size=1, max_size=4),
+    st.sampled_from(["line-period", "document-date"]),
+)
+def test_credit_notes_are_allocated_without_loss(
+    lines: list[tuple[int, int]], credits: list[int], timing: str
+) -> None:
+    con = duckdb.connect()
+    for e in TABLES:
+        con.execute(entity_table_ddl(e))
+    con.execute(
+        "INSERT INTO stg_invoice (source_id, customer_id, status, currency, created_at, "
+        "source_name, source_vendor, source_file, source_row) "
+        "VALUES ('in_1', 'c', 'paid', 'USD', TIMESTAMP '2024-01-01', 'i', 'stripe', 'i.csv', 1)"
+    )
+    start = dt.date(2024, 1, 1)
+    for k, (amount, days) in enumerate(lines):
+        con.execute(
+            "INSERT INTO stg_invoice_line (source_id, invoice_id, currency, amount, period_start, "
+            "period_end, source_name, source_vendor, source_file, source_row) "
+            "VALUES (?, 'in_1', 'USD', ?, ?, ?, 'l', 'stripe', 'l.csv', ?)",
+            [f"il_{k}", amount, start, start + dt.timedelta(days=days), k + 1],
+        )
+    for k, amount in enumerate(credits):
+        con.execute(
+            "INSERT INTO stg_credit_note (source_id, invoice_id, status, currency, amount, "
+            "created_at, source_name, source_vendor, source_file, source_row) "
+            "VALUES (?, 'in_1', 'issued', 'USD', ?, TIMESTAMP '2024-02-10', 'cn', 'stripe', 'cn.csv', ?)",
+            [f"cn_{k}", amount, k + 1],
+        )
+    billing.run(con, "p", "USD", {"adjustment_timing": timing})
+
+    def one(sql: str) -> int:
+        row = con.execute(sql).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    # each credit note's parts add up to the note; every part lands in revenue_daily
+    assert one("SELECT sum(amount) FROM revenue_adjustment WHERE counted") == -sum(credits)
+    per_doc = con.execute(
+        "SELECT document_id, sum(amount) FROM revenue_adjustment GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert per_doc == [
+        (f"cn_{k}", -a) for k, a in sorted(enumerate(credits), key=lambda t: f"cn_{t[0]}")
+    ]
+    assert one("SELECT sum(amount_minor) FROM revenue_daily") == sum(a for a, _ in lines) - sum(
+        credits
+    )
+    assert one("SELECT sum(amount_minor) FROM revenue") == sum(a for a, _ in lines) - sum(credits)
