@@ -310,10 +310,18 @@ SELECT id, vendor, kept_id, kept_source_name, kept_source_file, kept_source_row 
            k.source_row AS kept_source_row,
            row_number() OVER (PARTITION BY m.source_vendor, m.source_id
                               ORDER BY {rk}, k.source_vendor, k.source_id) AS rn
-    FROM {invoices} m JOIN {invoices} k
-      ON k.source_vendor IS DISTINCT FROM m.source_vendor
-     AND (m.external_ref = k.source_id OR k.external_ref = m.source_id)
-    WHERE {rm} > {rk} OR ({rm} = {rk} AND coalesce(m.source_vendor, '') > coalesce(k.source_vendor, ''))
+    FROM (  -- linked either way; two equi-joins (an OR in the join would be a nested loop)
+        SELECT m.source_id AS m_id, m.source_vendor AS m_vendor, k.source_id AS k_id,
+               k.source_vendor AS k_vendor
+        FROM {invoices} m JOIN {invoices} k ON m.external_ref = k.source_id
+        UNION
+        SELECT m.source_id, m.source_vendor, k.source_id, k.source_vendor
+        FROM {invoices} m JOIN {invoices} k ON k.external_ref = m.source_id
+    ) p
+    JOIN {invoices} m ON m.source_id = p.m_id AND m.source_vendor IS NOT DISTINCT FROM p.m_vendor
+    JOIN {invoices} k ON k.source_id = p.k_id AND k.source_vendor IS NOT DISTINCT FROM p.k_vendor
+    WHERE k.source_vendor IS DISTINCT FROM m.source_vendor
+      AND ({rm} > {rk} OR ({rm} = {rk} AND coalesce(m.source_vendor, '') > coalesce(k.source_vendor, '')))
 ) WHERE rn = 1"""
 
 
@@ -739,13 +747,19 @@ def _build_adjustments(con: duckdb.DuckDBPyConnection, st: BillingSettings, run_
     _exec(
         con,
         """CREATE OR REPLACE TEMP TABLE _b_adj_target AS
+WITH a AS (  -- the line named, when it exists; else the invoice
+    SELECT a.*, a.invoice_line_id IS NOT NULL
+                AND EXISTS (SELECT 1 FROM revenue_event e2 WHERE e2.line_id = a.invoice_line_id
+                            AND e2.source_vendor IS NOT DISTINCT FROM a.source_vendor) AS by_line
+    FROM _b_adj_doc a
+)
 SELECT a.kind, a.document_id, a.source_vendor, e.event_id, e.line_id, e.net, e.currency AS line_currency
-FROM _b_adj_doc a JOIN revenue_event e
-  ON e.billable AND e.source_vendor IS NOT DISTINCT FROM a.source_vendor
- AND ((a.invoice_line_id IS NOT NULL AND e.line_id = a.invoice_line_id)
-      OR (a.invoice_line_id IS NULL AND e.invoice_id = a.invoice_id)
-      OR (a.invoice_line_id IS NOT NULL AND e.invoice_id = a.invoice_id
-          AND NOT EXISTS (SELECT 1 FROM revenue_event e2 WHERE e2.line_id = a.invoice_line_id)))""",
+FROM a JOIN revenue_event e ON e.line_id = a.invoice_line_id
+WHERE a.by_line AND e.billable AND e.source_vendor IS NOT DISTINCT FROM a.source_vendor
+UNION ALL
+SELECT a.kind, a.document_id, a.source_vendor, e.event_id, e.line_id, e.net, e.currency
+FROM a JOIN revenue_event e ON e.invoice_id = a.invoice_id
+WHERE NOT a.by_line AND e.billable AND e.source_vendor IS NOT DISTINCT FROM a.source_vendor""",
     )
     _exec(
         con,
