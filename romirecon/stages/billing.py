@@ -684,17 +684,21 @@ WITH cn AS (
            CAST(created_at AS DATE) AS document_date,
            CASE WHEN lower(status) = 'void' THEN 'void' END AS skip_reason, reason
     FROM _b_cn
+), via_cn AS (  -- refunds paid out through a counted credit note (linked either way)
+    SELECT source_vendor, refund_id FROM _b_cn
+    WHERE lower(status) IS DISTINCT FROM 'void' AND refund_id IS NOT NULL
+    UNION
+    SELECT r.source_vendor, r.source_id FROM _b_refund r JOIN _b_cn c
+      ON c.source_id = r.credit_note_id AND c.source_vendor IS NOT DISTINCT FROM r.source_vendor
+    WHERE lower(c.status) IS DISTINCT FROM 'void'
 ), rf AS (
     SELECT 'refund' AS kind, r.source_id, r.source_name, r.source_vendor, r.source_file,
            r.source_row, r.invoice_id, NULL, r.customer_id, upper(r.currency),
            -abs(coalesce(r.amount, 0)), CAST(r.created_at AS DATE),
            CASE WHEN lower(coalesce(r.status, 'succeeded')) <> 'succeeded'
                      THEN 'status:' || lower(r.status)
-                WHEN EXISTS (SELECT 1 FROM cn WHERE cn.skip_reason IS NULL
-                             AND cn.source_vendor IS NOT DISTINCT FROM r.source_vendor
-                             AND (cn.document_id = r.credit_note_id OR
-                                  cn.document_id IN (SELECT c2.source_id FROM _b_cn c2
-                                                     WHERE c2.refund_id = r.source_id)))
+                WHEN EXISTS (SELECT 1 FROM via_cn v WHERE v.refund_id = r.source_id
+                             AND v.source_vendor IS NOT DISTINCT FROM r.source_vendor)
                      THEN 'counted-via-credit-note' END,
            r.reason
     FROM _b_refund r
