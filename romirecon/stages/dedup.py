@@ -221,37 +221,23 @@ def dedupe_entity(
     _assign(con, run_id, entity, cfg, columns)
     if party:
         _golden_table(con, entity, cfg, columns)
-    _metrics(con, run_id, entity)
-    from romirecon.stages.common import add_metric
-
+    rows = _metric_rows(con, run_id, entity)
     # the giant-cluster guard acted: clusters re-split, and records it had to leave alone
-    add_metric(
-        con,
-        run_id,
-        STAGE,
-        "oversized_clusters",
-        float(guard.oversized),
-        entity=entity,
-        unit="clusters",
-    )
-    add_metric(
-        con,
-        run_id,
-        STAGE,
-        "guard_unclustered_records",
-        float(guard.left_single),
-        entity=entity,
-        unit="rows",
-    )
-    add_metric(
-        con, run_id, STAGE, "blocking_skipped_records", float(skipped), entity=entity, unit="rows"
-    )
+    rows += [
+        (run_id, STAGE, None, entity, "oversized_clusters", float(guard.oversized), None, None,
+         "clusters"),
+        (run_id, STAGE, None, entity, "guard_unclustered_records", float(guard.left_single),
+         None, None, "rows"),
+        (run_id, STAGE, None, entity, "blocking_skipped_records", float(skipped), None, None,
+         "rows"),
+    ]  # fmt: skip
+    _insert_metrics(con, rows)
     con.unregister("_dd_labels")
 
 
-def _fuzzy_edges(
-    con: duckdb.DuckDBPyConnection, entity: str, n: int, cfg: dict[str, Any]
-) -> list[str]:
+def _fuzzy_edges(con: duckdb.DuckDBPyConnection, entity: str, n: int, cfg: dict[str, Any]) -> int:
+    """Fuzzy links at or above the threshold into the edge table; returns the records in
+    blocks skipped for exceeding `max_block_size` (counted per rule)."""
     from romirecon.dedup import engine
     from romirecon.dedup.comparisons import LEVELS
     from romirecon.dedup.spec import TF_DEFAULT, FieldSpec, Settings
@@ -450,52 +436,38 @@ def metrics_sql() -> str:
     )
 
 
-def _metrics(con: duckdb.DuckDBPyConnection, run_id: str, entity: str) -> None:
-    from romirecon.stages.common import add_metric
+MetricRow = tuple[Any, ...]
 
+
+def _insert_metrics(con: duckdb.DuckDBPyConnection, rows: list[MetricRow]) -> None:
+    """All of an entity's metric rows in one INSERT (one statement per row cost 5 ms each)."""
+    if not rows:
+        return
+    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+    con.execute(f"INSERT INTO metric VALUES {values}", [v for r in rows for v in r])
+
+
+def _metric_rows(con: duckdb.DuckDBPyConnection, run_id: str, entity: str) -> list[MetricRow]:
     rows_all, golden_all = con.execute(
         "SELECT count(*), count(DISTINCT golden_id) FROM entity_xref WHERE entity = ?", [entity]
     ).fetchall()[0]
     # duplicates and cross-system links together: how much the golden table condensed
-    add_metric(
-        con, run_id, STAGE, "cross_source_merge_rate",
-        (rows_all - golden_all) / rows_all if rows_all else 0.0, entity=entity,
-        numerator=rows_all - golden_all, denominator=rows_all, unit="ratio",
-    )  # fmt: skip
+    out: list[MetricRow] = [
+        (run_id, STAGE, None, entity, "cross_source_merge_rate",
+         (rows_all - golden_all) / rows_all if rows_all else 0.0,
+         float(rows_all - golden_all), float(rows_all), "ratio"),
+    ]  # fmt: skip
     for source, rows, golden, groups, dup_rows in con.execute(metrics_sql(), [entity]).fetchall():
         rows, golden = int(rows), int(golden)
-        add_metric(
-            con,
-            run_id,
-            STAGE,
-            "duplicate_rate",
-            (rows - golden) / rows if rows else 0.0,
-            source_name=source,
-            entity=entity,
-            numerator=rows - golden,
-            denominator=rows,
-            unit="ratio",
-        )
-        add_metric(
-            con,
-            run_id,
-            STAGE,
-            "duplicate_groups",
-            float(groups),
-            source_name=source,
-            entity=entity,
-            unit="groups",
-        )
-        add_metric(
-            con,
-            run_id,
-            STAGE,
-            "duplicate_rows",
-            float(dup_rows),
-            source_name=source,
-            entity=entity,
-            unit="rows",
-        )
+        out += [
+            (run_id, STAGE, source, entity, "duplicate_rate",
+             (rows - golden) / rows if rows else 0.0, float(rows - golden), float(rows), "ratio"),
+            (run_id, STAGE, source, entity, "duplicate_groups", float(groups), None, None,
+             "groups"),
+            (run_id, STAGE, source, entity, "duplicate_rows", float(dup_rows), None, None,
+             "rows"),
+        ]  # fmt: skip
+    return out
 
 
 def export(
