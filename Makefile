@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint fmt bench clean install
+.PHONY: demo test lint fmt bench bench-dedup clean install
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,10 @@ fmt: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.dedup_bench
+
+bench-dedup: $(STAMP)
+	$(BIN)/python -m benchmarks.dedup_bench
 
 clean:
 	rm -rf $(VENV) out build *.egg-info .pytest_cache .ruff_cache

@@ -143,6 +143,9 @@ def analyse(con: duckdb.DuckDBPyConnection, project: Project, run_id: str, log: 
     from romirecon.stages import billing, dedup, normalize, reconcile
 
     dedup_cfg = project.section("dedup")
+    if "source_priority" not in dedup_cfg:
+        # survivorship follows `sources[].priority` (lower wins; file order by default)
+        dedup_cfg["source_priority"] = {s.name: s.priority for s in project.sources}
     with log.stage("normalize", con):
         normalize.run(
             con, run_id,
