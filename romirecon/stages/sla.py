@@ -202,28 +202,31 @@ def duplicate_stats_sql(xref: str, run_filter: str) -> str:
     """
 
 
-def duplicate_sample_sql(xref: str, run_filter: str, has_survivor: bool) -> str:
-    """Ids of the non-surviving rows of duplicate groups within a scope (params: entity twice,
-    source twice, run id?, limit)."""
+def duplicate_samples_sql(xref: str, run_filter: str, has_survivor: bool) -> str:
+    """Up to N ids of non-surviving duplicate rows per (entity, source), in one pass: the
+    duplicate groups are found by aggregation, and only their (few) rows are windowed.
+    Parameters: run id (if filtered), N."""
     keep = (
-        "coalesce(is_survivor, FALSE)"
+        "coalesce(x.is_survivor, FALSE)"
         if has_survivor
-        else "row_number() OVER (PARTITION BY entity, source_name, g ORDER BY source_id) = 1"
+        else "row_number() OVER (PARTITION BY x.entity, x.source_name, x.g ORDER BY x.source_id) = 1"
     )
     return f"""
     WITH x AS (
-        SELECT entity, source_name, source_id, {_golden()} AS g
+        SELECT entity, source_name, source_id::VARCHAR AS source_id, {_golden()} AS g
                {", is_survivor" if has_survivor else ""}
-        FROM {ident(xref)}
-        WHERE (? IS NULL OR entity = ?) AND (? IS NULL OR source_name = ?){run_filter}
+        FROM {ident(xref)} WHERE TRUE{run_filter}
     ),
-    grp AS (
-        SELECT *, count(*) OVER (PARTITION BY entity, source_name, g) AS n, {keep} AS keep
-        FROM x
+    grp AS (SELECT entity, source_name, g FROM x GROUP BY ALL HAVING count(*) > 1),
+    d AS (
+        SELECT x.entity, x.source_name, x.source_id, {keep} AS keep
+        FROM x JOIN grp ON x.entity = grp.entity AND x.source_name = grp.source_name
+                       AND x.g = grp.g
     )
-    SELECT source_name || ':' || source_id FROM grp
-    WHERE n > 1 AND NOT keep
-    ORDER BY source_name, source_id LIMIT ?
+    SELECT entity, source_name, source_name || ':' || source_id AS id FROM d
+    WHERE NOT keep
+    QUALIFY row_number() OVER (PARTITION BY entity, source_name ORDER BY source_id) <= ?
+    ORDER BY entity, source_name, source_id
     """
 
 
@@ -664,14 +667,24 @@ def sample_ids(
     tables: set[str],
     xref: tuple[str, list[str]] | None,
     check: Check,
+    cache: dict[tuple[str, ...], Any] | None = None,
 ) -> list[str]:
-    """Ids of records behind a breached check (at most SAMPLE_IDS, sorted)."""
+    """Ids of records behind a breached check (at most SAMPLE_IDS, sorted). `cache` shares one
+    duplicate scan between the checks of a run."""
+    cache = {} if cache is None else cache
     src, ent = check.source_name, check.entity
     if check.metric.startswith("duplicate_") and xref is not None:
-        table, cols = xref
-        sql = duplicate_sample_sql(table, _run_filter(cols), "is_survivor" in cols)
-        params = [ent, ent, src, src, *_params(cols, run_id), SAMPLE_IDS]
-        return [r[0] for r in con.execute(sql, params).fetchall()]
+        key = ("duplicates",)
+        if key not in cache:
+            table, cols = xref
+            sql = duplicate_samples_sql(table, _run_filter(cols), "is_survivor" in cols)
+            cache[key] = con.execute(sql, [*_params(cols, run_id), SAMPLE_IDS]).fetchall()
+        rows = [
+            (s_, i)
+            for e_, s_, i in cache[key]
+            if (ent is None or e_ == ent) and (src is None or s_ == src)
+        ]
+        return [i for _, i in sorted(rows)[:SAMPLE_IDS]]
     if check.metric.startswith("quarantine_rate") and "quarantine" in tables:
         cols = _columns(con, "quarantine")
         sql = f"""
@@ -835,9 +848,10 @@ def evaluate(
         prev = previous.get((c.metric, c.source_name, c.entity, c.label))
         if prev is not None:
             c.previous = prev[1] if c.measure == "numerator" else prev[0]
+    cache: dict[tuple[str, ...], Any] = {}
     for c in checks:
         if c.status in ("warn", "fail"):
-            c.sample_record_ids = sample_ids(con, run_id, tables, xref, c)
+            c.sample_record_ids = sample_ids(con, run_id, tables, xref, c, cache)
     checks.sort(key=_status_order)
     findings, totals = collect_findings(con, run_id, tables)
 
