@@ -220,3 +220,36 @@ def test_run_and_write_on_a_real_project(contact_project, tmp_path) -> None:
     assert report.status == "pass" and report.exit_code() == ExitCode.PASS
     assert report.project == "proj"
     assert evaluate(c, "t1", {"min_rows": 0}, now=E.NOW).status == "fail"  # 50% > 5% if judged
+
+
+def test_cross_source_rate_and_explanations_from_duplicates_table(con) -> None:
+    """The dedup stage's layout: entity_xref without an explanation column, explanations in
+    `duplicates` (one row per non-surviving record)."""
+    con.execute("ALTER TABLE entity_xref DROP COLUMN explanation")
+    con.execute(
+        "CREATE TABLE duplicates AS SELECT entity, source_name, source_id, golden_id, "
+        "'email_norm exact, w=9.1' AS explanation FROM entity_xref WHERE NOT is_survivor "
+        "AND source_name = 'crm_contacts'"
+    )
+    r = evaluate(con, E.RUN, {}, now=E.NOW)
+    # contact rows 296; golden ids across both sources: G1..G190 -> 6 + 100 linked = 106 / 296
+    cross = metric(r, "duplicate_rate_cross_source", None, "contact")
+    assert (cross.numerator, cross.denominator) == (106, 296)
+    assert "duplicate_rate_cross_source" not in {c.metric for c in r.checks}  # no default rule
+    top = r.top_clusters[0]
+    expl = {m.source_id: m.explanation for m in top.members}
+    assert expl == {"c1": None, E.XSS: "email_norm exact, w=9.1", "c192": "email_norm exact, w=9.1",
+                    "s1": None}  # fmt: skip
+
+
+def test_integer_golden_ids_and_no_survivor_column() -> None:
+    c = duckdb.connect()
+    # source a: ids 1..4, golden 10, 10, 20, 30 -> 1 duplicate; the first id of a group survives
+    c.execute(
+        "CREATE TABLE entity_xref AS SELECT 'account' AS entity, 'a' AS source_name, i AS source_id,"
+        " [10, 10, 20, 30][i] AS golden_id FROM range(1, 5) t(i)"
+    )
+    r = evaluate(c, "r", {"min_rows": 0}, now=E.NOW)
+    check = {x.id: x for x in r.checks}["duplicate_rate[source=a,entity=account]"]
+    assert (check.status, check.numerator, check.denominator) == ("fail", 1, 4)
+    assert check.sample_record_ids == ["a:2"]

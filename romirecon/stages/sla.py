@@ -8,6 +8,7 @@ Metrics computed here (source_name / entity NULL = the aggregate over that dimen
 | `duplicate_rate` | source+entity, entity | (rows - distinct golden ids) / rows, within each source; the entity figure sums the sources (a CRM contact and its billing customer are a link, not a duplicate) |
 | `duplicate_groups` | same | golden ids with more than one row in a source |
 | `duplicate_rows` | same | rows in those groups (survivors included) |
+| `duplicate_rate_cross_source` | entity | (rows - distinct golden ids across all sources) / rows: counts a CRM contact and its billing customer as one entity; no default threshold |
 | `rows_read`, `rows_staged`, `rows_quarantined` | source, run | from `ingest_stats` |
 | `quarantine_rate` | source, run | distinct quarantined records / rows read |
 | `quarantine_rate_by_reason` | source (label = reason) | distinct records quarantined for that reason / rows read |
@@ -81,7 +82,7 @@ FINDING_METRICS: dict[str, str] = {
     "lost_records": "lost-%",
     "lost_record_rate": "lost-%",
 }
-EXPLANATION_COLUMNS = ("explanation", "explain", "evidence", "reason")
+EXPLANATION_COLUMNS = ("explanation", "explain", "evidence")
 
 
 # ---------------------------------------------------------------- catalog helpers
@@ -181,8 +182,9 @@ def quarantine_reasons_sql(cols: list[str], run_filter: str) -> str:
 
 
 def _golden(alias: str = "") -> str:
+    """The golden id as text; a record without one is its own entity."""
     a = f"{alias}." if alias else ""
-    return f"coalesce({a}golden_id, {a}source_name || ':' || {a}source_id)"
+    return f"coalesce({a}golden_id::VARCHAR, {a}source_name || ':' || {a}source_id::VARCHAR)"
 
 
 def duplicate_stats_sql(xref: str, run_filter: str) -> str:
@@ -230,14 +232,28 @@ def duplicate_samples_sql(xref: str, run_filter: str, has_survivor: bool) -> str
     """
 
 
-def top_clusters_sql(xref: str, run_filter: str, expl: str | None, survivor: bool) -> str:
-    """The largest golden entities (across sources) and up to N members each."""
-    e = ident(expl) + "::VARCHAR" if expl else "NULL"
+def top_clusters_sql(
+    xref: str, run_filter: str, expl: str | None, survivor: bool, expl_table: str | None = None
+) -> str:
+    """The largest golden entities (across sources) and up to N members each. The explanation
+    comes from the xref's own column `expl`, else from `expl_table` (the dedup stage's
+    `duplicates`: one row per non-surviving record) joined on (entity, source, id)."""
+    own = f"left({ident(expl)}::VARCHAR, 400)" if expl else "NULL::VARCHAR"
     s = "is_survivor" if survivor else "NULL"
+    join, e = "", "m.expl"
+    if expl_table and not expl:
+        join = f"""
+    LEFT JOIN (
+        SELECT entity, source_name, source_id::VARCHAR AS source_id,
+               left(min(explanation::VARCHAR), 400) AS expl
+        FROM {ident(expl_table)} GROUP BY ALL
+    ) d ON d.entity = m.entity AND d.source_name = m.source_name AND d.source_id = m.source_id"""
+        e = "d.expl"
     return f"""
     WITH x AS (
         SELECT entity, {_golden()} AS g, source_name, source_id::VARCHAR AS source_id,
-               rule::VARCHAR AS rule, match_probability::DOUBLE AS p, {s} AS survivor, {e} AS expl
+               rule::VARCHAR AS rule, match_probability::DOUBLE AS p, {s} AS survivor,
+               {own} AS expl
         FROM {ident(xref)} WHERE TRUE{run_filter}
     ),
     sizes AS (
@@ -250,9 +266,19 @@ def top_clusters_sql(xref: str, run_filter: str, expl: str | None, survivor: boo
                                   ORDER BY x.survivor DESC NULLS LAST, x.source_name, x.source_id) AS k
         FROM x JOIN sizes USING (entity, g)
     )
-    SELECT entity, g, size, source_name, source_id, rule, p, survivor, expl FROM m
-    WHERE k <= ?
-    ORDER BY size DESC, entity, g, k
+    SELECT m.entity, m.g, m.size, m.source_name, m.source_id, m.rule, m.p, m.survivor, {e}
+    FROM m{join}
+    WHERE m.k <= ?
+    ORDER BY m.size DESC, m.entity, m.g, m.k
+    """
+
+
+def cross_source_sql(xref: str, run_filter: str) -> str:
+    """Per entity: rows and distinct golden ids across all sources."""
+    return f"""
+    SELECT entity, count(*) AS rows, count(DISTINCT {_golden()}) AS goldens
+    FROM {ident(xref)} WHERE TRUE{run_filter}
+    GROUP BY entity ORDER BY entity
     """
 
 
@@ -297,7 +323,8 @@ def sync_latency_sql(xref: str, stg: str, run_filter: str) -> str:
         SELECT {_golden("x")} AS g, s.source_system, s.source_name,
                s.created_at AS c, s.updated_at AS u
         FROM {ident(xref)} x
-        JOIN {ident(stg)} s ON s.source_name = x.source_name AND s.source_id = x.source_id
+        JOIN {ident(stg)} s
+          ON s.source_name = x.source_name AND s.source_id::VARCHAR = x.source_id::VARCHAR
         WHERE x.entity = ?{run_filter}
     ),
     crm AS (SELECT g, c, u FROM x WHERE source_system = 'crm'),
@@ -514,6 +541,20 @@ def collect_duplicate_metrics(
                 unit="rows",
             ),
         ]
+    for ent, rows, goldens in con.execute(
+        cross_source_sql(table, _run_filter(cols)), _params(cols, run_id)
+    ).fetchall():
+        out.append(
+            Metric(
+                "duplicate_rate_cross_source",
+                _ratio(rows - goldens, rows),
+                stage="dedup",
+                entity=ent,
+                numerator=rows - goldens,
+                denominator=rows,
+                unit="ratio",
+            )
+        )
     return out
 
 
@@ -634,7 +675,12 @@ def collect_clusters(
     for needed in ("rule", "match_probability"):
         if needed not in cols:
             return []
-    sql = top_clusters_sql(table, _run_filter(cols), expl, "is_survivor" in cols)
+    expl_table = None
+    if not expl and table != "duplicates":
+        dcols = set(_columns(con, "duplicates"))
+        if {"entity", "source_name", "source_id", "explanation"} <= dcols:
+            expl_table = "duplicates"
+    sql = top_clusters_sql(table, _run_filter(cols), expl, "is_survivor" in cols, expl_table)
     rows = con.execute(sql, [*_params(cols, run_id), TOP_CLUSTERS, CLUSTER_MEMBERS]).fetchall()
     out: list[Cluster] = []
     for ent, g, size, src, sid, rule, p, surv, ex in rows:
