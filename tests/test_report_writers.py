@@ -153,6 +153,10 @@ def test_markdown_lists_checks_and_goes_to_step_summary(
         in md
     )
     assert "<script>" not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+    # metrics and stage sections: 5703 s = 1.58 h over 100 entities; the dedup stage took 1.5 s
+    assert "| `sync_latency_p95_seconds` | stripe_customers / contact | 1.58h | n = 100 |" in md
+    assert "| `duplicate_rows` | crm_contacts / contact | 11 | 11 / 196 |" in md
+    assert "| dedup |  |  |  | 1.5s |  |  |" in md
     assert summary.read_text() == "earlier step\n" + md + "\n"
 
 

@@ -316,6 +316,23 @@ def render(report: Report) -> str:
             )
         p.append("</tbody></table>")
 
+    plain = [m for m in report.metrics if not m.name.startswith("stage_")]
+    if plain:
+        p.append(
+            f"<h2>Metrics</h2><details><summary>{e(len(plain))} values</summary><table><thead>"
+            "<tr><th>metric</th><th>scope</th><th>value</th><th>numerator</th>"
+            "<th>denominator</th></tr></thead><tbody>"
+        )
+        for m in plain:
+            p.append(
+                f"<tr><td><code>{e(m.name)}</code></td>"
+                f"<td>{e(_scope(m.source_name, m.entity, m.label))}</td>"
+                f'<td class="n">{e(fmt_value(m.value, m.unit))}</td>'
+                f'<td class="n">{e(fmt_num(m.numerator))}</td>'
+                f'<td class="n">{e(fmt_num(m.denominator))}</td></tr>'
+            )
+        p.append("</tbody></table></details>")
+
     stage_rows = [m for m in report.metrics if m.name.startswith("stage_")]
     if stage_rows:
         stages = sorted({m.label or "" for m in stage_rows})
