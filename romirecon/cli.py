@@ -134,7 +134,14 @@ def init(directory: Path, force: bool) -> None:
     click.echo(f"wrote {path}")
 
 
-# `romirecon history` lives with the report package (issue 7); its heavy imports are lazy.
-from romirecon.report.cli import history as _history  # noqa: E402
+def _register_commands() -> None:
+    """Commands that live with their feature's package (their heavy imports stay lazy)."""
+    from romirecon.dedup.cli import dedupe, explain
+    from romirecon.generate.cli import generate
+    from romirecon.report.cli import history
 
-main.add_command(_history)
+    for command in (dedupe, explain, generate, history):
+        main.add_command(command)
+
+
+_register_commands()

@@ -62,3 +62,16 @@ def ensure_entity_views(con: duckdb.DuckDBPyConnection) -> None:
     for entity in ENTITIES:
         if f"stg_{entity}" not in existing:
             con.execute(entity_table_ddl(entity))
+
+
+def drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop a table or view of that name, whichever it is (a previous run may have left either)."""
+    from romirecon.sqlutil import ident
+
+    kinds = con.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_name = ? "
+        "AND table_schema = current_schema()",
+        [name],
+    ).fetchall()
+    for (kind,) in kinds:
+        con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} IF EXISTS {ident(name)}")

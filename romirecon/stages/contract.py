@@ -534,14 +534,13 @@ def stage_source(
 
 def create_entity_views(con: duckdb.DuckDBPyConnection, sources: list[Source]) -> None:
     """`stg_<entity>`: every source of the entity, UNION ALL BY NAME (empty table when none)."""
-    from romirecon.stages.common import ensure_entity_views
+    from romirecon.stages.common import drop_relation, ensure_entity_views
 
     by_entity: dict[str, list[str]] = {}
     for s in sources:
         by_entity.setdefault(s.entity, []).append(stg_table(s.name))
     for entity in ENTITIES:
-        con.execute(f"DROP VIEW IF EXISTS {ident('stg_' + entity)}")
-        con.execute(f"DROP TABLE IF EXISTS {ident('stg_' + entity)}")
+        drop_relation(con, f"stg_{entity}")
     for entity, tables in sorted(by_entity.items()):
         union = " UNION ALL BY NAME ".join(f"SELECT * FROM {ident(t)}" for t in tables)
         con.execute(f"CREATE VIEW {ident('stg_' + entity)} AS {union}")

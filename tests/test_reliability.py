@@ -1,0 +1,210 @@
+"""Reliability and hostile input: locks, kills, re-runs, injection, path escapes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.conftest import CONTACT_MAPPING, run_cli, write_project
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def test_rerun_is_byte_identical(contact_project: Path) -> None:
+    out = contact_project / "out"
+    assert run_cli("run", "--project", str(contact_project)).returncode == 0
+    first = digest(out)
+    assert run_cli("run", "--project", str(contact_project)).returncode == 0
+    assert digest(out) == first
+    assert "quarantine.parquet" in first and "quarantine.csv" in first
+
+
+def test_live_lock_stops_a_second_run(contact_project: Path) -> None:
+    state = contact_project / ".romirecon"
+    state.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        (state / "run.lock").write_text(
+            json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": time.time()})
+        )
+        r = run_cli("run", "--project", str(contact_project))
+        assert r.returncode == 3
+        assert f"pid {holder.pid}" in r.stderr and "another romirecon run" in r.stderr
+        assert (state / "run.lock").exists()  # not stolen
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_stale_lock_is_taken_over(contact_project: Path) -> None:
+    state = contact_project / ".romirecon"
+    state.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    import socket
+
+    (state / "run.lock").write_text(
+        json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": 0})
+    )
+    r = run_cli("run", "--project", str(contact_project))
+    assert r.returncode == 0, r.stderr
+    assert not (state / "run.lock").exists()  # released after the run
+
+
+def test_hostile_column_names_and_values(tmp_path: Path) -> None:
+    evil = 'x"; DROP TABLE quarantine; --'
+    mapping = {
+        "entity": "contact",
+        "columns": {
+            "source_id": {"from": "Id", "required": True},
+            "last_name": {"from": evil},
+            "email": {"from": "it's", "required": True},
+        },
+    }
+    csv_text = (
+        f'Id,"{evil.replace(chr(34), chr(34) * 2)}",it\'s\n'
+        '1,=HYPERLINK("http://evil"),a@x.com\n'
+        "2,'; DROP TABLE stg_contact; --,\n"
+    )
+    proj = write_project(
+        tmp_path / "p",
+        [{"name": "evil", "system": "crm", "entity": "contact", "mapping": "mappings/e.yaml",
+          "path": "data/*.csv"}],
+        {"e": mapping},
+        {"data/evil.csv": csv_text},
+    )  # fmt: skip
+    r = run_cli("run", "--project", str(proj))
+    assert r.returncode == 0, r.stderr
+    con = duckdb.connect(str(proj / ".romirecon" / "romirecon.duckdb"), read_only=True)
+    assert con.execute("SELECT source_id, last_name FROM stg_contact").fetchall() == [
+        ("1", '=HYPERLINK("http://evil")')
+    ]
+    assert con.execute("SELECT count(*) FROM quarantine").fetchone()[0] == 1
+    # the quarantined row's record carries the hostile value; the CSV cell is neutralised
+    csv_out = (proj / "out" / "quarantine.csv").read_text()
+    assert "'; DROP TABLE" in csv_out
+    for line in csv_out.splitlines()[1:]:
+        for cell in line.split(","):
+            assert not cell.startswith(("=", "+", "-", "@")), cell
+
+
+def test_formula_cells_neutralised_in_csv(tmp_path: Path) -> None:
+    from romirecon.publish import write_table
+
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE t AS SELECT * FROM (VALUES (1, '=cmd|'' /C calc''!A0'), (2, '+1'), (3, '-2'), "
+        "(4, '@SUM(A1)'), (5, chr(9) || 'tab'), (6, chr(13) || 'cr'), (7, 'plain'), (8, 'a=b')) v(n, s)"
+    )
+    write_table(con, "SELECT n, s FROM t ORDER BY n", tmp_path, "x", ["csv", "parquet"])
+    import csv
+
+    with (tmp_path / "x.csv").open(newline="") as f:
+        cells = [r["s"] for r in csv.DictReader(f)]
+    assert cells == [
+        "'=cmd|' /C calc'!A0",
+        "'+1",
+        "'-2",
+        "'@SUM(A1)",
+        "'\ttab",
+        "'\rcr",
+        "plain",
+        "a=b",
+    ]
+    # parquet keeps the exact values: it is data, not a spreadsheet
+    back = (
+        duckdb.connect().execute(f"SELECT s FROM '{tmp_path / 'x.parquet'}' ORDER BY n").fetchall()
+    )
+    assert back[0][0] == "=cmd|' /C calc'!A0"
+
+
+def test_paths_may_not_escape_the_project(tmp_path: Path) -> None:
+    proj = write_project(
+        tmp_path / "p",
+        [{"name": "c", "system": "crm", "entity": "contact", "mapping": "../../m.yaml",
+          "path": "../outside/*.csv"}],
+        {},
+        {},
+    )  # fmt: skip
+    r = run_cli("validate", "--project", str(proj))
+    assert r.returncode == 2
+    assert "escapes the project folder" in r.stderr
+    assert r.stderr.count("escapes the project folder") == 2  # mapping and path, both reported
+
+
+def _big_project(tmp_path: Path, rows: int) -> Path:
+    lines = ["Id,Email,LastName,CurrencyIsoCode,CreatedDate"]
+    lines += [
+        f"003{i:08d},u{i}@x.com,Name{i},{'USD' if i % 7 else 'XXX'},2024-01-15" for i in range(rows)
+    ]
+    return write_project(
+        tmp_path / "big",
+        [{"name": "sf", "system": "crm", "entity": "contact", "mapping": "mappings/c.yaml",
+          "path": "data/*.csv"}],
+        {"c": CONTACT_MAPPING},
+        {"data/Contact.csv": "\n".join(lines) + "\n"},
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_never_corrupts(tmp_path: Path) -> None:
+    proj = _big_project(tmp_path, 300_000)
+    out = proj / "out"
+    exe = Path(sys.executable).parent / "romirecon"
+    assert run_cli("run", "--project", str(proj)).returncode == 0
+    good = digest(out)
+    rng = random.Random(7)
+    for _ in range(4):
+        p = subprocess.Popen([str(exe), "run", "--project", str(proj)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(rng.uniform(0.3, 2.0))
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        # the previous outputs are intact (never half-written)
+        assert digest(out) == good
+    r = run_cli("run", "--project", str(proj))
+    assert r.returncode == 0, r.stderr  # stale lock taken over, state database recovered
+    assert digest(out) == good  # equals an uninterrupted run
+
+
+def test_hash_pii_replaces_emails_in_outputs(tmp_path: Path) -> None:
+    mapping = {**CONTACT_MAPPING, "columns": {**CONTACT_MAPPING["columns"],
+                                               "email": {"from": "Email", "pattern": "[^@]+@[^@]+"}}}  # fmt: skip
+    csv_text = (
+        "Id,Email,LastName,CurrencyIsoCode,CreatedDate\n"
+        "1,secret.person@corp.example,,USD,2024-01-01\n"  # missing last name: quarantined
+        "2,not-an-email,Lee,USD,2024-01-01\n"  # pattern-mismatch on the email itself
+    )
+    proj = write_project(
+        tmp_path / "p",
+        [{"name": "c", "system": "crm", "entity": "contact", "mapping": "mappings/c.yaml",
+          "path": "data/*.csv"}],
+        {"c": mapping},
+        {"data/c.csv": csv_text},
+        outputs={"hash_pii": True},
+    )  # fmt: skip
+    assert run_cli("run", "--project", str(proj)).returncode == 0
+    out = (proj / "out" / "quarantine.csv").read_text()
+    assert "secret.person" not in out and "not-an-email" not in out
+    assert out.count("sha256:") == 3  # two records' Email fields + one value
+    # the same value hashes the same way on the next night (salt kept in the state folder)
+    assert run_cli("run", "--project", str(proj)).returncode == 0
+    assert (proj / "out" / "quarantine.csv").read_text() == out
