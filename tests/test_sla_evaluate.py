@@ -88,7 +88,8 @@ def test_checks_status_and_samples(con) -> None:
     q = by["quarantine_rate[source=crm_contacts,entity=contact]"]
     assert q.status == "warn"  # 2% between 1% and 5%
     assert q.sample_record_ids == [f"crm_contacts:exports/contacts.csv:{i}" for i in (5, 6, 7, 8)]
-    assert by["fx_gaps"].sample_record_ids == ["inv_1", "inv_2"]
+    assert by["fx_gaps"].sample_record_ids == ["EUR/2026-01-03", "EUR/2026-01-04"]
+    assert by["amount_mismatches"].sample_record_ids == ["inv_3/erp_9"]
     assert r.status == "fail"
     # failures first, then warnings, then passes
     order = [c.status for c in r.checks]
@@ -253,3 +254,21 @@ def test_integer_golden_ids_and_no_survivor_column() -> None:
     check = {x.id: x for x in r.checks}["duplicate_rate[source=a,entity=account]"]
     assert (check.status, check.numerator, check.denominator) == ("fail", 1, 4)
     assert check.sample_record_ids == ["a:2"]
+
+
+def test_stage_written_counts_win_over_finding_counts(con) -> None:
+    """reconcile writes lost_record_rate per system pair and amount_mismatches itself."""
+    from romirecon.stages.common import add_metric
+
+    add_metric(con, E.RUN, "reconcile", "lost_record_rate", 1 / 50, source_name="billing->crm",
+               entity="contact", numerator=1, denominator=50, unit="ratio")  # fmt: skip
+    add_metric(con, E.RUN, "reconcile", "amount_mismatches", 1, source_name="erp<->billing",
+               entity="invoice", numerator=1, denominator=40, unit="invoices")  # fmt: skip
+    r = evaluate(con, E.RUN, {"min_rows": 0}, now=E.NOW)
+    names = [(m.name, m.source_name) for m in r.metrics]
+    assert ("amount_mismatches", None) not in names and ("lost_records", None) not in names
+    by = {c.id: c for c in r.checks}
+    lost = by["lost_record_rate[source=billing->crm,entity=contact]"]
+    assert (lost.status, lost.sample_record_ids) == ("warn", ["s7"])  # 2% between 1% and 5%
+    mism = by["amount_mismatches[source=erp<->billing,entity=invoice]"]
+    assert (mism.status, mism.sample_record_ids) == ("warn", ["inv_3/erp_9"])

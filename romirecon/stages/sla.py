@@ -12,7 +12,7 @@ Metrics computed here (source_name / entity NULL = the aggregate over that dimen
 | `rows_read`, `rows_staged`, `rows_quarantined` | source, run | from `ingest_stats` |
 | `quarantine_rate` | source, run | distinct quarantined records / rows read |
 | `quarantine_rate_by_reason` | source (label = reason) | distinct records quarantined for that reason / rows read |
-| `fx_gaps`, `amount_mismatches`, `lost_records` | run | count of `fx-rate-missing`, `amount-mismatch`, `lost-*` findings (unless a stage wrote the metric itself) |
+| `fx_gaps`, `amount_mismatches`, `lost_records` | run | count of `fx-rate-missing`, `amount-mismatch` and lost-record findings, only when no stage wrote the metric itself (fx and reconcile do, with their scope and denominator) |
 | `lost_record_rate` | as written by the reconcile stage | |
 | `sync_latency_p50_seconds`, `sync_latency_p95_seconds` | target source+entity | per golden entity with a CRM record and an ERP/billing record: the target's first `created_at` minus the latest CRM `updated_at`/`created_at` not after it; denominator = entities measured |
 | `freshness_seconds` | source+entity | run time minus the newest `created_at`/`updated_at` (or `date`) |
@@ -75,12 +75,19 @@ CHART_METRICS = [
     "sync_latency_p95_seconds",
     "rows_read",
 ]
-# finding codes that count toward a metric (for counts and for sample record ids)
-FINDING_METRICS: dict[str, str] = {
-    "fx_gaps": "fx-rate-missing",
-    "amount_mismatches": "amount-mismatch",
-    "lost_records": "lost-%",
-    "lost_record_rate": "lost-%",
+# finding codes behind a metric: (metric, scope source or None) -> codes. The reconcile stage
+# scopes lost_record_rate by system pair ('billing->crm', ...) and writes one code per pair.
+LOST_CODES = {
+    "billing->crm": ("lost-crm-record",),
+    "crm->billing": ("deal-without-invoice",),
+    "erp->billing": ("erp-invoice-without-billing",),
+    "billing->erp": ("billing-invoice-without-erp",),
+}
+FINDING_CODES: dict[str, tuple[str, ...]] = {
+    "fx_gaps": ("fx-rate-missing",),
+    "amount_mismatches": ("amount-mismatch",),
+    "lost_records": tuple(c for cs in LOST_CODES.values() for c in cs),
+    "lost_record_rate": tuple(c for cs in LOST_CODES.values() for c in cs),
 }
 EXPLANATION_COLUMNS = ("explanation", "explain", "evidence")
 
@@ -304,13 +311,15 @@ def finding_sample_sql() -> str:
     """
 
 
-def finding_ids_sql() -> str:
-    """Record ids of findings whose code matches a LIKE pattern within a scope."""
-    return """
-    SELECT DISTINCT record_id FROM finding
-    WHERE run_id = ? AND code LIKE ? AND record_id IS NOT NULL
-      AND (? IS NULL OR source_name = ?) AND (? IS NULL OR entity = ?)
-    ORDER BY record_id LIMIT ?
+def finding_ids_sql(n_codes: int) -> str:
+    """Ids of findings with one of `n_codes` codes (record id, plus `/other id` when the finding
+    names two records, e.g. an ERP invoice and its billing invoice, or a currency and a day).
+    Parameters: run id, the codes, the limit."""
+    marks = ", ".join("?" for _ in range(n_codes))
+    return f"""
+    SELECT DISTINCT record_id || coalesce('/' || other_id, '') AS id FROM finding
+    WHERE run_id = ? AND code IN ({marks}) AND record_id IS NOT NULL
+    ORDER BY id LIMIT ?
     """
 
 
@@ -559,17 +568,19 @@ def collect_duplicate_metrics(
 
 
 def collect_finding_metrics(
-    con: duckdb.DuckDBPyConnection, run_id: str, tables: set[str]
+    con: duckdb.DuckDBPyConnection, run_id: str, tables: set[str], written: set[str]
 ) -> list[Metric]:
+    """Counts of findings for metrics no stage wrote itself (names in `written` are skipped:
+    a stage's own figure carries its scope and denominator)."""
     if "finding" not in tables:
         return []
     counts = dict(con.execute(finding_counts_sql(), [run_id]).fetchall())
-    lost = sum(n for c, n in counts.items() if c.startswith("lost-"))
-    return [
-        Metric("fx_gaps", counts.get("fx-rate-missing", 0), unit="count"),
-        Metric("amount_mismatches", counts.get("amount-mismatch", 0), unit="count"),
-        Metric("lost_records", lost, unit="count"),
-    ]
+    out = []
+    for name in ("fx_gaps", "amount_mismatches", "lost_records"):
+        if name in written or (name == "lost_records" and "lost_record_rate" in written):
+            continue
+        out.append(Metric(name, sum(counts.get(c, 0) for c in FINDING_CODES[name]), unit="count"))
+    return out
 
 
 def collect_sync_latency(
@@ -746,10 +757,12 @@ def sample_ids(
         label = check.label
         params = [*_params(cols, run_id), src, src, label, label, SAMPLE_IDS]
         return [r[0] for r in con.execute(sql, params).fetchall()]
-    code = FINDING_METRICS.get(check.metric)
-    if code and "finding" in tables:
-        params = [run_id, code, src, src, ent, ent, SAMPLE_IDS]
-        return [r[0] for r in con.execute(finding_ids_sql(), params).fetchall()]
+    codes = FINDING_CODES.get(check.metric)
+    if check.metric == "lost_record_rate" and src in LOST_CODES:
+        codes = LOST_CODES[src]
+    if codes and "finding" in tables:
+        params = [run_id, *codes, SAMPLE_IDS]
+        return [r[0] for r in con.execute(finding_ids_sql(len(codes)), params).fetchall()]
     return []
 
 
@@ -878,9 +891,10 @@ def evaluate(
     xref = _xref_table(con, tables)
     entities = _source_entities(con, tables, sources)
     inputs = collect_inputs(con, tables)
+    stage_metrics = collect_stage_metrics(con, run_id, tables)
     metrics = _merge(
-        collect_stage_metrics(con, run_id, tables),
-        collect_finding_metrics(con, run_id, tables),
+        stage_metrics,
+        collect_finding_metrics(con, run_id, tables, {m.name for m in stage_metrics}),
         collect_ingest_metrics(con, run_id, tables, inputs, entities),
         collect_duplicate_metrics(con, run_id, xref),
         collect_sync_latency(con, run_id, tables, xref),
