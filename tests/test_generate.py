@@ -33,6 +33,9 @@ def _file_rows(path: Path) -> int:
         return len(json.loads(path.read_text())["data"])
     if path.suffix == ".jsonl":
         return sum(1 for line in path.read_text().splitlines() if line.strip())
+    if path.name == "eurofxref-hist.csv":  # wide: one staged rate per published (non-N/A) cell
+        wide = pl.read_csv(path, infer_schema=False).drop("Date")
+        return sum(int((wide[c].is_not_null() & (wide[c] != "N/A")).sum()) for c in wide.columns)
     text = path.read_text().splitlines()
     if "linkedin_ads" in str(path):
         text = text[4:]  # the report preamble
@@ -292,7 +295,7 @@ def test_each_export_stages_through_its_mapping_with_zero_quarantine(
 ) -> None:
     from romirecon.testing import stage_sample
 
-    name, system, entity, mapping, path = next(s for s in SOURCES if s[0] == source)
+    _name, system, entity, mapping, path = next(s for s in SOURCES if s[0] == source)
     mapping_path = estate / "mappings" / mapping
     if not mapping_path.exists():
         pytest.skip(f"mappings/{mapping} is not in this checkout yet")
