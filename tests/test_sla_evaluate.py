@@ -272,3 +272,23 @@ def test_stage_written_counts_win_over_finding_counts(con) -> None:
     assert (lost.status, lost.sample_record_ids) == ("warn", ["s7"])  # 2% between 1% and 5%
     mism = by["amount_mismatches[source=erp<->billing,entity=invoice]"]
     assert (mism.status, mism.sample_record_ids) == ("warn", ["inv_3/erp_9"])
+
+
+def test_top_clusters_rank_duplicates_not_cross_system_links() -> None:
+    c = duckdb.connect()
+    # G1: one record in each of three sources (a link, no duplicate); G2: two records in crm
+    c.execute(
+        "CREATE TABLE entity_xref AS SELECT * FROM (VALUES "
+        "('contact', 'crm', 'c1', 'G1', 'original', NULL, TRUE),"
+        "('contact', 'erp', 'e1', 'G1', 'email', 0.99, FALSE),"
+        "('contact', 'billing', 'b1', 'G1', 'email', 0.99, FALSE),"
+        "('contact', 'crm', 'c2', 'G2', 'original', NULL, TRUE),"
+        "('contact', 'crm', 'c3', 'G2', 'fuzzy', 0.93, FALSE)"
+        ") t(entity, source_name, source_id, golden_id, rule, match_probability, is_survivor)"
+    )
+    r = evaluate(c, "r", None, now=E.NOW)
+    assert [(x.golden_id, x.size) for x in r.top_clusters] == [("G2", 2)]
+    assert [(m.source_id, m.is_survivor) for m in r.top_clusters[0].members] == [
+        ("c2", True),
+        ("c3", False),
+    ]

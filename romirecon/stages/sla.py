@@ -242,7 +242,7 @@ def duplicate_samples_sql(xref: str, run_filter: str, has_survivor: bool) -> str
 def top_clusters_sql(
     xref: str, run_filter: str, expl: str | None, survivor: bool, expl_table: str | None = None
 ) -> str:
-    """The largest golden entities (across sources) and up to N members each. The explanation
+    """The golden entities with the most within-source duplicates, up to N members each. The explanation
     comes from the xref's own column `expl`, else from `expl_table` (the dedup stage's
     `duplicates`: one row per non-surviving record) joined on (entity, source, id)."""
     own = f"left({ident(expl)}::VARCHAR, 400)" if expl else "NULL::VARCHAR"
@@ -264,11 +264,15 @@ def top_clusters_sql(
         FROM {ident(xref)} WHERE TRUE{run_filter}
     ),
     sizes AS (
-        SELECT entity, g, count(*) AS size FROM x GROUP BY entity, g HAVING count(*) > 1
-        ORDER BY size DESC, entity, g LIMIT ?
+        -- a cluster is a duplicate cluster when some source holds two of its records; rank by
+        -- those surplus records (a CRM contact plus its billing customer is a link, not a dup)
+        SELECT entity, g, count(*) AS size, count(*) - count(DISTINCT source_name) AS surplus
+        FROM x GROUP BY entity, g
+        HAVING count(*) > count(DISTINCT source_name)
+        ORDER BY surplus DESC, size DESC, entity, g LIMIT ?
     ),
     m AS (
-        SELECT x.*, sizes.size,
+        SELECT x.*, sizes.size, sizes.surplus,
                row_number() OVER (PARTITION BY x.entity, x.g
                                   ORDER BY x.survivor DESC NULLS LAST, x.source_name, x.source_id) AS k
         FROM x JOIN sizes USING (entity, g)
@@ -276,7 +280,7 @@ def top_clusters_sql(
     SELECT m.entity, m.g, m.size, m.source_name, m.source_id, m.rule, m.p, m.survivor, {e}
     FROM m{join}
     WHERE m.k <= ?
-    ORDER BY m.size DESC, m.entity, m.g, m.k
+    ORDER BY m.surplus DESC, m.size DESC, m.entity, m.g, m.k
     """
 
 
