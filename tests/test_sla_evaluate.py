@@ -292,3 +292,22 @@ def test_top_clusters_rank_duplicates_not_cross_system_links() -> None:
         ("c2", True),
         ("c3", False),
     ]
+
+
+def test_rows_without_source_id_use_their_file_position() -> None:
+    """Ad-spend rows often have no id: the record key falls back to file:row, and rows without a
+    golden id are each their own entity (never one big NULL group)."""
+    c = duckdb.connect()
+    c.execute(
+        "CREATE TABLE entity_xref AS SELECT * FROM (VALUES "
+        "('ad_spend', 'google_ads', NULL, 'a.csv', 1, 'S1', TRUE),"
+        "('ad_spend', 'google_ads', NULL, 'b.csv', 1, 'S1', FALSE),"  # overlapping export
+        "('ad_spend', 'google_ads', NULL, 'a.csv', 2, NULL, NULL),"
+        "('ad_spend', 'google_ads', NULL, 'a.csv', 3, NULL, NULL)"
+        ") t(entity, source_name, source_id, source_file, source_row, golden_id, is_survivor)"
+    )
+    r = evaluate(c, "r", {"min_rows": 0}, now=E.NOW)
+    check = {x.id: x for x in r.checks}["duplicate_rate[source=google_ads,entity=ad_spend]"]
+    # 4 rows, golden ids S1, a.csv:2, a.csv:3 -> 1 duplicate
+    assert (check.numerator, check.denominator, check.status) == (1, 4, "fail")
+    assert check.sample_record_ids == ["google_ads:b.csv:1"]

@@ -55,7 +55,7 @@ from romirecon.report.thresholds import (
     fmt_value,
     rules_from_config,
 )
-from romirecon.sqlutil import ident
+from romirecon.sqlutil import ident, literal
 
 if TYPE_CHECKING:
     from romirecon.config import Project
@@ -215,11 +215,10 @@ def duplicate_samples_sql(xref: str, run_filter: str, has_survivor: bool) -> str
     """Up to N ids of non-surviving duplicate rows per (entity, source), in one pass: the
     duplicate groups are found by aggregation, and only their (few) rows are windowed.
     Parameters: run id (if filtered), N."""
-    keep = (
-        "coalesce(x.is_survivor, FALSE)"
-        if has_survivor
-        else "row_number() OVER (PARTITION BY x.entity, x.source_name, x.g ORDER BY x.source_id) = 1"
-    )
+    # the record kept in a within-source group: the cluster's survivor if it is in the group,
+    # else the first id (the survivor may live in another source)
+    order = "x.is_survivor DESC NULLS LAST, x.source_id" if has_survivor else "x.source_id"
+    keep = f"row_number() OVER (PARTITION BY x.entity, x.source_name, x.g ORDER BY {order}) = 1"
     return f"""
     WITH x AS (
         SELECT entity, source_name, source_id::VARCHAR AS source_id, {_golden()} AS g
@@ -372,15 +371,10 @@ def freshness_sql(stg: str, ts_cols: list[str]) -> str:
 
 def source_entities_sql(stg_tables: list[str]) -> str:
     parts = [
-        f"SELECT DISTINCT source_name, {_lit(t[4:])} AS entity FROM {ident(t)}" for t in stg_tables
+        f"SELECT DISTINCT source_name, {literal(t[4:])} AS entity FROM {ident(t)}"
+        for t in stg_tables
     ]
     return " UNION ALL ".join(parts) + " ORDER BY source_name, entity"
-
-
-def _lit(v: str) -> str:
-    from romirecon.sqlutil import literal
-
-    return literal(v)
 
 
 # ---------------------------------------------------------------- collectors
@@ -392,12 +386,50 @@ def _entity_tables(tables: set[str]) -> dict[str, str]:
     return {e: f"stg_{e}" for e in ENTITIES if f"stg_{e}" in tables}
 
 
-def _xref_table(con: duckdb.DuckDBPyConnection, tables: set[str]) -> tuple[str, list[str]] | None:
+XREF_VIEW = "_sla_xref"
+
+
+def xref_view_sql(table: str, cols: list[str], run_id: str) -> str:
+    """One normalized view over the dedup output, whatever its optional columns: text ids, a
+    record key that is never NULL when the row has a file position, a golden id for every row
+    (a record without one is its own entity), NULL for absent columns, this run's rows only."""
+    key = "source_id::VARCHAR"
+    if {"source_file", "source_row"} <= set(cols):
+        key = f"coalesce({key}, source_file || ':' || source_row::VARCHAR)"
+    expl = next((c for c in EXPLANATION_COLUMNS if c in cols), None)
+
+    def opt(name: str, cast: str) -> str:
+        return f"{ident(name)}::{cast}" if name in cols else f"NULL::{cast}"
+
+    where = f"run_id = {literal(run_id)}" if "run_id" in cols else "TRUE"
+    return f"""
+    CREATE OR REPLACE TEMP VIEW {ident(XREF_VIEW)} AS
+    SELECT entity::VARCHAR AS entity, source_name::VARCHAR AS source_name, {key} AS source_id,
+           coalesce(golden_id::VARCHAR, source_name || ':' || {key}) AS golden_id,
+           {opt("rule", "VARCHAR")} AS rule,
+           {opt("match_probability", "DOUBLE")} AS match_probability,
+           {opt("is_survivor", "BOOLEAN")} AS is_survivor,
+           {f"{ident(expl)}::VARCHAR" if expl else "NULL::VARCHAR"} AS explanation
+    FROM {ident(table)} WHERE {where}
+    """
+
+
+def _xref_table(
+    con: duckdb.DuckDBPyConnection, tables: set[str], run_id: str
+) -> tuple[str, list[str]] | None:
+    """The normalized xref view and the optional columns the source table really has."""
     for t in ("entity_xref", "duplicates"):
         if t in tables:
             cols = _columns(con, t)
             if {"entity", "source_name", "source_id", "golden_id"} <= set(cols):
-                return t, cols
+                con.execute(xref_view_sql(t, cols, run_id))
+                present = ["entity", "source_name", "source_id", "golden_id", "rule",
+                           "match_probability"]  # fmt: skip
+                if "is_survivor" in cols:
+                    present.append("is_survivor")
+                if any(c in cols for c in EXPLANATION_COLUMNS):
+                    present.append("explanation")
+                return XREF_VIEW, present
     return None
 
 
@@ -686,12 +718,9 @@ def collect_clusters(
     if xref is None:
         return []
     table, cols = xref
-    expl = next((c for c in EXPLANATION_COLUMNS if c in cols), None)
-    for needed in ("rule", "match_probability"):
-        if needed not in cols:
-            return []
+    expl = "explanation" if "explanation" in cols else None
     expl_table = None
-    if not expl and table != "duplicates":
+    if not expl:
         dcols = set(_columns(con, "duplicates"))
         if {"entity", "source_name", "source_id", "explanation"} <= dcols:
             expl_table = "duplicates"
@@ -745,7 +774,7 @@ def sample_ids(
             for e_, s_, i in cache[key]
             if (ent is None or e_ == ent) and (src is None or s_ == src)
         ]
-        return [i for _, i in sorted(rows)[:SAMPLE_IDS]]
+        return [i for _, i in sorted(r for r in rows if r[1] is not None)[:SAMPLE_IDS]]
     if check.metric.startswith("quarantine_rate") and "quarantine" in tables:
         cols = _columns(con, "quarantine")
         sql = f"""
@@ -760,13 +789,14 @@ def sample_ids(
         """
         label = check.label
         params = [*_params(cols, run_id), src, src, label, label, SAMPLE_IDS]
-        return [r[0] for r in con.execute(sql, params).fetchall()]
+        return [r[0] for r in con.execute(sql, params).fetchall() if r[0] is not None]
     codes = FINDING_CODES.get(check.metric)
     if check.metric == "lost_record_rate" and src in LOST_CODES:
         codes = LOST_CODES[src]
     if codes and "finding" in tables:
         params = [run_id, *codes, SAMPLE_IDS]
-        return [r[0] for r in con.execute(finding_ids_sql(len(codes)), params).fetchall()]
+        rows = con.execute(finding_ids_sql(len(codes)), params).fetchall()
+        return [r[0] for r in rows if r[0] is not None]
     return []
 
 
@@ -892,7 +922,7 @@ def evaluate(
     anomaly_cfg = dict((sla_config or {}).get("anomaly") or {})
     now = now or default_now()
     tables = _tables(con)
-    xref = _xref_table(con, tables)
+    xref = _xref_table(con, tables, run_id)
     entities = _source_entities(con, tables, sources)
     inputs = collect_inputs(con, tables)
     stage_metrics = collect_stage_metrics(con, run_id, tables)
