@@ -3,6 +3,7 @@ checks the inputs before any work, and publishes the outputs."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import sys
@@ -152,7 +153,10 @@ def analyse(con: duckdb.DuckDBPyConnection, project: Project, run_id: str, log: 
         dedup.run(con, run_id, dedup_cfg, {s.name: s.mapping.match_keys for s in project.sources})
         span.rows_out = _count(con, "entity_xref")
     with log.stage("billing", con) as span:
-        billing.run(con, run_id, project.reporting_currency, project.section("billing"))
+        billing.run(
+            con, run_id, project.reporting_currency, project.section("billing"),
+            source_exponents={s.name: s.mapping.exponents for s in project.sources},
+        )  # fmt: skip
         span.rows_out = _count(con, "revenue_daily")
     with log.stage("reconcile", con) as span:
         reconcile.run(con, run_id, project.reporting_currency, project.section("reconcile"))
@@ -223,6 +227,7 @@ def run(
                 with log.stage("publish", con):
                     written = publish(con, project)
             except RomireconError as e:
+                _rollback(con)
                 # CI still gets a junit <error> and cron a metrics.prom with the failure
                 status = "inconclusive" if e.exit_code == ExitCode.INCONCLUSIVE else "error"
                 write_error_report(
@@ -239,6 +244,9 @@ def run(
                     "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason"
                 ).fetchall()
             )
+        except BaseException:
+            _rollback(con)
+            raise
         finally:
             con.close()
     code = ExitCode(report.exit_code(fail_on))
@@ -246,3 +254,9 @@ def run(
     return RunResult(
         run_id, code, project.output_dir, summaries, written + report_files, by_reason, report
     )
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Leave the state database as the last finished run left it."""
+    with contextlib.suppress(duckdb.Error):  # no transaction open
+        con.execute("ROLLBACK")
