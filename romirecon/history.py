@@ -51,41 +51,42 @@ def record_run(
     status: str,
     metrics: Iterable[Metric],
 ) -> None:
-    """Append (or replace) this run and its metrics."""
-    import pyarrow as pa
-
-    ensure_history_tables(con)
+    """Append (or replace) this run and its metrics, atomically."""
     ms = list(metrics)
-    text = pa.string()
-    batch = pa.table(
-        {
-            "run_id": pa.array([run_id] * len(ms), type=text),
-            "finished_at": pa.array([finished_at] * len(ms), type=text),
-            "name": pa.array([m.name for m in ms], type=text),
-            "source_name": pa.array([m.source_name for m in ms], type=text),
-            "entity": pa.array([m.entity for m in ms], type=text),
-            "label": pa.array([m.label for m in ms], type=text),
-            "value": pa.array([_f(m.value) for m in ms], type=pa.float64()),
-            "numerator": pa.array([_f(m.numerator) for m in ms], type=pa.float64()),
-            "denominator": pa.array([_f(m.denominator) for m in ms], type=pa.float64()),
-            "unit": pa.array([m.unit for m in ms], type=text),
-        }
-    )
-    con.execute("BEGIN TRANSACTION")
+    columns = [
+        [m.name for m in ms],
+        [m.source_name for m in ms],
+        [m.entity for m in ms],
+        [m.label for m in ms],
+        [_f(m.value) for m in ms],
+        [_f(m.numerator) for m in ms],
+        [_f(m.denominator) for m in ms],
+        [m.unit for m in ms],
+    ]
+    # a cursor is its own connection: its transaction never mixes with one the caller holds
+    cur = con.cursor()
+    ensure_history_tables(cur)
+    cur.begin()
     try:
-        con.execute("DELETE FROM sla_history WHERE run_id = ?", [run_id])
-        con.execute("DELETE FROM sla_run WHERE run_id = ?", [run_id])
-        con.execute(
+        cur.execute("DELETE FROM sla_history WHERE run_id = ?", [run_id])
+        cur.execute("DELETE FROM sla_run WHERE run_id = ?", [run_id])
+        cur.execute(
             "INSERT INTO sla_run VALUES (?, ?, ?, ?, ?)",
             [run_id, project, started_at, finished_at, status],
         )
-        con.register("_sla_history_batch", batch)
-        con.execute("INSERT INTO sla_history BY NAME SELECT * FROM _sla_history_batch")
-        con.unregister("_sla_history_batch")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
+        if ms:  # one statement: the metric columns as parallel lists, unnested together
+            cur.execute(
+                "INSERT INTO sla_history SELECT ?, ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
+                "unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::DOUBLE[]), "
+                "unnest(?::DOUBLE[]), unnest(?::DOUBLE[]), unnest(?::VARCHAR[])",
+                [run_id, finished_at, *columns],
+            )
+        cur.commit()
+    except BaseException:
+        cur.rollback()
         raise
+    finally:
+        cur.close()
 
 
 def has_history(con: duckdb.DuckDBPyConnection) -> bool:

@@ -10,7 +10,8 @@ stripe_customers (billing, contact): 100 rows read and staged; s1..s100 -> G1..G
 timestamps: c_i created 2026-01-01 + i days, updated +1h; s_i created = c_i updated + 60*i s
   (c191..c196 created 2026-12-01, after every s_i, so they never count as the CRM change)
   sync lag s_i = 60*i s, i = 1..100
-findings: fx-rate-missing x2 (inv_1, inv_2), amount-mismatch x1, lost-billing-customer x1
+findings: fx-rate-missing x2 (EUR on 2026-01-03 and -04), amount-mismatch x1 (inv_3 vs erp_9),
+  lost-crm-record x1 (s7)
 """
 
 from __future__ import annotations
@@ -97,14 +98,14 @@ def build(con: duckdb.DuckDBPyConnection, run_id: str = RUN, *, xref: bool = Tru
         con.execute(f"UPDATE stg_contact SET source_id = '{XSS}' WHERE source_id = 'c191'")
     con.execute(
         "INSERT INTO finding VALUES "
-        "(?, 'billing', 'fx-rate-missing', 'error', 'stripe_customers', 'invoice', 'inv_2', NULL, "
-        "'no EUR rate', NULL),"
-        "(?, 'billing', 'fx-rate-missing', 'error', 'stripe_customers', 'invoice', 'inv_1', NULL, "
-        "'no EUR rate', NULL),"
+        "(?, 'billing', 'fx-rate-missing', 'error', NULL, 'fx_rate', 'EUR', '2026-01-04', "
+        "'no EUR->USD rate', NULL),"
+        "(?, 'billing', 'fx-rate-missing', 'error', NULL, 'fx_rate', 'EUR', '2026-01-03', "
+        "'no EUR->USD rate', NULL),"
         "(?, 'reconcile', 'amount-mismatch', 'warn', 'stripe_customers', 'invoice', 'inv_3', "
         "'erp_9', 'differs by 100', NULL),"
-        "(?, 'reconcile', 'lost-billing-customer', 'warn', 'crm_contacts', 'contact', 'c7', NULL, "
-        "'won deal without customer', NULL)",
+        "(?, 'reconcile', 'lost-crm-record', 'warn', 'stripe_customers', 'contact', 's7', NULL, "
+        "'paying customer without a CRM record', NULL)",
         [run_id] * 4,
     )
     add_metric(con, run_id, "dedup", "stage_duration_seconds", 1.5, unit="seconds")

@@ -61,12 +61,8 @@ def test_json_validates_against_published_schema(report, tmp_path: Path) -> None
     check = next(
         c for c in doc["checks"] if c["id"] == "duplicate_rate[source=crm_contacts,entity=contact]"
     )
-    assert (check["numerator"], check["denominator"], check["fail"], check["status"]) == (
-        6,
-        196,
-        0.01,
-        "fail",
-    )
+    got = (check["numerator"], check["denominator"], check["fail"], check["status"])
+    assert got == (6, 196, 0.02, "fail")
     # a mangled document is rejected, so the validation above means something
     doc["checks"][0]["status"] = "broken"
     assert list(validator().iter_errors(doc))
@@ -149,10 +145,14 @@ def test_markdown_lists_checks_and_goes_to_step_summary(
     for c in report.checks:
         assert f"| `{c.id}` |" in md
     assert (
-        "| ❌ fail | `duplicate_rate[source=crm_contacts,entity=contact]` | crm_contacts / contact | 3.06% | - | 0.5% | 1% | 6 / 196 |"
+        "| ❌ fail | `duplicate_rate[source=crm_contacts,entity=contact]` | crm_contacts / contact | 3.06% | - | 1% | 2% | 6 / 196 |"
         in md
     )
     assert "<script>" not in md and "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+    # metrics and stage sections: 5703 s = 1.58 h over 100 entities; the dedup stage took 1.5 s
+    assert "| `sync_latency_p95_seconds` | stripe_customers / contact | 1.58h | n = 100 |" in md
+    assert "| `duplicate_rows` | crm_contacts / contact | 11 | 11 / 196 |" in md
+    assert "| dedup |  |  |  | 1.5s |  |  |" in md
     assert summary.read_text() == "earlier step\n" + md + "\n"
 
 

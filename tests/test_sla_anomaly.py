@@ -79,3 +79,15 @@ def test_disabled_or_unwatched() -> None:
     base = history.baselines(con_with(HIST), "now", 10)
     assert anomaly_checks([dup(0.5)], base, {"enabled": False}) == []
     assert anomaly_checks([dup(0.5)], base, {"metrics": ["fx_gaps"]}) == []
+
+
+def test_record_run_replaces_and_works_inside_a_caller_transaction() -> None:
+    con = con_with(HIST)
+    con.execute("BEGIN TRANSACTION")
+    con.execute("CREATE TABLE scratch (a INTEGER)")  # the caller's own pending work
+    history.record_run(con, run_id="r5", project="p", started_at=None,
+                       finished_at="2026-01-06T00:00:00Z", status="pass", metrics=[dup(0.5)])  # fmt: skip
+    con.execute("COMMIT")
+    assert con.execute("SELECT count(*) FROM sla_run").fetchone() == (6,)
+    assert con.execute("SELECT value FROM sla_history WHERE run_id = 'r5'").fetchall() == [(0.5,)]
+    assert [t.values for t in history.trends(con, "duplicate_rate")] == [[*HIST[:5], 0.5]]

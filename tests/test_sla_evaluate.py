@@ -88,7 +88,8 @@ def test_checks_status_and_samples(con) -> None:
     q = by["quarantine_rate[source=crm_contacts,entity=contact]"]
     assert q.status == "warn"  # 2% between 1% and 5%
     assert q.sample_record_ids == [f"crm_contacts:exports/contacts.csv:{i}" for i in (5, 6, 7, 8)]
-    assert by["fx_gaps"].sample_record_ids == ["inv_1", "inv_2"]
+    assert by["fx_gaps"].sample_record_ids == ["EUR/2026-01-03", "EUR/2026-01-04"]
+    assert by["amount_mismatches"].sample_record_ids == ["inv_3/erp_9"]
     assert r.status == "fail"
     # failures first, then warnings, then passes
     order = [c.status for c in r.checks]
@@ -220,3 +221,93 @@ def test_run_and_write_on_a_real_project(contact_project, tmp_path) -> None:
     assert report.status == "pass" and report.exit_code() == ExitCode.PASS
     assert report.project == "proj"
     assert evaluate(c, "t1", {"min_rows": 0}, now=E.NOW).status == "fail"  # 50% > 5% if judged
+
+
+def test_cross_source_rate_and_explanations_from_duplicates_table(con) -> None:
+    """The dedup stage's layout: entity_xref without an explanation column, explanations in
+    `duplicates` (one row per non-surviving record)."""
+    con.execute("ALTER TABLE entity_xref DROP COLUMN explanation")
+    con.execute(
+        "CREATE TABLE duplicates AS SELECT entity, source_name, source_id, golden_id, "
+        "'email_norm exact, w=9.1' AS explanation FROM entity_xref WHERE NOT is_survivor "
+        "AND source_name = 'crm_contacts'"
+    )
+    r = evaluate(con, E.RUN, {}, now=E.NOW)
+    # contact rows 296; golden ids across both sources: G1..G190 -> 6 + 100 linked = 106 / 296
+    cross = metric(r, "duplicate_rate_cross_source", None, "contact")
+    assert (cross.numerator, cross.denominator) == (106, 296)
+    assert "duplicate_rate_cross_source" not in {c.metric for c in r.checks}  # no default rule
+    top = r.top_clusters[0]
+    expl = {m.source_id: m.explanation for m in top.members}
+    assert expl == {"c1": None, E.XSS: "email_norm exact, w=9.1", "c192": "email_norm exact, w=9.1",
+                    "s1": None}  # fmt: skip
+
+
+def test_integer_golden_ids_and_no_survivor_column() -> None:
+    c = duckdb.connect()
+    # source a: ids 1..4, golden 10, 10, 20, 30 -> 1 duplicate; the first id of a group survives
+    c.execute(
+        "CREATE TABLE entity_xref AS SELECT 'account' AS entity, 'a' AS source_name, i AS source_id,"
+        " [10, 10, 20, 30][i] AS golden_id FROM range(1, 5) t(i)"
+    )
+    r = evaluate(c, "r", {"min_rows": 0}, now=E.NOW)
+    check = {x.id: x for x in r.checks}["duplicate_rate[source=a,entity=account]"]
+    assert (check.status, check.numerator, check.denominator) == ("fail", 1, 4)
+    assert check.sample_record_ids == ["a:2"]
+
+
+def test_stage_written_counts_win_over_finding_counts(con) -> None:
+    """reconcile writes lost_record_rate per system pair and amount_mismatches itself."""
+    from romirecon.stages.common import add_metric
+
+    add_metric(con, E.RUN, "reconcile", "lost_record_rate", 1 / 50, source_name="billing->crm",
+               entity="contact", numerator=1, denominator=50, unit="ratio")  # fmt: skip
+    add_metric(con, E.RUN, "reconcile", "amount_mismatches", 1, source_name="erp<->billing",
+               entity="invoice", numerator=1, denominator=40, unit="invoices")  # fmt: skip
+    r = evaluate(con, E.RUN, {"min_rows": 0}, now=E.NOW)
+    names = [(m.name, m.source_name) for m in r.metrics]
+    assert ("amount_mismatches", None) not in names and ("lost_records", None) not in names
+    by = {c.id: c for c in r.checks}
+    lost = by["lost_record_rate[source=billing->crm,entity=contact]"]
+    assert (lost.status, lost.sample_record_ids) == ("warn", ["s7"])  # 2% between 1% and 5%
+    mism = by["amount_mismatches[source=erp<->billing,entity=invoice]"]
+    assert (mism.status, mism.sample_record_ids) == ("warn", ["inv_3/erp_9"])
+
+
+def test_top_clusters_rank_duplicates_not_cross_system_links() -> None:
+    c = duckdb.connect()
+    # G1: one record in each of three sources (a link, no duplicate); G2: two records in crm
+    c.execute(
+        "CREATE TABLE entity_xref AS SELECT * FROM (VALUES "
+        "('contact', 'crm', 'c1', 'G1', 'original', NULL, TRUE),"
+        "('contact', 'erp', 'e1', 'G1', 'email', 0.99, FALSE),"
+        "('contact', 'billing', 'b1', 'G1', 'email', 0.99, FALSE),"
+        "('contact', 'crm', 'c2', 'G2', 'original', NULL, TRUE),"
+        "('contact', 'crm', 'c3', 'G2', 'fuzzy', 0.93, FALSE)"
+        ") t(entity, source_name, source_id, golden_id, rule, match_probability, is_survivor)"
+    )
+    r = evaluate(c, "r", None, now=E.NOW)
+    assert [(x.golden_id, x.size) for x in r.top_clusters] == [("G2", 2)]
+    assert [(m.source_id, m.is_survivor) for m in r.top_clusters[0].members] == [
+        ("c2", True),
+        ("c3", False),
+    ]
+
+
+def test_rows_without_source_id_use_their_file_position() -> None:
+    """Ad-spend rows often have no id: the record key falls back to file:row, and rows without a
+    golden id are each their own entity (never one big NULL group)."""
+    c = duckdb.connect()
+    c.execute(
+        "CREATE TABLE entity_xref AS SELECT * FROM (VALUES "
+        "('ad_spend', 'google_ads', NULL, 'a.csv', 1, 'S1', TRUE),"
+        "('ad_spend', 'google_ads', NULL, 'b.csv', 1, 'S1', FALSE),"  # overlapping export
+        "('ad_spend', 'google_ads', NULL, 'a.csv', 2, NULL, NULL),"
+        "('ad_spend', 'google_ads', NULL, 'a.csv', 3, NULL, NULL)"
+        ") t(entity, source_name, source_id, source_file, source_row, golden_id, is_survivor)"
+    )
+    r = evaluate(c, "r", {"min_rows": 0}, now=E.NOW)
+    check = {x.id: x for x in r.checks}["duplicate_rate[source=google_ads,entity=ad_spend]"]
+    # 4 rows, golden ids S1, a.csv:2, a.csv:3 -> 1 duplicate
+    assert (check.numerator, check.denominator, check.status) == (1, 4, "fail")
+    assert check.sample_record_ids == ["google_ads:b.csv:1"]

@@ -84,7 +84,7 @@ def test_min_rows_guard_skips_tiny_tables() -> None:
 
 def test_most_specific_rule_wins_and_user_overrides_default() -> None:
     cfg = {"min_rows": 0, "checks": [
-        {"metric": "duplicate_rate", "warn": "2%", "fail": "3%"},  # replaces default 0.5%/1%
+        {"metric": "duplicate_rate", "warn": "2%", "fail": "3%"},  # replaces default 1%/2%
         {"metric": "duplicate_rate", "source": "crm", "fail": "10%"},
         {"metric": "duplicate_rate", "entity": "account", "fail": "0.1%"},
     ]}  # fmt: skip
@@ -170,7 +170,7 @@ def test_default_thresholds_pass_clean_and_fail_five_percent_duplicates() -> Non
     _xref(con, 1000, 0)
     r = evaluate(con, "clean", None, record_history=False)
     assert r.status == "pass" and int(r.exit_code()) == 0
-    # 1000 distinct + 50 duplicates (5% injected): 50 / 1050 = 4.76% > 1% default fail level
+    # 1000 distinct + 50 duplicates (5% injected): 50 / 1050 = 4.76% > 2% default fail level
     _xref(con, 1000, 50)
     r = evaluate(con, "dirty", None, record_history=False)
     dup = {c.id: c for c in r.checks}["duplicate_rate[source=crm,entity=contact]"]

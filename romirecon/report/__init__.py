@@ -3,6 +3,20 @@
 `write_all(report, out_dir)` renders every file in memory first, then replaces each atomically,
 so a failing writer leaves the previous files in place. `error_report(...)` builds the report of a
 run that died (exit 3) so CI still gets a junit `<error>` and Prometheus a fresh status.
+
+Wiring (pipeline.run), in outline::
+
+    log = obs.Logger(run_id, log_format)               # JSON lines or text on stderr
+    started = datetime.now(UTC)
+    try:
+        with log.stage("ingest", con) as span: ...      # every stage, rows_in/rows_out set
+        report, files = sla.run_and_write(con, project, run_id, fail_on, started_at=started)
+        if log_format == "text": obs.console_summary(report)
+        exit_code = report.exit_code(fail_on)
+    except MissingInputError as e:                      # exit 4, files still written
+        write_error_report(out, run_id, e.message, con=con, status="inconclusive", ...)
+    except RomireconError as e:                         # exit 3
+        write_error_report(out, run_id, e.message, con=con, ...)
 """
 
 from __future__ import annotations

@@ -48,9 +48,11 @@ _PERCENT = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]+)?)\s*%\s*$")
 DEFAULT_MIN_ROWS = 100
 
 # Built-in rules: a clean estate passes, an estate with 5% injected duplicates fails on
-# duplicate_rate (5 extra rows per 100 -> 5/105 = 4.8% > 1%).
+# duplicate_rate (5 extra rows per 100 -> 5/105 = 4.8% > 2%). Measured on generated estates of
+# 500 customers: clean 1.05-1.4% per source (namesakes the matcher merges), 5% injected
+# 4.6-5.9%; fail at 2% keeps a margin on both sides, warn at 1% still shows the clean figure.
 DEFAULT_CHECKS: list[dict[str, Any]] = [
-    {"metric": "duplicate_rate", "warn": "0.5%", "fail": "1%"},
+    {"metric": "duplicate_rate", "warn": "1%", "fail": "2%"},
     {"metric": "quarantine_rate", "warn": "1%", "fail": "5%"},
     {"metric": "lost_record_rate", "warn": "1%", "fail": "5%"},
     {"metric": "fx_gaps", "warn": 0},

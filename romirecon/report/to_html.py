@@ -36,7 +36,8 @@ table{border-collapse:collapse;font-size:13px;margin:6px 0;display:block;overflo
 th{background:#f5f5f5}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .charts{display:flex;flex-wrap:wrap;gap:16px}.chart{border:1px solid #e0e0e0;padding:8px}
 .chart h3{font-size:13px;margin:0 0 4px}.muted{color:#757575}code{font-size:12px}
-details{margin:4px 0}summary{cursor:pointer}
+details{margin:4px 0}summary{cursor:pointer}td code{word-break:break-all}
+ul{margin:2px 0;padding-left:18px}
 """
 
 
@@ -200,14 +201,20 @@ def _chart_series(report: Report) -> list[HistorySeries]:
 def _check_row(c: Check) -> str:
     unit = c.unit if c.measure == "value" else ""
     frac = f"{fmt_num(c.numerator)} / {fmt_num(c.denominator)}" if c.denominator is not None else ""
-    ids = ", ".join(c.sample_record_ids)
+    ids = ""
+    if c.sample_record_ids:
+        items = "".join(f"<li><code>{e(i)}</code></li>" for i in c.sample_record_ids)
+        ids = (
+            f"<details><summary>{len(c.sample_record_ids)} sample records</summary>"
+            f"<ul>{items}</ul></details>"
+        )
     return (
         f"<tr><td>{_badge(c.status)}</td><td><code>{e(c.id)}</code></td>"
         f"<td>{e(_scope(c.source_name, c.entity, c.label))}</td>"
         f'<td class="n">{e(fmt_value(c.observed, unit))}</td>'
         f'<td class="n">{e(fmt_value(c.previous, unit))}</td>'
         f'<td class="n">{e(fmt_value(c.warn, unit))}</td><td class="n">{e(fmt_value(c.fail, unit))}</td>'
-        f'<td class="n">{e(frac)}</td><td>{e(c.message)}</td><td><code>{e(ids)}</code></td></tr>'
+        f'<td class="n">{e(frac)}</td><td>{e(c.message)}{ids}</td></tr>'
     )
 
 
@@ -237,7 +244,7 @@ def render(report: Report) -> str:
         p.append(
             "<table><thead><tr><th>status</th><th>check</th><th>scope</th><th>observed</th><th>previous</th>"
             "<th>warn</th><th>fail</th><th>numerator / denominator</th><th>message</th>"
-            "<th>sample records</th></tr></thead><tbody>"
+            "</tr></thead><tbody>"
         )
         p += [_check_row(c) for c in report.checks]
         p.append("</tbody></table>")
@@ -315,6 +322,23 @@ def render(report: Report) -> str:
                 f"<td><code>{e(f.other_id)}</code></td><td>{e(f.message)}</td></tr>"
             )
         p.append("</tbody></table>")
+
+    plain = [m for m in report.metrics if not m.name.startswith("stage_")]
+    if plain:
+        p.append(
+            f"<h2>Metrics</h2><details><summary>{e(len(plain))} values</summary><table><thead>"
+            "<tr><th>metric</th><th>scope</th><th>value</th><th>numerator</th>"
+            "<th>denominator</th></tr></thead><tbody>"
+        )
+        for m in plain:
+            p.append(
+                f"<tr><td><code>{e(m.name)}</code></td>"
+                f"<td>{e(_scope(m.source_name, m.entity, m.label))}</td>"
+                f'<td class="n">{e(fmt_value(m.value, m.unit))}</td>'
+                f'<td class="n">{e(fmt_num(m.numerator))}</td>'
+                f'<td class="n">{e(fmt_num(m.denominator))}</td></tr>'
+            )
+        p.append("</tbody></table></details>")
 
     stage_rows = [m for m in report.metrics if m.name.startswith("stage_")]
     if stage_rows:

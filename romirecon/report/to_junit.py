@@ -36,6 +36,16 @@ def _detail(c: Check) -> str:
     return "\n".join(lines)
 
 
+def _duration(report: Report) -> str:
+    from datetime import datetime
+
+    if not (report.started_at and report.finished_at):
+        return "0"
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    delta = datetime.strptime(report.finished_at, fmt) - datetime.strptime(report.started_at, fmt)
+    return f"{max(delta.total_seconds(), 0.0):.3f}"
+
+
 def render(report: Report) -> str:
     counts = report.counts()
     errors = 1 if report.status in ("error", "inconclusive") else 0
@@ -56,7 +66,8 @@ def render(report: Report) -> str:
         failures=str(counts["fail"]),
         errors=str(errors),
         skipped=str(counts["skipped"]),
-        timestamp=_t(report.finished_at or ""),
+        timestamp=_t((report.finished_at or "").rstrip("Z")),
+        time=_duration(report),
     )
     props = ET.SubElement(suite, "properties")
     for k, v in (("run_id", report.run_id), ("project", report.project), ("status", report.status)):

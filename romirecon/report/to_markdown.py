@@ -77,6 +77,44 @@ def render(report: Report) -> str:
             for c in breached:
                 ids = ", ".join(cell(i) for i in c.sample_record_ids)
                 lines.append(f"- {code(c.id)}: {ids}")
+    plain = [m for m in report.metrics if not m.name.startswith("stage_")]
+    if plain:
+        lines += [
+            "",
+            "## Metrics",
+            "",
+            "| metric | scope | value | numerator / denominator |",
+            "|---|---|---:|---:|",
+        ]
+        for m in plain:
+            frac = (
+                f"{fmt_num(m.numerator)} / {fmt_num(m.denominator)}"
+                if m.denominator is not None and m.numerator is not None
+                else (f"n = {fmt_num(m.denominator)}" if m.denominator is not None else "")
+            )
+            lines.append(
+                f"| {code(m.name)} | {cell(_scope(m.source_name, m.entity, m.label))} | "
+                f"{cell(fmt_value(m.value, m.unit))} | {frac} |"
+            )
+    stages = sorted({m.label or "" for m in report.metrics if m.name.startswith("stage_")})
+    if stages:
+        by = {(m.label, m.name): m for m in report.metrics if m.name.startswith("stage_")}
+        names = ["stage_rows_in", "stage_rows_out", "stage_rows_per_second",
+                 "stage_duration_seconds", "stage_peak_rss_bytes", "stage_cpu_seconds"]  # fmt: skip
+        lines += [
+            "",
+            "## Stages",
+            "",
+            "| stage | rows in | rows out | rows/s | duration | peak RSS | CPU |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for st in stages:
+            vals = [by.get((st, n)) for n in names]
+            lines.append(
+                f"| {cell(st)} | "
+                + " | ".join(cell(fmt_value(v.value, v.unit)) if v else "" for v in vals)
+                + " |"
+            )
     if report.inputs:
         lines += [
             "",

@@ -8,10 +8,11 @@ Metrics computed here (source_name / entity NULL = the aggregate over that dimen
 | `duplicate_rate` | source+entity, entity | (rows - distinct golden ids) / rows, within each source; the entity figure sums the sources (a CRM contact and its billing customer are a link, not a duplicate) |
 | `duplicate_groups` | same | golden ids with more than one row in a source |
 | `duplicate_rows` | same | rows in those groups (survivors included) |
+| `duplicate_rate_cross_source` | entity | (rows - distinct golden ids across all sources) / rows: counts a CRM contact and its billing customer as one entity; no default threshold |
 | `rows_read`, `rows_staged`, `rows_quarantined` | source, run | from `ingest_stats` |
 | `quarantine_rate` | source, run | distinct quarantined records / rows read |
 | `quarantine_rate_by_reason` | source (label = reason) | distinct records quarantined for that reason / rows read |
-| `fx_gaps`, `amount_mismatches`, `lost_records` | run | count of `fx-rate-missing`, `amount-mismatch`, `lost-*` findings (unless a stage wrote the metric itself) |
+| `fx_gaps`, `amount_mismatches`, `lost_records` | run | count of `fx-rate-missing`, `amount-mismatch` and lost-record findings, only when no stage wrote the metric itself (fx and reconcile do, with their scope and denominator) |
 | `lost_record_rate` | as written by the reconcile stage | |
 | `sync_latency_p50_seconds`, `sync_latency_p95_seconds` | target source+entity | per golden entity with a CRM record and an ERP/billing record: the target's first `created_at` minus the latest CRM `updated_at`/`created_at` not after it; denominator = entities measured |
 | `freshness_seconds` | source+entity | run time minus the newest `created_at`/`updated_at` (or `date`) |
@@ -54,7 +55,7 @@ from romirecon.report.thresholds import (
     fmt_value,
     rules_from_config,
 )
-from romirecon.sqlutil import ident
+from romirecon.sqlutil import ident, literal
 
 if TYPE_CHECKING:
     from romirecon.config import Project
@@ -74,14 +75,21 @@ CHART_METRICS = [
     "sync_latency_p95_seconds",
     "rows_read",
 ]
-# finding codes that count toward a metric (for counts and for sample record ids)
-FINDING_METRICS: dict[str, str] = {
-    "fx_gaps": "fx-rate-missing",
-    "amount_mismatches": "amount-mismatch",
-    "lost_records": "lost-%",
-    "lost_record_rate": "lost-%",
+# finding codes behind a metric: (metric, scope source or None) -> codes. The reconcile stage
+# scopes lost_record_rate by system pair ('billing->crm', ...) and writes one code per pair.
+LOST_CODES = {
+    "billing->crm": ("lost-crm-record",),
+    "crm->billing": ("deal-without-invoice",),
+    "erp->billing": ("erp-invoice-without-billing",),
+    "billing->erp": ("billing-invoice-without-erp",),
 }
-EXPLANATION_COLUMNS = ("explanation", "explain", "evidence", "reason")
+FINDING_CODES: dict[str, tuple[str, ...]] = {
+    "fx_gaps": ("fx-rate-missing",),
+    "amount_mismatches": ("amount-mismatch",),
+    "lost_records": tuple(c for cs in LOST_CODES.values() for c in cs),
+    "lost_record_rate": tuple(c for cs in LOST_CODES.values() for c in cs),
+}
+EXPLANATION_COLUMNS = ("explanation", "explain", "evidence")
 
 
 # ---------------------------------------------------------------- catalog helpers
@@ -181,8 +189,9 @@ def quarantine_reasons_sql(cols: list[str], run_filter: str) -> str:
 
 
 def _golden(alias: str = "") -> str:
+    """The golden id as text; a record without one is its own entity."""
     a = f"{alias}." if alias else ""
-    return f"coalesce({a}golden_id, {a}source_name || ':' || {a}source_id)"
+    return f"coalesce({a}golden_id::VARCHAR, {a}source_name || ':' || {a}source_id::VARCHAR)"
 
 
 def duplicate_stats_sql(xref: str, run_filter: str) -> str:
@@ -202,54 +211,84 @@ def duplicate_stats_sql(xref: str, run_filter: str) -> str:
     """
 
 
-def duplicate_sample_sql(xref: str, run_filter: str, has_survivor: bool) -> str:
-    """Ids of the non-surviving rows of duplicate groups within a scope (params: entity twice,
-    source twice, run id?, limit)."""
-    keep = (
-        "coalesce(is_survivor, FALSE)"
-        if has_survivor
-        else "row_number() OVER (PARTITION BY entity, source_name, g ORDER BY source_id) = 1"
-    )
+def duplicate_samples_sql(xref: str, run_filter: str, has_survivor: bool) -> str:
+    """Up to N ids of non-surviving duplicate rows per (entity, source), in one pass: the
+    duplicate groups are found by aggregation, and only their (few) rows are windowed.
+    Parameters: run id (if filtered), N."""
+    # the record kept in a within-source group: the cluster's survivor if it is in the group,
+    # else the first id (the survivor may live in another source)
+    order = "x.is_survivor DESC NULLS LAST, x.source_id" if has_survivor else "x.source_id"
+    keep = f"row_number() OVER (PARTITION BY x.entity, x.source_name, x.g ORDER BY {order}) = 1"
     return f"""
     WITH x AS (
-        SELECT entity, source_name, source_id, {_golden()} AS g
+        SELECT entity, source_name, source_id::VARCHAR AS source_id, {_golden()} AS g
                {", is_survivor" if has_survivor else ""}
-        FROM {ident(xref)}
-        WHERE (? IS NULL OR entity = ?) AND (? IS NULL OR source_name = ?){run_filter}
+        FROM {ident(xref)} WHERE TRUE{run_filter}
     ),
-    grp AS (
-        SELECT *, count(*) OVER (PARTITION BY entity, source_name, g) AS n, {keep} AS keep
-        FROM x
+    grp AS (SELECT entity, source_name, g FROM x GROUP BY ALL HAVING count(*) > 1),
+    d AS (
+        SELECT x.entity, x.source_name, x.source_id, {keep} AS keep
+        FROM x JOIN grp ON x.entity = grp.entity AND x.source_name = grp.source_name
+                       AND x.g = grp.g
     )
-    SELECT source_name || ':' || source_id FROM grp
-    WHERE n > 1 AND NOT keep
-    ORDER BY source_name, source_id LIMIT ?
+    SELECT entity, source_name, source_name || ':' || source_id AS id FROM d
+    WHERE NOT keep
+    QUALIFY row_number() OVER (PARTITION BY entity, source_name ORDER BY source_id) <= ?
+    ORDER BY entity, source_name, source_id
     """
 
 
-def top_clusters_sql(xref: str, run_filter: str, expl: str | None, survivor: bool) -> str:
-    """The largest golden entities (across sources) and up to N members each."""
-    e = ident(expl) + "::VARCHAR" if expl else "NULL"
+def top_clusters_sql(
+    xref: str, run_filter: str, expl: str | None, survivor: bool, expl_table: str | None = None
+) -> str:
+    """The golden entities with the most within-source duplicates, up to N members each. The explanation
+    comes from the xref's own column `expl`, else from `expl_table` (the dedup stage's
+    `duplicates`: one row per non-surviving record) joined on (entity, source, id)."""
+    own = f"left({ident(expl)}::VARCHAR, 400)" if expl else "NULL::VARCHAR"
     s = "is_survivor" if survivor else "NULL"
+    join, e = "", "m.expl"
+    if expl_table and not expl:
+        join = f"""
+    LEFT JOIN (
+        SELECT entity, source_name, source_id::VARCHAR AS source_id,
+               left(min(explanation::VARCHAR), 400) AS expl
+        FROM {ident(expl_table)} GROUP BY ALL
+    ) d ON d.entity = m.entity AND d.source_name = m.source_name AND d.source_id = m.source_id"""
+        e = "d.expl"
     return f"""
     WITH x AS (
         SELECT entity, {_golden()} AS g, source_name, source_id::VARCHAR AS source_id,
-               rule::VARCHAR AS rule, match_probability::DOUBLE AS p, {s} AS survivor, {e} AS expl
+               rule::VARCHAR AS rule, match_probability::DOUBLE AS p, {s} AS survivor,
+               {own} AS expl
         FROM {ident(xref)} WHERE TRUE{run_filter}
     ),
     sizes AS (
-        SELECT entity, g, count(*) AS size FROM x GROUP BY entity, g HAVING count(*) > 1
-        ORDER BY size DESC, entity, g LIMIT ?
+        -- a cluster is a duplicate cluster when some source holds two of its records; rank by
+        -- those surplus records (a CRM contact plus its billing customer is a link, not a dup)
+        SELECT entity, g, count(*) AS size, count(*) - count(DISTINCT source_name) AS surplus
+        FROM x GROUP BY entity, g
+        HAVING count(*) > count(DISTINCT source_name)
+        ORDER BY surplus DESC, size DESC, entity, g LIMIT ?
     ),
     m AS (
-        SELECT x.*, sizes.size,
+        SELECT x.*, sizes.size, sizes.surplus,
                row_number() OVER (PARTITION BY x.entity, x.g
                                   ORDER BY x.survivor DESC NULLS LAST, x.source_name, x.source_id) AS k
         FROM x JOIN sizes USING (entity, g)
     )
-    SELECT entity, g, size, source_name, source_id, rule, p, survivor, expl FROM m
-    WHERE k <= ?
-    ORDER BY size DESC, entity, g, k
+    SELECT m.entity, m.g, m.size, m.source_name, m.source_id, m.rule, m.p, m.survivor, {e}
+    FROM m{join}
+    WHERE m.k <= ?
+    ORDER BY m.surplus DESC, m.size DESC, m.entity, m.g, m.k
+    """
+
+
+def cross_source_sql(xref: str, run_filter: str) -> str:
+    """Per entity: rows and distinct golden ids across all sources."""
+    return f"""
+    SELECT entity, count(*) AS rows, count(DISTINCT {_golden()}) AS goldens
+    FROM {ident(xref)} WHERE TRUE{run_filter}
+    GROUP BY entity ORDER BY entity
     """
 
 
@@ -275,13 +314,15 @@ def finding_sample_sql() -> str:
     """
 
 
-def finding_ids_sql() -> str:
-    """Record ids of findings whose code matches a LIKE pattern within a scope."""
-    return """
-    SELECT DISTINCT record_id FROM finding
-    WHERE run_id = ? AND code LIKE ? AND record_id IS NOT NULL
-      AND (? IS NULL OR source_name = ?) AND (? IS NULL OR entity = ?)
-    ORDER BY record_id LIMIT ?
+def finding_ids_sql(n_codes: int) -> str:
+    """Ids of findings with one of `n_codes` codes (record id, plus `/other id` when the finding
+    names two records, e.g. an ERP invoice and its billing invoice, or a currency and a day).
+    Parameters: run id, the codes, the limit."""
+    marks = ", ".join("?" for _ in range(n_codes))
+    return f"""
+    SELECT DISTINCT record_id || coalesce('/' || other_id, '') AS id FROM finding
+    WHERE run_id = ? AND code IN ({marks}) AND record_id IS NOT NULL
+    ORDER BY id LIMIT ?
     """
 
 
@@ -294,7 +335,8 @@ def sync_latency_sql(xref: str, stg: str, run_filter: str) -> str:
         SELECT {_golden("x")} AS g, s.source_system, s.source_name,
                s.created_at AS c, s.updated_at AS u
         FROM {ident(xref)} x
-        JOIN {ident(stg)} s ON s.source_name = x.source_name AND s.source_id = x.source_id
+        JOIN {ident(stg)} s
+          ON s.source_name = x.source_name AND s.source_id::VARCHAR = x.source_id::VARCHAR
         WHERE x.entity = ?{run_filter}
     ),
     crm AS (SELECT g, c, u FROM x WHERE source_system = 'crm'),
@@ -329,15 +371,10 @@ def freshness_sql(stg: str, ts_cols: list[str]) -> str:
 
 def source_entities_sql(stg_tables: list[str]) -> str:
     parts = [
-        f"SELECT DISTINCT source_name, {_lit(t[4:])} AS entity FROM {ident(t)}" for t in stg_tables
+        f"SELECT DISTINCT source_name, {literal(t[4:])} AS entity FROM {ident(t)}"
+        for t in stg_tables
     ]
     return " UNION ALL ".join(parts) + " ORDER BY source_name, entity"
-
-
-def _lit(v: str) -> str:
-    from romirecon.sqlutil import literal
-
-    return literal(v)
 
 
 # ---------------------------------------------------------------- collectors
@@ -349,12 +386,50 @@ def _entity_tables(tables: set[str]) -> dict[str, str]:
     return {e: f"stg_{e}" for e in ENTITIES if f"stg_{e}" in tables}
 
 
-def _xref_table(con: duckdb.DuckDBPyConnection, tables: set[str]) -> tuple[str, list[str]] | None:
+XREF_VIEW = "_sla_xref"
+
+
+def xref_view_sql(table: str, cols: list[str], run_id: str) -> str:
+    """One normalized view over the dedup output, whatever its optional columns: text ids, a
+    record key that is never NULL when the row has a file position, a golden id for every row
+    (a record without one is its own entity), NULL for absent columns, this run's rows only."""
+    key = "source_id::VARCHAR"
+    if {"source_file", "source_row"} <= set(cols):
+        key = f"coalesce({key}, source_file || ':' || source_row::VARCHAR)"
+    expl = next((c for c in EXPLANATION_COLUMNS if c in cols), None)
+
+    def opt(name: str, cast: str) -> str:
+        return f"{ident(name)}::{cast}" if name in cols else f"NULL::{cast}"
+
+    where = f"run_id = {literal(run_id)}" if "run_id" in cols else "TRUE"
+    return f"""
+    CREATE OR REPLACE TEMP VIEW {ident(XREF_VIEW)} AS
+    SELECT entity::VARCHAR AS entity, source_name::VARCHAR AS source_name, {key} AS source_id,
+           coalesce(golden_id::VARCHAR, source_name || ':' || {key}) AS golden_id,
+           {opt("rule", "VARCHAR")} AS rule,
+           {opt("match_probability", "DOUBLE")} AS match_probability,
+           {opt("is_survivor", "BOOLEAN")} AS is_survivor,
+           {f"{ident(expl)}::VARCHAR" if expl else "NULL::VARCHAR"} AS explanation
+    FROM {ident(table)} WHERE {where}
+    """
+
+
+def _xref_table(
+    con: duckdb.DuckDBPyConnection, tables: set[str], run_id: str
+) -> tuple[str, list[str]] | None:
+    """The normalized xref view and the optional columns the source table really has."""
     for t in ("entity_xref", "duplicates"):
         if t in tables:
             cols = _columns(con, t)
             if {"entity", "source_name", "source_id", "golden_id"} <= set(cols):
-                return t, cols
+                con.execute(xref_view_sql(t, cols, run_id))
+                present = ["entity", "source_name", "source_id", "golden_id", "rule",
+                           "match_probability"]  # fmt: skip
+                if "is_survivor" in cols:
+                    present.append("is_survivor")
+                if any(c in cols for c in EXPLANATION_COLUMNS):
+                    present.append("explanation")
+                return XREF_VIEW, present
     return None
 
 
@@ -511,21 +586,37 @@ def collect_duplicate_metrics(
                 unit="rows",
             ),
         ]
+    for ent, rows, goldens in con.execute(
+        cross_source_sql(table, _run_filter(cols)), _params(cols, run_id)
+    ).fetchall():
+        out.append(
+            Metric(
+                "duplicate_rate_cross_source",
+                _ratio(rows - goldens, rows),
+                stage="dedup",
+                entity=ent,
+                numerator=rows - goldens,
+                denominator=rows,
+                unit="ratio",
+            )
+        )
     return out
 
 
 def collect_finding_metrics(
-    con: duckdb.DuckDBPyConnection, run_id: str, tables: set[str]
+    con: duckdb.DuckDBPyConnection, run_id: str, tables: set[str], written: set[str]
 ) -> list[Metric]:
+    """Counts of findings for metrics no stage wrote itself (names in `written` are skipped:
+    a stage's own figure carries its scope and denominator)."""
     if "finding" not in tables:
         return []
     counts = dict(con.execute(finding_counts_sql(), [run_id]).fetchall())
-    lost = sum(n for c, n in counts.items() if c.startswith("lost-"))
-    return [
-        Metric("fx_gaps", counts.get("fx-rate-missing", 0), unit="count"),
-        Metric("amount_mismatches", counts.get("amount-mismatch", 0), unit="count"),
-        Metric("lost_records", lost, unit="count"),
-    ]
+    out = []
+    for name in ("fx_gaps", "amount_mismatches", "lost_records"):
+        if name in written or (name == "lost_records" and "lost_record_rate" in written):
+            continue
+        out.append(Metric(name, sum(counts.get(c, 0) for c in FINDING_CODES[name]), unit="count"))
+    return out
 
 
 def collect_sync_latency(
@@ -627,11 +718,13 @@ def collect_clusters(
     if xref is None:
         return []
     table, cols = xref
-    expl = next((c for c in EXPLANATION_COLUMNS if c in cols), None)
-    for needed in ("rule", "match_probability"):
-        if needed not in cols:
-            return []
-    sql = top_clusters_sql(table, _run_filter(cols), expl, "is_survivor" in cols)
+    expl = "explanation" if "explanation" in cols else None
+    expl_table = None
+    if not expl:
+        dcols = set(_columns(con, "duplicates"))
+        if {"entity", "source_name", "source_id", "explanation"} <= dcols:
+            expl_table = "duplicates"
+    sql = top_clusters_sql(table, _run_filter(cols), expl, "is_survivor" in cols, expl_table)
     rows = con.execute(sql, [*_params(cols, run_id), TOP_CLUSTERS, CLUSTER_MEMBERS]).fetchall()
     out: list[Cluster] = []
     for ent, g, size, src, sid, rule, p, surv, ex in rows:
@@ -664,14 +757,24 @@ def sample_ids(
     tables: set[str],
     xref: tuple[str, list[str]] | None,
     check: Check,
+    cache: dict[tuple[str, ...], Any] | None = None,
 ) -> list[str]:
-    """Ids of records behind a breached check (at most SAMPLE_IDS, sorted)."""
+    """Ids of records behind a breached check (at most SAMPLE_IDS, sorted). `cache` shares one
+    duplicate scan between the checks of a run."""
+    cache = {} if cache is None else cache
     src, ent = check.source_name, check.entity
     if check.metric.startswith("duplicate_") and xref is not None:
-        table, cols = xref
-        sql = duplicate_sample_sql(table, _run_filter(cols), "is_survivor" in cols)
-        params = [ent, ent, src, src, *_params(cols, run_id), SAMPLE_IDS]
-        return [r[0] for r in con.execute(sql, params).fetchall() if r[0] is not None]
+        key = ("duplicates",)
+        if key not in cache:
+            table, cols = xref
+            sql = duplicate_samples_sql(table, _run_filter(cols), "is_survivor" in cols)
+            cache[key] = con.execute(sql, [*_params(cols, run_id), SAMPLE_IDS]).fetchall()
+        rows = [
+            (s_, i)
+            for e_, s_, i in cache[key]
+            if (ent is None or e_ == ent) and (src is None or s_ == src)
+        ]
+        return [i for _, i in sorted(r for r in rows if r[1] is not None)[:SAMPLE_IDS]]
     if check.metric.startswith("quarantine_rate") and "quarantine" in tables:
         cols = _columns(con, "quarantine")
         sql = f"""
@@ -686,11 +789,14 @@ def sample_ids(
         """
         label = check.label
         params = [*_params(cols, run_id), src, src, label, label, SAMPLE_IDS]
-        return [r[0] for r in con.execute(sql, params).fetchall()]
-    code = FINDING_METRICS.get(check.metric)
-    if code and "finding" in tables:
-        params = [run_id, code, src, src, ent, ent, SAMPLE_IDS]
-        return [r[0] for r in con.execute(finding_ids_sql(), params).fetchall() if r[0] is not None]
+        return [r[0] for r in con.execute(sql, params).fetchall() if r[0] is not None]
+    codes = FINDING_CODES.get(check.metric)
+    if check.metric == "lost_record_rate" and src in LOST_CODES:
+        codes = LOST_CODES[src]
+    if codes and "finding" in tables:
+        params = [run_id, *codes, SAMPLE_IDS]
+        rows = con.execute(finding_ids_sql(len(codes)), params).fetchall()
+        return [r[0] for r in rows if r[0] is not None]
     return []
 
 
@@ -816,12 +922,13 @@ def evaluate(
     anomaly_cfg = dict((sla_config or {}).get("anomaly") or {})
     now = now or default_now()
     tables = _tables(con)
-    xref = _xref_table(con, tables)
+    xref = _xref_table(con, tables, run_id)
     entities = _source_entities(con, tables, sources)
     inputs = collect_inputs(con, tables)
+    stage_metrics = collect_stage_metrics(con, run_id, tables)
     metrics = _merge(
-        collect_stage_metrics(con, run_id, tables),
-        collect_finding_metrics(con, run_id, tables),
+        stage_metrics,
+        collect_finding_metrics(con, run_id, tables, {m.name for m in stage_metrics}),
         collect_ingest_metrics(con, run_id, tables, inputs, entities),
         collect_duplicate_metrics(con, run_id, xref),
         collect_sync_latency(con, run_id, tables, xref),
@@ -835,9 +942,10 @@ def evaluate(
         prev = previous.get((c.metric, c.source_name, c.entity, c.label))
         if prev is not None:
             c.previous = prev[1] if c.measure == "numerator" else prev[0]
+    cache: dict[tuple[str, ...], Any] = {}
     for c in checks:
         if c.status in ("warn", "fail"):
-            c.sample_record_ids = sample_ids(con, run_id, tables, xref, c)
+            c.sample_record_ids = sample_ids(con, run_id, tables, xref, c, cache)
     checks.sort(key=_status_order)
     findings, totals = collect_findings(con, run_id, tables)
 
