@@ -77,6 +77,10 @@ def test_every_duplication_vector_is_injected_and_labelled(estate: Path) -> None
     # mapping errors of every kind occur
     kinds = set(rec.filter(pl.col("vector") == "mapping_error")["detail"].unique())
     assert {"case", "whitespace", "swap_names", "phone_format", "legal_suffix", "typo"} <= kinds
+    # within a source every entity has exactly one original; the rest are labelled copies
+    originals = rec.filter(pl.col("vector") == "original").group_by("source", "entity_id").len()
+    assert originals["len"].max() == 1
+    assert originals.height == rec.select("source", "entity_id").n_unique()
     # a duplicate always shares its entity with an original record of the same entity
     dup_entities = set(rec.filter(pl.col("vector") != "original")["entity_id"])
     orig_entities = set(rec.filter(pl.col("vector") == "original")["entity_id"])

@@ -304,9 +304,11 @@ def write_salesforce(est: Estate, rng: np.random.Generator, world: World, people
     cut = (world.start_day + span // 2) * 86400
     overlap = round(dup_rate * 120) * 86400
     part1 = out.filter(pl.col("created") < cut + overlap)
+    # rows of the second batch that the first batch already holds are the re-exports
+    again = pl.col("created") < cut + overlap
     part2 = out.filter(pl.col("created") >= cut - overlap).with_columns(
-        _vector=pl.when(pl.col("created") < cut).then(pl.lit("batch_overlap")).otherwise("_vector"),
-        _detail=pl.when(pl.col("created") < cut).then(pl.lit("re-exported")).otherwise("_detail"),
+        _vector=pl.when(again).then(pl.lit("batch_overlap")).otherwise("_vector"),
+        _detail=pl.when(again).then(pl.lit("re-exported")).otherwise("_detail"),
     )
     # a re-exported row is the same record again: its entity is the row's own entity
     for i, part in enumerate((part1, part2), start=1):
