@@ -3,6 +3,7 @@ checks the inputs before any work, and publishes the outputs."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import sys
@@ -223,6 +224,7 @@ def run(
                 with log.stage("publish", con):
                     written = publish(con, project)
             except RomireconError as e:
+                _rollback(con)
                 # CI still gets a junit <error> and cron a metrics.prom with the failure
                 status = "inconclusive" if e.exit_code == ExitCode.INCONCLUSIVE else "error"
                 write_error_report(
@@ -239,6 +241,9 @@ def run(
                     "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason"
                 ).fetchall()
             )
+        except BaseException:
+            _rollback(con)
+            raise
         finally:
             con.close()
     code = ExitCode(report.exit_code(fail_on))
@@ -246,3 +251,9 @@ def run(
     return RunResult(
         run_id, code, project.output_dir, summaries, written + report_files, by_reason, report
     )
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Leave the state database as the last finished run left it."""
+    with contextlib.suppress(duckdb.Error):  # no transaction open
+        con.execute("ROLLBACK")
