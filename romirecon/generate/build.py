@@ -189,6 +189,7 @@ def build_estate(
     }
     counts["people"] = world.people.height
     counts["subscriptions"] = subs.height
+    missing = write_project(out_dir, as_of)
     manifest = {
         "generator": "romirecon generate",
         "customers": customers,
@@ -199,10 +200,11 @@ def build_estate(
         "reporting_currency": REPORTING_CURRENCY,
         "counts": counts,
         "files": sorted(est.files),
+        # exports written but left out of romirecon.yaml: no mapping for them in this checkout
+        "unmapped": missing,
     }
     write_json(manifest, tdir / "manifest.json")
     (tdir / "README.md").write_text(TRUTH_README)
-    missing = write_project(out_dir, as_of)
     return GenerateResult(
         out_dir=out_dir,
         project_file=out_dir / "romirecon.yaml",
