@@ -117,10 +117,11 @@ def build_estate(
     records = pl.concat(frames)
     write_parquet(records, tdir / "records.parquet")
     # one row per member of every true cluster with more than one record (flat: a partition)
+    # (kept in the records' order: source, source_file, source_row, which is already total)
     clusters = records.filter(pl.col("entity_id").is_duplicated()).select(
         cluster_id="entity_id", source="source", source_file="source_file", source_row="source_row",
         vector="vector",
-    ).sort("cluster_id", "source", "source_file", "source_row")  # fmt: skip
+    )  # fmt: skip
     write_parquet(clusters, tdir / "clusters.parquet")
     _lap("records+clusters")
 
