@@ -153,7 +153,10 @@ def analyse(con: duckdb.DuckDBPyConnection, project: Project, run_id: str, log: 
         dedup.run(con, run_id, dedup_cfg, {s.name: s.mapping.match_keys for s in project.sources})
         span.rows_out = _count(con, "entity_xref")
     with log.stage("billing", con) as span:
-        billing.run(con, run_id, project.reporting_currency, project.section("billing"))
+        billing.run(
+            con, run_id, project.reporting_currency, project.section("billing"),
+            source_exponents={s.name: s.mapping.exponents for s in project.sources},
+        )  # fmt: skip
         span.rows_out = _count(con, "revenue_daily")
     with log.stage("reconcile", con) as span:
         reconcile.run(con, run_id, project.reporting_currency, project.section("reconcile"))
