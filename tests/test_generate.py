@@ -77,6 +77,10 @@ def test_every_duplication_vector_is_injected_and_labelled(estate: Path) -> None
     # mapping errors of every kind occur
     kinds = set(rec.filter(pl.col("vector") == "mapping_error")["detail"].unique())
     assert {"case", "whitespace", "swap_names", "phone_format", "legal_suffix", "typo"} <= kinds
+    # within a source every entity has exactly one original; the rest are labelled copies
+    originals = rec.filter(pl.col("vector") == "original").group_by("source", "entity_id").len()
+    assert originals["len"].max() == 1
+    assert originals.height == rec.select("source", "entity_id").n_unique()
     # a duplicate always shares its entity with an original record of the same entity
     dup_entities = set(rec.filter(pl.col("vector") != "original")["entity_id"])
     orig_entities = set(rec.filter(pl.col("vector") == "original")["entity_id"])
@@ -396,3 +400,34 @@ def test_api_retries_share_the_idempotency_key(estate: Path) -> None:
     for dup in retried["source_id"]:
         orig = originals[ent[dup]]
         assert orig != dup and key_of[dup] == key_of[orig]
+
+
+def test_romi_spend_truth_matches_the_exports_converted_at_ecb_rates(estate: Path) -> None:
+    """Independent path: Microsoft Ads spend (GBP) from its CSV, converted to USD per day with the
+    ECB file's rates (USD per EUR / GBP per EUR, last published rate on days without one)."""
+    ms = pl.read_csv(
+        estate / "exports/ads/microsoft_ads/campaign_performance.csv", infer_schema=False
+    )
+    ms = ms.select(
+        day=pl.col("TimePeriod").str.to_date(),
+        campaign_id="CampaignId",
+        spend=pl.col("Spend").cast(pl.Decimal(18, 2)).cast(pl.Float64),
+        currency="CurrencyCode",
+    )
+    assert set(ms["currency"]) == {"GBP"}
+    ecb = pl.read_csv(estate / "exports/fx/ecb/eurofxref-hist.csv", infer_schema=False).select(
+        day=pl.col("Date").str.to_date(),
+        usd=pl.col("USD").cast(pl.Float64),
+        gbp=pl.col("GBP").cast(pl.Float64),
+    )
+    conv = ms.sort("day").join_asof(ecb.sort("day"), on="day", strategy="backward")
+    expected = conv.group_by(
+        period=pl.col("day").dt.truncate("1mo"), campaign_id="campaign_id"
+    ).agg(spend=(pl.col("spend") * pl.col("usd") / pl.col("gbp")).sum())
+    romi = pl.read_parquet(estate / "truth/romi.parquet").filter(
+        pl.col("platform") == "microsoft_ads"
+    )
+    joined = expected.join(romi, on=["period", "campaign_id"], how="full", coalesce=True)
+    joined = joined.filter(pl.col("spend").is_not_null())  # months with spend
+    assert joined.height == 2 * 12  # two campaigns, twelve months
+    assert (joined["spend"] - joined["spend_right"]).abs().max() < 0.006

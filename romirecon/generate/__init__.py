@@ -9,7 +9,7 @@ on it, the mapping files it needs, and `truth/`:
   entity_id (the true identity), vector (`original` or the duplication vector), detail.
 - `clusters.parquet`: the true duplicate clusters, flat: one row per member record of every
   entity with more than one record (cluster_id = entity_id, source, source_file, source_row,
-  vector). Records absent from it are singletons.
+  vector), in the records' order. Records absent from it are singletons.
 - `revenue.parquet`: month, customer_id, currency, amount_minor, amount_reporting.
 - `romi.parquet`: period, platform, campaign_id, spend, revenue (reporting currency, last touch).
 - `billing_cases.parquet`: which objects carry which billing edge case.

@@ -58,10 +58,14 @@ def _add_months(anchor_day: np.ndarray, k: np.ndarray) -> np.ndarray:
     return first + np.minimum(dom, dim - 1)
 
 
+CURRENCIES = sorted(PRICES)  # currency codes: index into this list
+
+
 def _round_step(amount: np.ndarray, currency: np.ndarray) -> np.ndarray:
+    """Round to the vendor's chargeable step; `currency` holds indexes into CURRENCIES."""
     step = np.ones(amount.shape, dtype=np.int64)
     for cur, s in STEP.items():
-        step[currency == cur] = s
+        step[currency == CURRENCIES.index(cur)] = s
     return (np.rint(amount / step) * step).astype(np.int64)
 
 
@@ -88,7 +92,7 @@ def build_billing(rng: np.random.Generator, world: World) -> tuple[pl.DataFrame,
     s = p.filter(pl.col("converted"))
     m = s.height
     sidx = np.arange(m, dtype=np.int64)
-    scur = s["currency"].to_numpy()
+    scur = s["currency"].replace_strict({c: i for i, c in enumerate(CURRENCIES)}).to_numpy()
     tier = rng.choice(3, size=m, p=[0.5, 0.35, 0.15])
     qty = np.where(s["b2b"].to_numpy(), rng.integers(1, 11, size=m), 1)
     start_day = s["close_day"].to_numpy()
@@ -120,7 +124,7 @@ def build_billing(rng: np.random.Generator, world: World) -> tuple[pl.DataFrame,
     price_old = np.zeros(m, dtype=np.int64)
     price_new = np.zeros(m, dtype=np.int64)
     for c, v in price_tbl.items():  # loop over currencies
-        sel = scur == c
+        sel = scur == CURRENCIES.index(c)
         price_old[sel] = v[tier[sel]] * qty[sel]
         price_new[sel] = v[new_tier[sel]] * qty[sel]
     canceled_day = np.where(
@@ -171,7 +175,6 @@ def build_billing(rng: np.random.Generator, world: World) -> tuple[pl.DataFrame,
         {
             "sub_idx": inv_sub,
             "cycle": cyc,
-            "kind": np.full(inv_sub.size, "cycle"),
             "period_start_day": ps,
             "period_end_day": pe,
             "discount_bp": pct,
@@ -183,22 +186,23 @@ def build_billing(rng: np.random.Generator, world: World) -> tuple[pl.DataFrame,
         {
             "sub_idx": t_sub,
             "cycle": np.full(t_sub.size, -1),
-            "kind": np.full(t_sub.size, "trial"),
             "period_start_day": start_day[trial & ~is_cb],
             "period_end_day": trial_end[trial & ~is_cb],
             "discount_bp": np.zeros(t_sub.size, dtype=np.int64),
         }
     )
-    inv = pl.concat([trial_inv, cycle_inv]).sort("sub_idx", "cycle")
+    inv = pl.concat(
+        [trial_inv.with_columns(kind=pl.lit("trial")), cycle_inv.with_columns(kind=pl.lit("cycle"))]
+    ).sort("sub_idx", "cycle")
     ni = inv.height
     inv_sub_all = inv["sub_idx"].to_numpy()
     # status: a few voided (re-issued as a new invoice), the newest cycle sometimes open
     is_cycle = inv["kind"].to_numpy() == "cycle"
     last_cycle = is_cycle & (inv["cycle"].to_numpy() == n_cycles[inv_sub_all] - 1)
-    status = np.where(last_cycle & (rng.random(ni) < 0.12), "open", "paid")
+    is_open = last_cycle & (rng.random(ni) < 0.12)
     voided = is_cycle & (rng.random(ni) < 0.02)
     inv = inv.with_columns(
-        status=pl.Series(status),
+        status=pl.when(pl.Series(is_open)).then(pl.lit("open")).otherwise(pl.lit("paid")),
         voided=pl.Series(voided),
         created_ts=pl.Series(
             inv["period_start_day"].to_numpy() * 86400 + subs["start_sec"].to_numpy()[inv_sub_all]
@@ -219,24 +223,28 @@ def build_billing(rng: np.random.Generator, world: World) -> tuple[pl.DataFrame,
     # ---------------------------------------------------------------- lines
     inv_np = {c: inv[c].to_numpy() for c in inv.columns}
     isub = inv_np["sub_idx"]
-    scur[isub]
     kind = inv_np["kind"]
     cyc = inv_np["cycle"]
     after_change = (change_cycle[isub] >= 0) & (cyc > change_cycle[isub])
     amount = np.where(kind == "trial", 0, np.where(after_change, price_new[isub], price_old[isub]))
-    main = pl.DataFrame(
-        {
-            "inv_idx": inv_np["inv_idx"],
-            "sub_idx": isub,
-            "line_kind": np.where(kind == "trial", "trial", "plan"),
-            "amount": amount.astype(np.int64),
-            "proration": np.zeros(isub.size, dtype=bool),
-            "plan": np.where(
-                after_change, np.array(PLANS)[new_tier][isub], np.array(PLANS)[tier][isub]
-            ),
-            "period_start_day": inv_np["period_start_day"],
-            "period_end_day": inv_np["period_end_day"],
-        }
+    plans = pl.Series(PLANS, dtype=pl.String)
+    main = (
+        pl.DataFrame(
+            {
+                "inv_idx": inv_np["inv_idx"],
+                "sub_idx": isub,
+                "amount": amount.astype(np.int64),
+                "proration": np.zeros(isub.size, dtype=bool),
+                "plan": plans.gather(np.where(after_change, new_tier[isub], tier[isub])),
+                "period_start_day": inv_np["period_start_day"],
+                "period_end_day": inv_np["period_end_day"],
+                "_trial": kind == "trial",
+            }
+        )
+        .with_columns(
+            line_kind=pl.when(pl.col("_trial")).then(pl.lit("trial")).otherwise(pl.lit("plan"))
+        )
+        .drop("_trial")
     )
     # proration lines on the invoice of the cycle right after the change
     pr = np.nonzero(
@@ -251,19 +259,28 @@ def build_billing(rng: np.random.Generator, world: World) -> tuple[pl.DataFrame,
     pcur = scur[psub]
     unused = -_round_step(price_old[psub] * frac, pcur)
     remaining = _round_step(price_new[psub] * frac, pcur)
-    prorations = pl.DataFrame(
-        {
-            "inv_idx": np.concatenate([inv_np["inv_idx"][pr]] * 2),
-            "sub_idx": np.concatenate([psub, psub]),
-            "line_kind": np.concatenate(
-                [np.full(pr.size, "unused"), np.full(pr.size, "remaining")]
-            ),
-            "amount": np.concatenate([unused, remaining]),
-            "proration": np.ones(2 * pr.size, dtype=bool),
-            "plan": np.concatenate([np.array(PLANS)[tier][psub], np.array(PLANS)[new_tier][psub]]),
-            "period_start_day": np.concatenate([c_day, c_day]),
-            "period_end_day": np.concatenate([c_pe, c_pe]),
-        }
+    prorations = (
+        pl.DataFrame(
+            {
+                "inv_idx": np.concatenate([inv_np["inv_idx"][pr]] * 2),
+                "sub_idx": np.concatenate([psub, psub]),
+                "_unused": np.concatenate(
+                    [np.ones(pr.size, dtype=bool), np.zeros(pr.size, dtype=bool)]
+                ),
+                "amount": np.concatenate([unused, remaining]),
+                "proration": np.ones(2 * pr.size, dtype=bool),
+                "plan": plans.gather(np.concatenate([tier[psub], new_tier[psub]])),
+                "period_start_day": np.concatenate([c_day, c_day]),
+                "period_end_day": np.concatenate([c_pe, c_pe]),
+            }
+        )
+        .with_columns(
+            line_kind=pl.when(pl.col("_unused"))
+            .then(pl.lit("unused"))
+            .otherwise(pl.lit("remaining"))
+        )
+        .drop("_unused")
+        .select(main.columns)
     )
     order = {"unused": 0, "remaining": 1, "plan": 2, "trial": 2}
     lines = (
@@ -279,13 +296,13 @@ def build_billing(rng: np.random.Generator, world: World) -> tuple[pl.DataFrame,
     lamt = lines["amount"].to_numpy()
     lpct = inv["discount_bp"].to_numpy()[lines["inv_idx"].to_numpy()]
     ldisc = _round_step(lamt * lpct / 10000, lcur)
-    country = subs["country"].to_numpy()[lsub]
-    tax_bp = np.zeros(lsub.size, dtype=np.int64)
-    for c, bp in TAX_RATE_BP.items():
-        tax_bp[country == c] = bp
+    sub_tax = (
+        subs["country"].replace_strict(TAX_RATE_BP, default=0, return_dtype=pl.Int64).to_numpy()
+    )
+    tax_bp = sub_tax[lsub]
     ltax = np.rint((lamt - ldisc) * tax_bp / 10000).astype(np.int64)
     lines = lines.with_columns(
-        currency=pl.Series(lcur),
+        currency=pl.Series(CURRENCIES, dtype=pl.String).gather(lcur),
         discount=pl.Series(ldisc),
         tax=pl.Series(ltax),
         net=pl.Series(lamt - ldisc),
@@ -299,7 +316,7 @@ def build_billing(rng: np.random.Generator, world: World) -> tuple[pl.DataFrame,
     inv = (
         inv.join(totals, on="inv_idx", how="left")
         .with_columns(
-            currency=pl.Series(scur[inv["sub_idx"].to_numpy()]),
+            currency=pl.Series(CURRENCIES, dtype=pl.String).gather(scur[inv["sub_idx"].to_numpy()]),
             total=pl.col("subtotal") - pl.col("discount") + pl.col("tax"),
         )
         .with_columns(
@@ -318,7 +335,7 @@ def build_billing(rng: np.random.Generator, world: World) -> tuple[pl.DataFrame,
     ).join(subs.select("sub_idx", "billing"), on="sub_idx").filter(pl.col("billing") == "stripe")  # fmt: skip
     u = rng.random(eligible.height)
     e_total = eligible["total"].to_numpy()
-    e_cur = eligible["currency"].to_numpy()
+    e_cur = eligible["currency"].replace_strict({c: i for i, c in enumerate(CURRENCIES)}).to_numpy()
     refund_sel = u < 0.03
     cn_only_sel = (u >= 0.03) & (u < 0.05)
     r = eligible.filter(pl.Series(refund_sel))

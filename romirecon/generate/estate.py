@@ -304,9 +304,11 @@ def write_salesforce(est: Estate, rng: np.random.Generator, world: World, people
     cut = (world.start_day + span // 2) * 86400
     overlap = round(dup_rate * 120) * 86400
     part1 = out.filter(pl.col("created") < cut + overlap)
+    # rows of the second batch that the first batch already holds are the re-exports
+    again = pl.col("created") < cut + overlap
     part2 = out.filter(pl.col("created") >= cut - overlap).with_columns(
-        _vector=pl.when(pl.col("created") < cut).then(pl.lit("batch_overlap")).otherwise("_vector"),
-        _detail=pl.when(pl.col("created") < cut).then(pl.lit("re-exported")).otherwise("_detail"),
+        _vector=pl.when(again).then(pl.lit("batch_overlap")).otherwise("_vector"),
+        _detail=pl.when(again).then(pl.lit("re-exported")).otherwise("_detail"),
     )
     # a re-exported row is the same record again: its entity is the row's own entity
     for i, part in enumerate((part1, part2), start=1):
@@ -760,12 +762,15 @@ def write_netsuite(est: Estate, rng: np.random.Generator, people: pl.DataFrame, 
         _entity=pl.col("_entity"),
     )
     # exchange rate to the subsidiary's base currency on the invoice date
-    cur = i["currency"].to_numpy()
+    keys = list(factors)
+    cur = i["currency"].replace_strict({c: k for k, c in enumerate(keys)}, return_dtype=pl.Int64)
+    cur = cur.to_numpy()
     days = (i["created_ts"].to_numpy() // 86400) - first_day
-    base_cur = np.array([subsidiary.get(x, ("", "USD"))[1] for x in np.unique(cur)])
     rate = np.ones(cur.size)
-    for cc, bc in zip(np.unique(cur), base_cur, strict=True):  # loop over currencies
-        m = cur == cc
+    for code in np.unique(cur):  # loop over currencies
+        m = cur == code
+        cc = keys[int(code)]
+        bc = subsidiary.get(cc, ("", "USD"))[1]
         rate[m] = factors[cc][days[m]] / factors[bc][days[m]]
     i = _orig(i.with_columns(xrate=pl.Series(np.round(rate, 6))))
     dup = i.filter(pl.Series(rng.random(i.height) < dup_rate)).with_columns(

@@ -48,6 +48,14 @@ def spread_by_month(
     prefix sums of the daily factors, so the cost is O(rows), not O(rows x days).
     """
     amount = np.asarray(amount, dtype=np.int64)
+    currency = np.asarray(currency)
+    keys = list(factors)
+    if currency.dtype.kind not in "iu":  # currency codes -> positions in `factors`
+        currency = (
+            pl.Series(currency.astype(str))
+            .replace_strict({c: i for i, c in enumerate(keys)}, return_dtype=pl.Int64)
+            .to_numpy()
+        )
     ndays = end - start
     if (ndays <= 0).any():
         raise ValueError("a spread period must be at least one day long")
@@ -61,7 +69,7 @@ def spread_by_month(
     seg_a_end = np.minimum(end, boundary)
     rows = []
     # cumulative factors per currency: F[d] = sum of factors of days < d
-    cum = {c: np.concatenate([[0.0], np.cumsum(f)]) for c, f in factors.items()}
+    cum = [np.concatenate([[0.0], np.cumsum(factors[c])]) for c in keys]
     for seg, (a, b) in enumerate(((start, seg_a_end), (boundary, end))):
         keep = b > a
         if not keep.any():
@@ -75,12 +83,12 @@ def spread_by_month(
         rep = np.zeros(idx.size)
         for c in np.unique(currency[idx]):  # loop over currencies
             m = currency[idx] == c
-            cf = cum[c]
+            cf = cum[int(c)]
             ia = a_[m] - factor_first_day
             ib = b_[m] - factor_first_day
             ie = np.maximum(ia, extra_end[m] - factor_first_day)
             if (ia < 0).any() or (ib >= cf.size).any():
-                raise ValueError(f"no conversion factors for {c} over the whole period")
+                raise ValueError(f"no conversion factors for {keys[int(c)]} over the whole period")
             full = cf[ib] - cf[ia]
             ext = cf[ie] - cf[ia]
             rep[m] = sign[idx][m] * (base[idx][m] * full + ext) / (10.0 ** exponents[idx][m])
@@ -98,7 +106,7 @@ def spread_by_month(
     return pl.concat(rows).sort("row", "seg").drop("seg")
 
 
-def vendor_exponents(billing: np.ndarray, currency: np.ndarray) -> np.ndarray:
+def vendor_exponents(billing: pl.Series, currency: pl.Series) -> np.ndarray:
     """Minor-unit exponent of each row's currency as its billing vendor defines it."""
     from romirecon.money import VENDOR_EXPONENTS
 
@@ -155,15 +163,17 @@ def revenue_by_month(
     items: pl.DataFrame, factors: dict[str, np.ndarray], first_day: int
 ) -> pl.DataFrame:
     """Spread the items and sum per (sub, month); the reporting amount stays unrounded here."""
-    cur = items["currency"].to_numpy()
+    codes = items["currency"].replace_strict(
+        {c: i for i, c in enumerate(factors)}, return_dtype=pl.Int64
+    )
     spread = spread_by_month(
         items["amount"].to_numpy(),
         items["period_start_day"].to_numpy(),
         items["period_end_day"].to_numpy(),
-        cur,
+        codes.to_numpy(),
         factors,
         first_day,
-        vendor_exponents(items["billing"].to_numpy(), cur),
+        vendor_exponents(items["billing"], items["currency"]),
     )
     keyed = items.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
     return spread.join(keyed.select("row", "sub_idx", "customer_id", "currency"), on="row")

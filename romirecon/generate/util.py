@@ -16,8 +16,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-B62 = np.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
-_SF_SUFFIX = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"))
+B62 = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", dtype="S1")
+_B62_CODES = np.frombuffer(B62.tobytes(), dtype=np.uint8)
+_SF_SUFFIX = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345", dtype="S1")
 EPOCH = date(1970, 1, 1)
 
 
@@ -26,15 +27,27 @@ def day_number(d: date) -> int:
     return (d - EPOCH).days
 
 
-def base62(values: np.ndarray, width: int) -> np.ndarray:
-    """Fixed-width base-62 strings of non-negative integers (most significant digit first)."""
-    v = np.asarray(values, dtype=np.uint64).copy()
-    digits = np.empty((v.size, width), dtype=np.int64)
+def _b62_chars(values: np.ndarray, width: int) -> np.ndarray:
+    """(n, width) matrix of base-62 digit characters (bytes), most significant first."""
+    v = np.asarray(values, dtype=np.uint64).astype(np.int64)  # ids stay below 62**10 < 2**63
+    codes = np.empty((v.size, width), dtype=np.uint8)
     for pos in range(width - 1, -1, -1):  # loop over digit positions, not records
-        digits[:, pos] = (v % np.uint64(62)).astype(np.int64)
-        v //= np.uint64(62)
-    chars = np.ascontiguousarray(B62[digits])
-    return chars.view(f"<U{width}").reshape(-1)
+        v, digit = np.divmod(v, 62)
+        codes[:, pos] = _B62_CODES[digit]
+    return codes.view("S1")
+
+
+def _to_strings(chars: np.ndarray) -> pl.Series:
+    """(n, k) ASCII byte matrix -> polars String series, through one Arrow buffer."""
+    n, k = chars.shape
+    buf = pa.py_buffer(np.ascontiguousarray(chars).tobytes())
+    arr = pa.FixedSizeBinaryArray.from_buffers(pa.binary(k), n, [None, buf])
+    return pl.Series(pl.from_arrow(arr)).cast(pl.String)
+
+
+def base62(values: np.ndarray, width: int) -> pl.Series:
+    """Fixed-width base-62 strings of non-negative integers (most significant digit first)."""
+    return _to_strings(_b62_chars(values, width))
 
 
 def scrambled(index: np.ndarray, salt: int, width: int) -> np.ndarray:
@@ -45,29 +58,33 @@ def scrambled(index: np.ndarray, salt: int, width: int) -> np.ndarray:
     return (idx * np.uint64(mult) + np.uint64(salt * 7919 + 12345)) % np.uint64(modulus)
 
 
-def vendor_ids(prefix: str, index: np.ndarray, salt: int, width: int = 14) -> np.ndarray:
+def vendor_ids(prefix: str, index: np.ndarray, salt: int, width: int = 14) -> pl.Series:
     """Stripe-style ids: prefix + fixed-width base-62 body, unique per index."""
-    body = base62(scrambled(index, salt, min(width, 10)), min(width, 10))
+    body = _b62_chars(scrambled(index, salt, min(width, 10)), min(width, 10))
     if width > 10:  # pad with a salt-derived constant so ids have the vendor's length
-        pad = base62(np.array([salt * 104729 % (62 ** (width - 10))]), width - 10)[0]
-        body = np.char.add(pad, body)
-    return np.char.add(prefix, body)
+        pad = _b62_chars(np.array([salt * 104729 % (62 ** (width - 10))]), width - 10)[0]
+        body = np.concatenate([np.broadcast_to(pad, (body.shape[0], pad.size)), body], axis=1)
+    head = np.frombuffer(prefix.encode(), dtype="S1")
+    return _to_strings(
+        np.concatenate([np.broadcast_to(head, (body.shape[0], head.size)), body], axis=1)
+    )
 
 
-def salesforce_ids(key_prefix: str, index: np.ndarray, org_pod: str = "5g0000") -> np.ndarray:
+def salesforce_ids(key_prefix: str, index: np.ndarray, org_pod: str = "5g0000") -> pl.Series:
     """18-character Salesforce ids: 3-char key prefix + pod + base-62 counter + checksum suffix.
 
     The 3-character suffix encodes, for each 5-character chunk of the 15-character id, which
     characters are upper-case letters (Salesforce's case-insensitive id algorithm).
     """
-    counter = base62(np.asarray(index, dtype=np.uint64) + np.uint64(1000), 15 - 3 - len(org_pod))
-    id15 = np.char.add(np.char.add(key_prefix, org_pod), counter)
-    chars = np.ascontiguousarray(id15).view("<U1").reshape(-1, 15)
-    upper = (chars >= "A") & (chars <= "Z")
+    counter = _b62_chars(
+        np.asarray(index, dtype=np.uint64) + np.uint64(1000), 15 - 3 - len(org_pod)
+    )
+    head = np.frombuffer((key_prefix + org_pod).encode(), dtype="S1")
+    chars = np.concatenate([np.broadcast_to(head, (counter.shape[0], head.size)), counter], axis=1)
+    upper = (chars >= b"A") & (chars <= b"Z")
     weights = np.array([1, 2, 4, 8, 16])
-    suffix_idx = (upper.reshape(-1, 3, 5) * weights).sum(axis=2)
-    suffix = np.ascontiguousarray(_SF_SUFFIX[suffix_idx]).view("<U3").reshape(-1)
-    return np.char.add(id15, suffix)
+    suffix = _SF_SUFFIX[(upper.reshape(-1, 3, 5) * weights).sum(axis=2)]
+    return _to_strings(np.concatenate([chars, suffix], axis=1))
 
 
 def numeric_ids(start: int, index: np.ndarray, step: int = 1) -> np.ndarray:

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from romirecon.generate.util import pick
-
 # country, currency, weight, calling code, mobile prefixes, digits after prefix, legal suffix,
 # cities (city, state/region, postal code)
 COUNTRIES: list[tuple[str, str, float, str, list[str], int, str, list[tuple[str, str, str]]]] = [
@@ -319,6 +317,21 @@ def campaigns_frame() -> pl.DataFrame:
     ).with_row_index("campaign_idx")
 
 
+def _gather(values: list[str], index: np.ndarray) -> pl.Series:
+    """values[index] as a polars String series (no numpy string arrays: those convert slowly)."""
+    return pl.Series(values, dtype=pl.String).gather(pl.Series(np.asarray(index, dtype=np.int64)))
+
+
+def _flat_choice(
+    rng: np.random.Generator, options: list[list[str]], group: np.ndarray
+) -> np.ndarray:
+    """For each row, a uniformly drawn position in the flat list of its group's options."""
+    sizes = np.array([len(o) for o in options])
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    within = np.minimum((rng.random(group.size) * sizes[group]).astype(np.int64), sizes[group] - 1)
+    return offsets[group] + within
+
+
 def build_world(rng: np.random.Generator, n: int, start_day: int, as_of_day: int) -> World:
     """Draw n people (some at companies), their acquisition and contact details."""
     idx = np.arange(n, dtype=np.int64)
@@ -331,20 +344,22 @@ def build_world(rng: np.random.Generator, n: int, start_day: int, as_of_day: int
     # companies: about three B2B people per company, the company's country is the person's
     n_comp = max(1, int(b2b.sum()) // 3)
     comp_country = rng.choice(len(COUNTRIES), size=n_comp, p=cw / cw.sum())
-    comp_a = pick(rng, STEM_A, n_comp)
-    comp_b = pick(rng, STEM_B, n_comp)
-    suffix = np.array([c[6] for c in COUNTRIES])[comp_country]
-    comp_name = np.char.add(np.char.add(np.char.add(comp_a, " "), comp_b), np.char.add(" ", suffix))
+    ia = rng.integers(0, len(STEM_A), size=n_comp)
+    ib = rng.integers(0, len(STEM_B), size=n_comp)
     companies = (
         pl.DataFrame(
             {
                 "company_idx": np.arange(n_comp, dtype=np.int64),
-                "company_entity": np.char.add("A", np.char.zfill(np.arange(n_comp).astype(str), 8)),
-                "company": comp_name,
-                "legal_suffix": suffix,
                 "country_idx": comp_country,
-                "stem": np.char.lower(np.char.add(comp_a, comp_b)),
+                "stem_a": _gather(STEM_A, ia),
+                "stem_b": _gather(STEM_B, ib),
+                "legal_suffix": _gather([c[6] for c in COUNTRIES], comp_country),
             }
+        )
+        .with_columns(
+            company_entity=pl.lit("A") + pl.col("company_idx").cast(pl.String).str.zfill(8),
+            company=pl.col("stem_a") + " " + pl.col("stem_b") + " " + pl.col("legal_suffix"),
+            stem=(pl.col("stem_a") + pl.col("stem_b")).str.to_lowercase(),
         )
         .with_columns(
             # a domain per company: name-derived, numbered when two companies share a name
@@ -356,73 +371,57 @@ def build_world(rng: np.random.Generator, n: int, start_day: int, as_of_day: int
             .otherwise(pl.col("stem") + pl.col("n_same").cast(pl.String))
             + pl.lit(".com"),
         )
-        .drop("n_same", "stem")
+        .select("company_idx", "company_entity", "company", "legal_suffix", "country_idx", "domain")
     )
     person_comp = np.where(b2b, rng.integers(0, n_comp, size=n), -1)
     ci = np.where(b2b, comp_country[np.maximum(person_comp, 0)], ci)
 
-    first = pick(rng, FIRST, n)
-    last = pick(rng, LAST, n)
-    titles = pick(rng, ["CEO", "CFO", "Head of Marketing", "Marketing Manager", "VP Sales",
-                        "Operations Lead", "Founder", "Data Analyst", "Controller"], n)  # fmt: skip
+    titles = ["CEO", "CFO", "Head of Marketing", "Marketing Manager", "VP Sales",
+              "Operations Lead", "Founder", "Data Analyst", "Controller"]  # fmt: skip
+    i_first = rng.integers(0, len(FIRST), size=n)
+    i_last = rng.integers(0, len(LAST), size=n)
+    i_title = rng.integers(0, len(titles), size=n)
 
     # phone: calling code + mobile prefix + random digits (valid ranges for libphonenumber)
-    cc = np.array([c[3] for c in COUNTRIES])[ci]
-    prefix = np.empty(n, dtype=object)
+    prefix_opts = [c[4] for c in COUNTRIES]
+    i_prefix = _flat_choice(rng, prefix_opts, ci)
     ndig = np.array([c[5] for c in COUNTRIES])[ci]
-    for k, c in enumerate(COUNTRIES):  # loop over 10 countries, not records
-        m = ci == k
-        prefix[m] = pick(rng, c[4], int(m.sum()))
-    digits = rng.integers(0, 10, size=(n, 8))
-    nanp = np.isin(cc, ["1"])
-    digits[nanp, 0] = rng.integers(2, 10, size=int(nanp.sum()))  # NANP exchange starts 2-9
-    digit_str = np.ascontiguousarray(digits.astype("<U1")).view("<U8").reshape(-1)
+    nanp = np.array([c[3] == "1" for c in COUNTRIES])[ci]
+    # NANP exchanges start 2-9; eight digits drawn, the country's count kept
+    lead_digit = np.where(nanp, rng.integers(2, 10, size=n), rng.integers(0, 10, size=n))
+    rest = rng.integers(0, 10**7, size=n)
+    city_opts = [[x[0] for x in c[7]] for c in COUNTRIES]
+    i_city = _flat_choice(rng, city_opts, ci)
+    street_no = rng.integers(1, 400, size=n)
+    streets = [" Main Street", " Market Street", " High Street", " Harbour Road", " Park Avenue",
+               " Station Road"]  # fmt: skip
+    i_street = rng.integers(0, len(streets), size=n)
     people = pl.DataFrame(
         {
             "person_idx": idx,
-            "entity_id": np.char.add("P", np.char.zfill(idx.astype(str), 8)),
             "b2b": b2b,
             "company_idx": person_comp,
             "country_idx": ci,
-            "first_name": first,
-            "last_name": last,
-            "title": np.where(b2b, titles, ""),
-            "calling_code": cc,
-            "phone_prefix": prefix.astype(str),
-            "phone_digits": digit_str,
-            "phone_ndig": ndig,
+            "first_name": _gather(FIRST, i_first),
+            "last_name": _gather(LAST, i_last),
+            "_title": _gather(titles, i_title),
+            "calling_code": _gather([c[3] for c in COUNTRIES], ci),
+            "_prefix": _gather([x for o in prefix_opts for x in o], i_prefix),
+            "_digits": pl.Series(lead_digit * 10**7 + rest).cast(pl.String).str.zfill(8),
+            "_ndig": ndig,
+            "country": _gather([c[0] for c in COUNTRIES], ci),
+            "currency": _gather([c[1] for c in COUNTRIES], ci),
+            "city": _gather([x[0] for c in COUNTRIES for x in c[7]], i_city),
+            "state": _gather([x[1] for c in COUNTRIES for x in c[7]], i_city),
+            "postal_code": _gather([x[2] for c in COUNTRIES for x in c[7]], i_city),
+            "_street_no": street_no,
+            "_street": _gather(streets, i_street),
         }
-    )
-    people = people.with_columns(
-        nsn=pl.col("phone_prefix") + pl.col("phone_digits").str.slice(0, pl.col("phone_ndig"))
-    ).drop("phone_prefix", "phone_digits", "phone_ndig")
-
-    country_tbl = pl.DataFrame(
-        {
-            "country_idx": np.arange(len(COUNTRIES)),
-            "country": [c[0] for c in COUNTRIES],
-            "currency": [c[1] for c in COUNTRIES],
-        }
-    )
-    people = people.join(country_tbl, on="country_idx", how="left")
-    # city per person (loop over countries, each vectorised)
-    city = np.empty(n, dtype=object)
-    state = np.empty(n, dtype=object)
-    postal = np.empty(n, dtype=object)
-    for k, c in enumerate(COUNTRIES):
-        m = ci == k
-        j = rng.integers(0, len(c[7]), size=int(m.sum()))
-        city[m] = np.array([x[0] for x in c[7]])[j]
-        state[m] = np.array([x[1] for x in c[7]])[j]
-        postal[m] = np.array([x[2] for x in c[7]])[j]
-    street_no = rng.integers(1, 400, size=n)
-    street = np.char.add(street_no.astype(str), pick(rng, [" Main Street", " Market Street",
-                         " High Street", " Harbour Road", " Park Avenue", " Station Road"], n))  # fmt: skip
-    people = people.with_columns(
-        city=pl.Series(city.astype(str)),
-        state=pl.Series(state.astype(str)),
-        postal_code=pl.Series(postal.astype(str)),
-        street=pl.Series(street),
+    ).with_columns(
+        entity_id=pl.lit("P") + pl.col("person_idx").cast(pl.String).str.zfill(8),
+        title=pl.when(pl.col("b2b")).then(pl.col("_title")).otherwise(pl.lit("")),
+        nsn=pl.col("_prefix") + pl.col("_digits").str.slice(0, pl.col("_ndig")),
+        street=pl.col("_street_no").cast(pl.String) + pl.col("_street"),
     )
     people = people.join(
         companies.select("company_idx", "company_entity", "company", "legal_suffix", "domain"),
@@ -431,14 +430,13 @@ def build_world(rng: np.random.Generator, n: int, start_day: int, as_of_day: int
     ).sort("person_idx")
 
     # emails: work address at the company's domain, else a consumer mailbox with a number
-    consumer = pick(
-        rng, ["gmail.com", "outlook.com", "yahoo.com", "icloud.com", "gmx.de", "web.de"], n
-    )
+    consumer = ["gmail.com", "outlook.com", "yahoo.com", "icloud.com", "gmx.de", "web.de"]
     local = (pl.col("first_name") + pl.lit(".") + pl.col("last_name")).str.to_lowercase()
     people = (
         people.with_columns(
-            _dom=pl.when(pl.col("b2b")).then(pl.col("domain")).otherwise(pl.Series(consumer)),
-            _num=pl.Series(rng.integers(1, 999, size=n)),
+            _dom=pl.when(pl.col("b2b"))
+            .then(pl.col("domain"))
+            .otherwise(_gather(consumer, rng.integers(0, len(consumer), size=n))),
         )
         .with_columns(
             _k=pl.col("person_idx").cum_count().over("first_name", "last_name", "_dom") - 1,
@@ -451,25 +449,26 @@ def build_world(rng: np.random.Generator, n: int, start_day: int, as_of_day: int
             .otherwise(local + pl.col("person_idx").cast(pl.String) + "@" + pl.col("_dom")),
             e164=pl.lit("+") + pl.col("calling_code") + pl.col("nsn"),
         )
-        .drop("_dom", "_num", "_k")
     )
 
     # acquisition: channel, campaign, lead time
     camps = campaigns_frame()
-    ch = pick(rng, CHANNELS, n, CHANNEL_WEIGHTS)
-    ch = np.where((ch == "linkedin_ads") & ~b2b, "meta_ads", ch)  # LinkedIn reaches companies
+    w = np.array(CHANNEL_WEIGHTS)
+    ch = rng.choice(len(CHANNELS), size=n, p=w / w.sum())
+    li, meta = CHANNELS.index("linkedin_ads"), CHANNELS.index("meta_ads")
+    ch = np.where((ch == li) & ~b2b, meta, ch)  # LinkedIn reaches companies
     camp_idx = np.full(n, -1, dtype=np.int64)
     for platform in PLATFORMS:  # loop over four platforms
-        m = ch == platform
+        m = ch == CHANNELS.index(platform)
         options = camps.filter(pl.col("platform") == platform)["campaign_idx"].to_numpy()
-        w = rng.uniform(0.5, 2.0, size=options.size)
-        camp_idx[m] = options[rng.choice(options.size, size=int(m.sum()), p=w / w.sum())]
+        cw_ = rng.uniform(0.5, 2.0, size=options.size)
+        camp_idx[m] = options[rng.choice(options.size, size=int(m.sum()), p=cw_ / cw_.sum())]
     span = as_of_day - start_day
     lead_day = start_day + rng.integers(0, int(span * 0.9), size=n)
     lead_sec = lead_day.astype(np.int64) * 86400 + rng.integers(8 * 3600, 20 * 3600, size=n)
     people = (
         people.with_columns(
-            channel=pl.Series(ch),
+            channel=_gather(CHANNELS, ch),
             campaign_idx=pl.Series(camp_idx),
             lead_ts=pl.Series(lead_sec),
             click_token=pl.Series(rng.integers(0, 2**62, size=n, dtype=np.int64)),
@@ -480,6 +479,13 @@ def build_world(rng: np.random.Generator, n: int, start_day: int, as_of_day: int
             how="left",
         )
         .sort("person_idx")
-    )
+        .select(
+            "person_idx", "entity_id", "b2b", "company_idx", "country_idx", "first_name",
+            "last_name", "title", "calling_code", "nsn", "country", "currency", "city", "state",
+            "postal_code", "street", "company_entity", "company", "legal_suffix", "domain",
+            "email", "e164", "channel", "campaign_idx", "lead_ts", "click_token", "platform",
+            "campaign_id", "campaign_name",
+        )
+    )  # fmt: skip
     return World(start_day=start_day, as_of_day=as_of_day, people=people, companies=companies,
                  campaigns=camps)  # fmt: skip
