@@ -209,7 +209,16 @@ def run(
     from romirecon.stages import sla
 
     started = datetime.now(UTC)
-    files = {s.name: ingest.resolve_files(project, s) for s in project.sources}
+    try:
+        files = {s.name: ingest.resolve_files(project, s) for s in project.sources}
+    except MissingInputError as e:
+        # the most common cron failure (an export did not arrive) still gets its junit
+        # <error> and a metrics.prom that carries the last success forward
+        write_error_report(
+            project.output_dir, compute_run_id(project, {}), e.message, started_at=started,
+            status="inconclusive", project=str(project.raw.get("name") or project.root.name),
+        )  # fmt: skip
+        raise
     with RunLock(project.state_dir):
         run_id = compute_run_id(project, files)
         if log_stream is None and log_format == "text" and not sys.stderr.isatty():

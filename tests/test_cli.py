@@ -83,6 +83,8 @@ def test_missing_input_exits_4_naming_source_and_glob(contact_project: Path) -> 
     assert r.returncode == 4
     assert "sf_contacts" in r.stderr and "data/Contact*.csv" in r.stderr
     assert r.stderr.count("\n") == 1  # one line
+    junit = (contact_project / "out" / "junit.xml").read_text()
+    assert "<error" in junit and "sf_contacts" in junit  # CI still sees why
 
 
 def test_empty_file_exits_4(contact_project: Path) -> None:
