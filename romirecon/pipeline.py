@@ -156,8 +156,11 @@ def analyse(con: duckdb.DuckDBPyConnection, project: Project, run_id: str, log: 
         dedup.run(con, run_id, dedup_cfg, {s.name: s.mapping.match_keys for s in project.sources})
         span.rows_out = _count(con, "entity_xref")
     with log.stage("billing", con) as span:
+        billing_cfg = project.section("billing")
+        if project.raw.get("as_of") and "as_of" not in billing_cfg:
+            billing_cfg["as_of"] = str(project.raw["as_of"])
         billing.run(
-            con, run_id, project.reporting_currency, project.section("billing"),
+            con, run_id, project.reporting_currency, billing_cfg,
             source_exponents={s.name: s.mapping.exponents for s in project.sources},
         )  # fmt: skip
         span.rows_out = _count(con, "revenue_daily")

@@ -155,3 +155,29 @@ def test_reporting_amount_is_exact() -> None:
     exact = fx.exact_reporting_sql("CAST(1 AS BIGINT)", "CAST(3.2522522523 AS DECIMAL(38,10))", "3")
     got = con.execute(f"SELECT {exact}, typeof({exact})").fetchone()
     assert got == (Decimal("0.0032522522523"), "DECIMAL(38,14)")
+
+
+def test_future_days_use_the_rate_as_of_the_run_date() -> None:
+    # rates published up to Friday 2024-03-29; the run's as-of date is Sunday 03-31.
+    # A service day on 04-20 (21 days after the last publication, in the future of the run)
+    # takes Friday's rate, marked +forward; without an as-of date it is a gap, as before.
+    con = _con([("2024-03-29", "EUR", "USD", "1.0790")])
+    con.execute("CREATE OR REPLACE TABLE need (currency VARCHAR, day DATE)")
+    con.execute("INSERT INTO need VALUES ('EUR', '2024-04-20'), ('EUR', '2024-03-30')")
+    fx.build_daily_rates(con, "SELECT * FROM need", "USD", "r", forward_from=dt.date(2024, 3, 31))
+    got = dict(
+        ((str(d)), (r, m))
+        for d, r, m in con.execute("SELECT day, fx_rate, fx_method FROM r").fetchall()
+    )
+    assert got["2024-04-20"] == (Decimal("1.0790000000"), "direct+forward")
+    assert got["2024-03-30"] == (Decimal("1.0790000000"), "direct+fallback")
+    assert _rates(con, [("EUR", "2024-04-20")], "USD")[("EUR", "2024-04-20")] == (None, None)
+
+
+def test_stale_rate_file_is_not_carried_forward() -> None:
+    # last publication 03-01, as-of 03-31: the file is 30 days stale, so a future day is a gap
+    con = _con([("2024-03-01", "EUR", "USD", "1.0830")])
+    con.execute("CREATE OR REPLACE TABLE need (currency VARCHAR, day DATE)")
+    con.execute("INSERT INTO need VALUES ('EUR', '2024-04-05')")
+    fx.build_daily_rates(con, "SELECT * FROM need", "USD", "r", forward_from=dt.date(2024, 3, 31))
+    assert con.execute("SELECT fx_rate FROM r").fetchall() == [(None,)]

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import duckdb
@@ -81,6 +82,8 @@ class BillingSettings:
     """The `billing:` section of the project file."""
 
     fx_max_fallback_days: int = fx.DEFAULT_MAX_FALLBACK_DAYS
+    # the run's business date: later service days are converted at the rate as of this date
+    as_of: date | None = None
     # uncollectible invoices: recognise then write off the unpaid part (default), count in full,
     # or drop like a void
     uncollectible: str = "write-off"
@@ -120,7 +123,16 @@ def parse_settings(settings: Mapping[str, Any] | None) -> BillingSettings:
         problems.append(f"billing.livemode_only: {s['livemode_only']!r} is not true or false")
     if problems:
         raise ConfigError(f"billing settings: {len(problems)} problem(s) found", details=problems)
+    as_of = s.get("as_of")
+    if as_of is not None and not isinstance(as_of, date):
+        try:
+            as_of = date.fromisoformat(str(as_of))
+        except ValueError:
+            problems.append(f"billing.as_of: {as_of!r} is not a date (YYYY-MM-DD)")
+    if problems:
+        raise ConfigError(f"billing settings: {len(problems)} problem(s) found", details=problems)
     return BillingSettings(
+        as_of=as_of,
         fx_max_fallback_days=int(days),
         uncollectible=s.get("uncollectible", "write-off"),
         adjustment_timing=s.get("adjustment_timing", "line-period"),
@@ -938,6 +950,7 @@ FROM ({spread_days_sql("(SELECT item_no, currency, exponent, total, start_day, e
         exponent_col="exponent",
         max_fallback_days=st.fx_max_fallback_days,
         stage=STAGE,
+        forward_from=st.as_of,
     )
     drop_relation(con, "revenue_daily")
     _exec(

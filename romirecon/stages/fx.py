@@ -9,7 +9,9 @@ have base EUR). For every (currency, day) a caller needs we pick, in this order 
 4. a **cross** rate through EUR (both legs published the same day): (R per EUR) / (C per EUR);
 
 taking the latest publication on or before the day (weekends and holidays fall back to the last
-published rate) but at most `max_fallback_days` back (default 7). A pair with no usable rate is
+published rate) but at most `max_fallback_days` back (default 7). Days after the run's as-of date
+(future service days of a period billed in advance) take the latest rate as of that date, when the
+rate file is fresh (method `...+forward`). A pair with no usable rate is
 *missing*: its converted amount stays NULL (never a silent 1.0), one `finding` row
 (`fx-rate-missing`, currency and date in the message and detail) is written per pair and the
 `metric` `fx_gaps` counts the pairs.
@@ -23,6 +25,7 @@ at output (`round_even`). Rounding 6M daily rows at 10 decimals also cost ~10x t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 
 import duckdb
 
@@ -95,13 +98,20 @@ def daily_rates_sql(pairs: str, quotes: str) -> str:
     `pairs` (a relation with columns currency, day), with last-published fallback up to
     `$max_days` (`last_published`: the latest usable publication on or before the day, however
     old: it explains a gap)."""
-    ok = "(q.date IS NOT NULL AND n.day - q.date <= $max_days)"
+    # days after the run's as-of date ($forward_from, future service days) take the latest rate
+    # as of that date, provided the rate file is fresh (published within $max_days of it)
+    forward = (
+        "($forward_from IS NOT NULL AND n.day > $forward_from AND q.date <= $forward_from "
+        "AND $forward_from - q.date <= $max_days)"
+    )
+    ok = f"(q.date IS NOT NULL AND (n.day - q.date <= $max_days OR {forward}))"
     return f"""
 SELECT n.currency, n.day,
        CASE WHEN n.currency = $rep THEN CAST(1 AS {RATE_TYPE}) WHEN {ok} THEN q.rate END AS fx_rate,
        CASE WHEN n.currency = $rep THEN n.day WHEN {ok} THEN q.date END AS fx_rate_date,
        CASE WHEN n.currency = $rep THEN 'identity'
             WHEN {ok} AND q.date = n.day THEN q.method
+            WHEN {ok} AND n.day - q.date > $max_days THEN q.method || '+forward'
             WHEN {ok} THEN q.method || '+fallback' END AS fx_method,
        q.date AS last_published
 FROM {pairs} n ASOF LEFT JOIN {quotes} q ON n.currency = q.currency AND n.day >= q.date"""
@@ -115,6 +125,7 @@ def build_daily_rates(
     *,
     max_fallback_days: int = DEFAULT_MAX_FALLBACK_DAYS,
     rates_table: str = "stg_fx_rate",
+    forward_from: date | None = None,
 ) -> None:
     """Create table `out` (currency, day, fx_rate, fx_rate_date, fx_method) for the DISTINCT
     (currency, day) rows of the query/relation text `pairs`."""
@@ -127,7 +138,7 @@ def build_daily_rates(
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {ident(out)} AS "
         f"{daily_rates_sql(pairs_rel, ident(q))} ORDER BY currency, day",
-        {"rep": rep, "max_days": int(max_fallback_days)},
+        {"rep": rep, "max_days": int(max_fallback_days), "forward_from": forward_from},
     )
     con.execute(f"DROP TABLE {ident(q)}")
 
@@ -183,6 +194,7 @@ def convert(
     stage: str = "fx",
     rates_table: str = "stg_fx_rate",
     keep_cols: Sequence[str] | None = None,
+    forward_from: date | None = None,
 ) -> str:
     """Create table `out` (default `<table>_reporting`): every row of `table` plus `fx_rate`,
     `fx_rate_date`, `fx_method` and `amount_reporting` DECIMAL(38,14): the amount in the
@@ -202,6 +214,7 @@ def convert(
         rates,
         max_fallback_days=max_fallback_days,
         rates_table=rates_table,
+        forward_from=forward_from,
     )
     record_gaps(
         con,
