@@ -400,12 +400,13 @@ def test_stripe_invoices_both_shapes() -> None:
     cols = "source_id, subscription_id, status, currency, subtotal, discount, tax, total, amount_paid, coupon, livemode"
     assert rows("stripe_invoice.yaml", "stripe/invoices_2024-06-20.json", cols) == [
         ("in_1PreAaaaaaaaaaa", "sub_1PreAaaaaaaaaaa", "paid", "USD", 1999, 0, 0, 1999, 1999, None, True),
-        # tax 0 (top-level), total_discount_amounts 100, coupon from discount.coupon.id
-        ("in_1PreBbbbbbbbbbb", "sub_1PreAaaaaaaaaaa", "open", "USD", 1000, 100, 0, 900, 0, "SUMMER10", True),
+        # tax 0 (top-level), coupon from discount.coupon.id; the 100 of total_discount_amounts
+        # is already in the lines' discount_amounts, so the invoice-level remainder is 0
+        ("in_1PreBbbbbbbbbbb", "sub_1PreAaaaaaaaaaa", "open", "USD", 1000, 0, 0, 900, 0, "SUMMER10", True),
     ]  # fmt: skip
     assert rows("stripe_invoice.yaml", "stripe/invoices_2025-03-31.basil.json", cols) == [
         # subscription from parent.subscription_details.subscription
-        ("in_1BasJjjjjjjjjjj", "sub_1BasJjjjjjjjjjj", "paid", "JPY", 1000, 150, 0, 850, 1000, None, True),
+        ("in_1BasJjjjjjjjjjj", "sub_1BasJjjjjjjjjjj", "paid", "JPY", 1000, 0, 0, 850, 1000, None, True),
         # total_taxes[].amount 12000 -> tax; 50000 + 12000 = 62000 total
         ("in_1BasIiiiiiiiiii", None, "open", "ISK", 50000, 0, 12000, 62000, 0, None, True),
     ]  # fmt: skip
