@@ -26,7 +26,9 @@ def run(
 
     proj = load_project(project, out_dir)
     stream = io.StringIO() if quiet else None
-    result = pipeline.run(proj, fail_on=fail_on, log_format=log_format, log_stream=stream)
+    result = pipeline.run(
+        proj, fail_on=fail_on, log_format=log_format, log_stream=stream, show_pii=show_pii
+    )
     if not quiet and log_format == "text":
         _print_summary(result)
     return result

@@ -206,9 +206,10 @@ def run(
     fail_on: str = "fail",
     log_format: str = "text",
     log_stream: IO[str] | None = None,
+    show_pii: bool = False,
 ) -> RunResult:
     """The nightly run. Inputs are checked first (missing / stale -> exit 4 before any work)."""
-    from romirecon.report import write_error_report
+    from romirecon.report import write_all, write_error_report
     from romirecon.stages import sla
 
     started = datetime.now(UTC)
@@ -251,9 +252,14 @@ def run(
                 )  # fmt: skip
                 log.error("run.error", error=e.message, exit_code=int(e.exit_code))
                 raise
-            report, report_files = sla.run_and_write(
-                con, project, run_id, fail_on, started_at=started
-            )
+            report = sla.evaluate(
+                con, run_id, project.section("sla"), fail_on,
+                project=str(project.raw.get("name") or project.root.name),
+                started_at=started, sources={s.name: s.entity for s in project.sources},
+            )  # fmt: skip
+            if show_pii:
+                add_pii_display(con, report)
+            report_files = write_all(report, project.output_dir)
             by_reason = dict(
                 con.execute(
                     "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason"
@@ -275,3 +281,30 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
     """Leave the state database as the last finished run left it."""
     with contextlib.suppress(duckdb.Error):  # no transaction open
         con.execute("ROLLBACK")
+
+
+def add_pii_display(con: duckdb.DuckDBPyConnection, report: Any) -> None:
+    """--show-pii: name and email next to each top-cluster member (reports show ids otherwise)."""
+    keys = sorted(
+        {(c.entity, m.source_name, m.source_id) for c in report.top_clusters for m in c.members}
+    )
+    if not keys:
+        return
+    con.execute("CREATE OR REPLACE TEMP TABLE _pii_keys (entity VARCHAR, s VARCHAR, id VARCHAR)")
+    con.executemany("INSERT INTO _pii_keys VALUES (?, ?, ?)", keys)
+    found: dict[tuple[str, str, str], str] = {}
+    for entity in ("contact", "account"):
+        rows = con.execute(
+            f"""SELECT k.s, k.id, min(concat_ws(' ',
+                    coalesce(t.full_name, nullif(concat_ws(' ', t.first_name, t.last_name), ''),
+                             t.company),
+                    '<' || t.email || '>'))
+                FROM _pii_keys k JOIN {ident("stg_" + entity)} t
+                  ON k.entity = ? AND t.source_name = k.s AND t.source_id = k.id
+                GROUP BY ALL""",
+            [entity],
+        ).fetchall()
+        found.update({(entity, s, i): d for s, i, d in rows})
+    for c in report.top_clusters:
+        for m in c.members:
+            m.display = found.get((c.entity, m.source_name, m.source_id))

@@ -210,3 +210,21 @@ def test_hash_pii_replaces_emails_in_outputs(tmp_path: Path) -> None:
     # the same value hashes the same way on the next night (salt kept in the state folder)
     assert run_cli("run", "--project", str(proj)).returncode == 0
     assert (proj / "out" / "quarantine.csv").read_text() == out
+
+
+def test_reports_show_ids_unless_show_pii(tmp_path: Path) -> None:
+    row = "003A,ann.lee@corp.example,Lee,USD,2024-01-15T10:20:30Z\n"
+    proj = write_project(
+        tmp_path / "p",
+        [{"name": "sf", "system": "crm", "entity": "contact", "mapping": "mappings/c.yaml",
+          "path": "data/*.csv"}],
+        {"c": CONTACT_MAPPING},
+        # the same contact twice (an overlapping re-export): a duplicate cluster in the report
+        {"data/c.csv": "Id,Email,LastName,CurrencyIsoCode,CreatedDate\n" + row + row},
+    )  # fmt: skip
+    run_cli("run", "--project", str(proj))
+    for name in ("sla_report.html", "sla_report.json", "sla_report.md", "junit.xml"):
+        assert "ann.lee@corp.example" not in (proj / "out" / name).read_text(), name
+    assert "003A" in (proj / "out" / "sla_report.html").read_text()  # ids are shown
+    run_cli("run", "--project", str(proj), "--show-pii")
+    assert "ann.lee@corp.example" in (proj / "out" / "sla_report.html").read_text()

@@ -97,6 +97,7 @@ class ClusterMember:
     match_probability: float | None
     is_survivor: bool | None
     explanation: str | None
+    display: str | None = None  # name and email: only with --show-pii
 
 
 @dataclass

@@ -285,7 +285,8 @@ def render(report: Report) -> str:
                 prob = "" if m.match_probability is None else f"{m.match_probability:.4f}"
                 surv = "" if m.is_survivor is None else ("yes" if m.is_survivor else "no")
                 p.append(
-                    f"<tr><td>{e(m.source_name)}</td><td><code>{e(m.source_id)}</code></td>"
+                    f"<tr><td>{e(m.source_name)}</td><td><code>{e(m.source_id)}</code>"
+                    f"{(' ' + e(m.display)) if m.display else ''}</td>"
                     f'<td>{e(surv)}</td><td>{e(m.rule)}</td><td class="n">{e(prob)}</td>'
                     f"<td>{e(m.explanation)}</td></tr>"
                 )
