@@ -165,7 +165,10 @@ def analyse(con: duckdb.DuckDBPyConnection, project: Project, run_id: str, log: 
         )  # fmt: skip
         span.rows_out = _count(con, "revenue_daily")
     with log.stage("reconcile", con) as span:
-        reconcile.run(con, run_id, project.reporting_currency, project.section("reconcile"))
+        reconcile_cfg = project.section("reconcile")
+        if project.raw.get("as_of") and "as_of" not in reconcile_cfg:
+            reconcile_cfg["as_of"] = str(project.raw["as_of"])
+        reconcile.run(con, run_id, project.reporting_currency, reconcile_cfg)
         span.rows_out = _count(con, "reconciliation")
 
 
