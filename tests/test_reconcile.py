@@ -135,7 +135,9 @@ def test_entity_link_joins_systems(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("SELECT vendor || ':' || source_id, entity_id FROM entity_link").fetchall()
     )
     # lead -> contact (converted_to) -> Stripe customer (external_ref) <- NetSuite customer
-    assert ent["salesforce:L1"] == ent["salesforce:C1"] == ent["stripe:cus_1"] == ent["netsuite:NC3"]
+    assert (
+        ent["salesforce:L1"] == ent["salesforce:C1"] == ent["stripe:cus_1"] == ent["netsuite:NC3"]
+    )
     assert ent["stripe:cus_2"] == ent["netsuite:NC2"] != ent["stripe:cus_1"]
     assert ent["salesforce:C9"] == ent["salesforce:C9b"]  # dedup's golden id
     assert ent["salesforce:C9"] != ent["salesforce:C1"]
