@@ -132,3 +132,16 @@ def init(directory: Path, force: bool) -> None:
 
     path = api.init_project(directory, force=force)
     click.echo(f"wrote {path}")
+
+
+def _register_commands() -> None:
+    """Commands that live with their feature's package (their heavy imports stay lazy)."""
+    from romirecon.dedup.cli import dedupe, explain
+    from romirecon.generate.cli import generate
+    from romirecon.report.cli import history
+
+    for command in (dedupe, explain, generate, history):
+        main.add_command(command)
+
+
+_register_commands()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -40,8 +41,16 @@ def _validator(name: str) -> Any:
     return Draft202012Validator(schema(name), registry=registry)
 
 
-def did_you_mean(word: str, options: list[str] | set[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.6)
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """A hint naming the closest option: a case-insensitive match first, then difflib's."""
+    opts = sorted(set(options))
+    folded = [o for o in opts if o.lower() == word.lower() and o != word]
+    close = folded or difflib.get_close_matches(word, opts, n=1, cutoff=0.6)
+    if not close:
+        lower = {o.lower(): o for o in opts}
+        close = [
+            lower[c] for c in difflib.get_close_matches(word.lower(), list(lower), n=1, cutoff=0.6)
+        ]
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

@@ -12,6 +12,7 @@ import duckdb
 from romirecon.config import Project
 from romirecon.db import RunLock, open_state
 from romirecon.exitcodes import ExitCode, MissingInputError
+from romirecon.pii import quarantine_query
 from romirecon.publish import write_table
 from romirecon.stages import contract, ingest
 from romirecon.stages.common import add_metric, ensure_common_tables
@@ -135,8 +136,7 @@ def run(project: Project, fail_on: str = "fail") -> RunResult:
             out = project.output_dir
             written = write_table(
                 con,
-                "SELECT * EXCLUDE (run_id) FROM quarantine "
-                "ORDER BY source_name, source_file, source_row NULLS LAST, source_line",
+                quarantine_query(project, project.hash_pii),
                 out,
                 "quarantine",
                 project.output_formats,

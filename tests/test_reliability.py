@@ -183,3 +183,28 @@ def test_sigkill_at_random_points_never_corrupts(tmp_path: Path) -> None:
     r = run_cli("run", "--project", str(proj))
     assert r.returncode == 0, r.stderr  # stale lock taken over, state database recovered
     assert digest(out) == good  # equals an uninterrupted run
+
+
+def test_hash_pii_replaces_emails_in_outputs(tmp_path: Path) -> None:
+    mapping = {**CONTACT_MAPPING, "columns": {**CONTACT_MAPPING["columns"],
+                                               "email": {"from": "Email", "pattern": "[^@]+@[^@]+"}}}  # fmt: skip
+    csv_text = (
+        "Id,Email,LastName,CurrencyIsoCode,CreatedDate\n"
+        "1,secret.person@corp.example,,USD,2024-01-01\n"  # missing last name: quarantined
+        "2,not-an-email,Lee,USD,2024-01-01\n"  # pattern-mismatch on the email itself
+    )
+    proj = write_project(
+        tmp_path / "p",
+        [{"name": "c", "system": "crm", "entity": "contact", "mapping": "mappings/c.yaml",
+          "path": "data/*.csv"}],
+        {"c": mapping},
+        {"data/c.csv": csv_text},
+        outputs={"hash_pii": True},
+    )  # fmt: skip
+    assert run_cli("run", "--project", str(proj)).returncode == 0
+    out = (proj / "out" / "quarantine.csv").read_text()
+    assert "secret.person" not in out and "not-an-email" not in out
+    assert out.count("sha256:") == 3  # two records' Email fields + one value
+    # the same value hashes the same way on the next night (salt kept in the state folder)
+    assert run_cli("run", "--project", str(proj)).returncode == 0
+    assert (proj / "out" / "quarantine.csv").read_text() == out

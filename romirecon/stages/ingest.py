@@ -125,7 +125,12 @@ def detect_type(source: Source, path: Path) -> str:
 
 
 def _csv_options(fmt: dict, is_tsv: bool) -> str:
-    opts = ["all_varchar = true", "header = " + ("true" if fmt.get("header", True) else "false")]
+    opts = [
+        "all_varchar = true",
+        "header = " + ("true" if fmt.get("header", True) else "false"),
+        # exports carry long notes / descriptions: allow 64 MB lines instead of DuckDB's 2 MB
+        "max_line_size = 67108864",
+    ]
     delim = fmt.get("delimiter") or ("\t" if is_tsv else None)
     if delim:
         opts.append(f"delim = {literal(delim)}")
@@ -214,6 +219,25 @@ def _xlsx_arrow(path: Path, fmt: dict):  # -> pyarrow.Table
     table = table.cast(pa.schema([pa.field(f.name, pa.string()) for f in table.schema]))
     ords = pa.array(range(1, table.num_rows + 1), type=pa.int64())
     return table.append_column("_ord", ords)
+
+
+def _collect_rejects(con: duckdb.DuckDBPyConnection, scratch: str, rej: str, f: FileInfo) -> None:
+    """Lines the CSV reader rejected: one row per line (DuckDB reports one error per missing
+    column). A wrong encoding is a property of the file, not of a row: stop with a hint."""
+    bad = con.execute(
+        f"SELECT min(line) FROM {scratch} WHERE error_type::VARCHAR = 'INVALID ENCODING'"
+    ).fetchone()[0]
+    if bad is not None:
+        raise InputError(
+            f"{f.display}:{bad}: cannot read: the file is not valid UTF-8 "
+            "(set format.encoding: latin-1 or utf-16 for this source)"
+        )
+    con.execute(
+        f"INSERT INTO {ident(rej)} SELECT ?, line, min(error_type::VARCHAR), "
+        f"string_agg(DISTINCT error_message, '; ' ORDER BY error_message), min(csv_line) "
+        f"FROM {scratch} GROUP BY line ORDER BY line",
+        [f.display],
+    )
 
 
 def _normalized_newlines(path: Path, dest: Path) -> None:
@@ -315,11 +339,7 @@ def ingest_source(
                 scratch = f"_rej_{i}"
                 _load_delimited(con, kind, f, source.format, part, prov, scratch)
                 if kind != "parquet":
-                    con.execute(
-                        f"INSERT INTO {ident(rej)} SELECT ?, line, error_type::VARCHAR, error_message, "
-                        f"csv_line FROM {scratch} ORDER BY line",
-                        [f.display],
-                    )
+                    _collect_rejects(con, scratch, rej, f)
                     con.execute(f"DROP TABLE IF EXISTS {scratch}")
                     con.execute(f"DROP TABLE IF EXISTS {scratch}_scan")
         except duckdb.Error as e:

@@ -1,0 +1,175 @@
+"""SQL builders for the dedup stage (pure functions: names in, SQL text out).
+
+Record table `_dd_r`: `rid` (0..n-1 in provenance order), the staged columns, the normalized
+keys (party entities), `record_key` (what golden ids are remembered by: source name + source id,
+or a hash of the row when the export has no id), `completeness`, `is_evidence` (deleted or
+merged-away records: they join their master's cluster and never survive).
+
+Edges `_dd_edges(a, b, rule, priority, prob, explanation)`: every reason two records are one
+entity. Exact reasons link each record to the smallest record of its group (a star, not a clique).
+"""
+
+from __future__ import annotations
+
+from romirecon.sqlutil import ident, literal
+
+R = "_dd_r"
+EDGES = "_dd_edges"
+RULE_PRIORITY = {"whole_row": 0, "merge_pointer": 1, "exact": 2, "fuzzy": 3}
+
+# canonical column -> normalized column of norm_<entity> used for exact keys
+NORMALIZED_KEY = {
+    "email": "email_norm",
+    "phone": "phone_e164",
+    "company": "company_norm",
+    "website": "domain",
+    "first_name": "first_name_norm",
+    "last_name": "last_name_norm",
+    "full_name": "full_name_norm",
+    "street": "street_norm",
+    "city": "city_norm",
+    "postal_code": "postal_norm",
+    "country": "country_norm",
+}
+
+
+def row_json(columns: list[str]) -> str:
+    return "to_json({" + ", ".join(f"{literal(c)}: {ident(c)}" for c in columns) + "})"
+
+
+def record_table_sql(entity: str, columns: list[str], with_norm: bool) -> str:
+    """CREATE `_dd_r` from `stg_<entity>` (joined to `norm_<entity>` for party entities)."""
+    stg = ident("stg_" + entity)
+    has_del = "is_deleted" in columns
+    has_merge = "merged_into" in columns
+    evidence = (
+        " OR ".join(
+            x
+            for x in (
+                "coalesce(s.is_deleted, false)" if has_del else "",
+                "s.merged_into IS NOT NULL" if has_merge else "",
+            )
+            if x
+        )
+        or "false"
+    )
+    complete = " + ".join(f"(s.{ident(c)} IS NOT NULL)::INTEGER" for c in columns) or "0"
+    norm = (
+        f" LEFT JOIN {ident('norm_' + entity)} n USING (source_name, source_file, source_row)"
+        if with_norm
+        else ""
+    )
+    norm_cols = (
+        ", n.* EXCLUDE (source_name, source_file, source_row, source_id)" if with_norm else ""
+    )
+    hashed = _prefixed_hash(columns)
+    return (
+        f"CREATE OR REPLACE TEMP TABLE {R} AS SELECT "
+        "(row_number() OVER (ORDER BY s.source_name, s.source_file, s.source_row) - 1)::INTEGER "
+        f"AS rid, s.*{norm_cols}, "
+        f"s.source_name || ':' || coalesce(CAST(s.source_id AS VARCHAR), '#' || {hashed}) "
+        f"AS record_key, {hashed} AS row_hash, "
+        f"{complete} AS completeness, ({evidence}) AS is_evidence "
+        f"FROM {stg} s{norm} ORDER BY rid"
+    )
+
+
+def _prefixed_hash(columns: list[str]) -> str:
+    return "md5(to_json({" + ", ".join(f"{literal(c)}: s.{ident(c)}" for c in columns) + "}))"
+
+
+def edges_ddl() -> str:
+    return (
+        f"CREATE OR REPLACE TEMP TABLE {EDGES} (a INTEGER, b INTEGER, rule VARCHAR, "
+        "priority INTEGER, prob DOUBLE, explanation VARCHAR)"
+    )
+
+
+def star_edges_sql(partition: list[str], where: str, rule: str) -> str:
+    """Each record of a group (equal on `partition` expressions) linked to the group's first."""
+    part = ", ".join(partition)
+    pr = RULE_PRIORITY[rule.split(":")[0]]
+    return (
+        f"INSERT INTO {EDGES} SELECT rid, g, {literal(rule)}, {pr}, 1.0, NULL FROM ("
+        f"SELECT rid, min(rid) OVER (PARTITION BY {part}) AS g FROM {R} WHERE {where}) "
+        "WHERE rid <> g"
+    )
+
+
+def whole_row_sql() -> str:
+    return star_edges_sql(["source_name", "row_hash"], "true", "whole_row")
+
+
+def same_id_sql() -> str:
+    """One id twice in one source (overlapping exports of a record that changed between them)."""
+    return star_edges_sql(["source_name", "source_id"], "source_id IS NOT NULL", "exact:source_id")
+
+
+def key_expr(column: str, normalized: bool) -> str:
+    if normalized and column in NORMALIZED_KEY:
+        return ident(NORMALIZED_KEY[column])
+    return f"nullif(lower(trim(CAST({ident(column)} AS VARCHAR))), '')"
+
+
+def declared_key_sql(key: list[str], sources: list[str], normalized: bool) -> str:
+    exprs = [key_expr(c, normalized) for c in key]
+    if "source_id" in key:  # ids are per system: never equal across sources by accident
+        exprs.append("source_name")
+    where = " AND ".join(f"{e} IS NOT NULL" for e in exprs)
+    where += " AND source_name IN (" + ", ".join(literal(s) for s in sources) + ")"
+    return star_edges_sql(exprs, where, "exact:" + "+".join(key))
+
+
+def merge_pointer_sql(columns: list[str]) -> list[str]:
+    """Edges from Salesforce MasterRecordId / Lead.ConvertedContactId and HubSpot
+    hs_merged_object_ids, resolved within the same source system."""
+    out = []
+    pr = RULE_PRIORITY["merge_pointer"]
+    for col in ("merged_into", "converted_to"):
+        if col in columns:
+            out.append(
+                f"INSERT INTO {EDGES} SELECT c.rid, m.rid, 'merge_pointer', {pr}, 1.0, NULL "
+                f"FROM {R} c JOIN {R} m ON CAST(c.{ident(col)} AS VARCHAR) = "
+                "CAST(m.source_id AS VARCHAR) AND c.source_system IS NOT DISTINCT FROM "
+                "m.source_system AND c.rid <> m.rid"
+            )
+    if "merged_ids" in columns:
+        out.append(
+            f"INSERT INTO {EDGES} SELECT c.rid, m.rid, 'merge_pointer', {pr}, 1.0, NULL "
+            f"FROM (SELECT rid, source_system, unnest(merged_ids) AS mid FROM {R}) c "
+            f"JOIN {R} m ON m.source_id = c.mid AND c.source_system IS NOT DISTINCT FROM "
+            "m.source_system AND c.rid <> m.rid"
+        )
+    return out
+
+
+def external_ref_sql() -> str:
+    """A record carrying another system's id of the same party (a Stripe id on a CRM contact)."""
+    pr = RULE_PRIORITY["exact"]
+    return (
+        f"INSERT INTO {EDGES} SELECT a.rid, b.rid, 'exact:external_ref', {pr}, 1.0, NULL "
+        f"FROM {R} a JOIN {R} b ON a.external_ref = b.source_id "
+        "AND a.source_name <> b.source_name"
+    )
+
+
+def survivor_order(priority_sql: str, order: list[str], columns: list[str]) -> str:
+    """ORDER BY terms choosing a cluster's survivor / a golden value: live records first, then
+    the configured rules, then provenance as a total tie-break."""
+    terms = ["is_evidence"]
+    for rule in order:
+        if rule == "source_priority":
+            terms.append(priority_sql)
+        elif rule == "most_recent":
+            terms += [f"{c} DESC NULLS LAST" for c in ("updated_at", "created_at") if c in columns]
+        elif rule == "most_complete":
+            terms.append("completeness DESC")
+    terms += ["source_name", "source_file", "source_row"]
+    return ", ".join(terms)
+
+
+def priority_case(priority: dict[str, int]) -> str:
+    if not priority:
+        return "0"
+    whens = " ".join(f"WHEN {literal(k)} THEN {int(v)}" for k, v in sorted(priority.items()))
+    return f"(CASE source_name {whens} ELSE {max(priority.values()) + 1} END)"

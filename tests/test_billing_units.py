@@ -1,0 +1,273 @@
+"""Billing stage: settings, contract columns, and the rules the YAML cases do not isolate."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import duckdb
+import pytest
+
+from romirecon.exitcodes import ConfigError
+from romirecon.stages import billing
+from romirecon.stages.common import entity_table_ddl
+
+TABLES = (
+    "invoice",
+    "invoice_line",
+    "credit_note",
+    "refund",
+    "subscription",
+    "billing_event",
+    "fx_rate",
+)
+T = dt.datetime
+
+
+def _con(**rows: list[dict[str, Any]]) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    for e in TABLES:
+        con.execute(entity_table_ddl(e))
+        for i, r in enumerate(rows.get(e, []), start=1):
+            full = {
+                "source_name": f"src_{e}",
+                "source_vendor": "stripe",
+                "source_file": "f.csv",
+                "source_row": i,
+                **r,
+            }
+            cols = ", ".join(full)
+            con.execute(
+                f"INSERT INTO stg_{e} ({cols}) VALUES ({', '.join('?' * len(full))})",
+                list(full.values()),
+            )
+    return con
+
+
+def _inv(i: str, cust: str, status: str = "paid", **kw: Any) -> dict[str, Any]:
+    return {
+        "source_id": i,
+        "customer_id": cust,
+        "status": status,
+        "currency": "usd",
+        "created_at": T(2024, 1, 1),
+        **kw,
+    }
+
+
+def _line(i: str, inv: str, amount: int, start: T, end: T, **kw: Any) -> dict[str, Any]:
+    return {
+        "source_id": i,
+        "invoice_id": inv,
+        "currency": "usd",
+        "amount": amount,
+        "period_start": start,
+        "period_end": end,
+        **kw,
+    }
+
+
+def test_settings_errors_are_listed_together() -> None:
+    with pytest.raises(ConfigError) as e:
+        billing.parse_settings(
+            {"uncolectible": "x", "adjustment_timing": "soon", "fx_max_fallback_days": -1}
+        )
+    details = e.value.details
+    assert any("uncolectible" in d and "did you mean 'uncollectible'" in d for d in details)
+    assert any("adjustment_timing" in d and "line-period" in d for d in details)
+    assert any("fx_max_fallback_days" in d for d in details)
+    assert len(details) == 3
+
+
+def test_settings_defaults() -> None:
+    s = billing.parse_settings(None)
+    assert (s.fx_max_fallback_days, s.uncollectible, s.adjustment_timing) == (
+        7,
+        "write-off",
+        "line-period",
+    )
+
+
+def test_revenue_contract_columns_and_types() -> None:
+    con = _con(
+        invoice=[_inv("in_1", "c1")],
+        invoice_line=[_line("il_1", "in_1", 1000, T(2024, 1, 1), T(2024, 1, 2))],
+    )
+    billing.run(con, "r", "USD", {})
+    types = dict(
+        con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'revenue'"
+        ).fetchall()
+    )
+    assert types["month"] == "DATE"
+    assert types["amount_minor"] == "BIGINT"
+    assert types["amount_reporting"] == "DECIMAL(38,2)"
+    assert types["fx_rate"] == "DECIMAL(38,10)"
+    for col in ("customer_id", "entity_id", "currency", "lines"):
+        assert col in types
+    # JPY reporting: rounded to whole yen
+    con2 = _con(
+        invoice=[_inv("in_1", "c1")],
+        invoice_line=[_line("il_1", "in_1", 1000, T(2024, 1, 1), T(2024, 1, 2))],
+    )
+    billing.run(con2, "r", "JPY", {})
+    t2 = con2.execute("SELECT typeof(amount_reporting) FROM revenue").fetchone()
+    assert t2 == ("DECIMAL(38,0)",)
+
+
+@pytest.mark.parametrize(
+    ("mode", "want"), [("write-off", [(0, 1, 1)]), ("revenue", [(2000, 1, 0)]), ("exclude", [])]
+)
+def test_uncollectible_modes(mode: str, want: list[tuple[int, int, int]]) -> None:
+    con = _con(
+        invoice=[_inv("in_u", "c1", "uncollectible", total=2000, amount_paid=0)],
+        invoice_line=[_line("il_u", "in_u", 2000, T(2024, 1, 1), T(2024, 1, 2))],
+    )
+    billing.run(con, "r", "USD", {"uncollectible": mode})
+    assert con.execute("SELECT amount_minor, lines, adjustments FROM revenue").fetchall() == want
+
+
+def test_lineless_invoice_is_one_line_over_its_period_or_day() -> None:
+    # NetSuite-style invoices without line detail: subtotal spread over the invoice period,
+    # or booked on the invoice date when there is no period.
+    con = _con(
+        invoice=[
+            _inv(
+                "NS-1",
+                "c1",
+                subtotal=6000,
+                discount=0,
+                tax=600,
+                period_start=T(2024, 1, 1),
+                period_end=T(2024, 1, 4),
+            ),
+            _inv("NS-2", "c2", "open", subtotal=999, created_at=T(2024, 2, 29, 17, 0)),
+        ]
+    )
+    billing.run(con, "r", "USD", {})
+    assert con.execute(
+        "SELECT customer_id, day, amount_minor FROM revenue_daily ORDER BY customer_id, day"
+    ).fetchall() == [
+        ("c1", dt.date(2024, 1, 1), 2000),  # 6000 / 3 days; tax 600 not revenue
+        ("c1", dt.date(2024, 1, 2), 2000),
+        ("c1", dt.date(2024, 1, 3), 2000),
+        ("c2", dt.date(2024, 2, 29), 999),
+    ]
+    assert con.execute("SELECT line_id, synthetic FROM revenue_event ORDER BY 1").fetchall() == [
+        ("invoice:NS-1", True),
+        ("invoice:NS-2", True),
+    ]
+
+
+def test_entity_id_from_entity_xref() -> None:
+    con = _con(
+        invoice=[_inv("in_1", "cus_1"), _inv("in_2", "cus_2")],
+        invoice_line=[
+            _line("il_1", "in_1", 100, T(2024, 1, 1), T(2024, 1, 2)),
+            _line("il_2", "in_2", 200, T(2024, 1, 1), T(2024, 1, 2)),
+        ],
+    )
+    con.execute(
+        "CREATE TABLE entity_xref (entity VARCHAR, source_name VARCHAR, source_id VARCHAR, golden_id VARCHAR)"
+    )
+    con.execute(entity_table_ddl("contact"))
+    con.execute(
+        "INSERT INTO stg_contact (source_id, source_name, source_vendor) VALUES ('cus_1', 'stripe_customers', 'stripe')"
+    )
+    con.execute(
+        "INSERT INTO entity_xref VALUES ('contact', 'stripe_customers', 'cus_1', 'G-42'), ('contact', 'hubspot', 'cus_2', 'G-99')"
+    )
+    billing.run(con, "r", "USD", {})
+    # cus_2's xref row is from another system (hubspot): an id collision, not a match
+    assert con.execute("SELECT customer_id, entity_id FROM revenue ORDER BY 1").fetchall() == [
+        ("cus_1", "G-42"),
+        ("cus_2", None),
+    ]
+
+
+def test_test_mode_missing_invoice_and_unknown_status() -> None:
+    con = _con(
+        invoice=[_inv("in_test", "c1", livemode=False), _inv("in_odd", "c2", "pending")],
+        invoice_line=[
+            _line("il_test", "in_test", 100, T(2024, 1, 1), T(2024, 1, 2)),
+            _line("il_odd", "in_odd", 100, T(2024, 1, 1), T(2024, 1, 2)),
+            _line("il_orphan", "in_gone", 100, T(2024, 1, 1), T(2024, 1, 2)),
+        ],
+    )
+    billing.run(con, "r", "USD", {})
+    assert con.execute("SELECT count(*) FROM revenue").fetchone() == (0,)
+    assert con.execute("SELECT code, record_id FROM finding ORDER BY code").fetchall() == [
+        ("invoice-missing", "il_orphan"),
+        ("invoice-status-unknown", "in_odd"),
+    ]
+    # with livemode_only off, the test-mode invoice counts
+    billing.run(con, "r", "USD", {"livemode_only": False})
+    assert con.execute("SELECT customer_id, amount_minor FROM revenue").fetchall() == [("c1", 100)]
+
+
+def test_refund_without_invoice_is_booked_on_its_date_with_a_finding() -> None:
+    con = _con(
+        refund=[
+            {
+                "source_id": "re_1",
+                "customer_id": "c1",
+                "status": "succeeded",
+                "currency": "usd",
+                "amount": 700,
+                "created_at": T(2024, 3, 5, 9),
+            },
+            {
+                "source_id": "re_2",
+                "customer_id": "c1",
+                "status": "failed",
+                "currency": "usd",
+                "amount": 900,
+                "created_at": T(2024, 3, 5, 9),
+            },
+        ]
+    )
+    billing.run(con, "r", "USD", {})
+    assert con.execute(
+        "SELECT month, customer_id, amount_minor, lines, adjustments FROM revenue"
+    ).fetchall() == [(dt.date(2024, 3, 1), "c1", -700, 0, 1)]
+    assert con.execute("SELECT code, record_id FROM finding").fetchall() == [
+        ("adjustment-unlinked", "re_1")
+    ]
+    assert con.execute(
+        "SELECT document_id, counted, not_counted_reason FROM revenue_adjustment ORDER BY 1"
+    ).fetchall() == [("re_1", True, None), ("re_2", False, "status:failed")]
+
+
+def test_reexported_invoice_latest_state_wins() -> None:
+    # exported open on day 1, void on day 2: the void copy (later updated_at) is kept
+    con = _con(
+        invoice=[
+            _inv("in_1", "c1", "open", updated_at=T(2024, 1, 1), source_file="day1.csv"),
+            _inv("in_1", "c1", "void", updated_at=T(2024, 1, 2), source_file="day2.csv"),
+        ],
+        invoice_line=[_line("il_1", "in_1", 100, T(2024, 1, 1), T(2024, 1, 2))],
+    )
+    billing.run(con, "r", "USD", {})
+    assert con.execute("SELECT count(*) FROM revenue").fetchone() == (0,)
+    assert con.execute(
+        "SELECT entity, source_file, kept_source_file, reason FROM billing_duplicate"
+    ).fetchall() == [("invoice", "day1.csv", "day2.csv", "reexport")]
+
+
+def test_amount_reporting_rounds_once_half_even() -> None:
+    # EUR 0.03 over 3 days = 0.01/day at 1.5 USD: exact 3 x 0.015 = 0.045, a tie at 2 decimals.
+    # Rounded once, half-to-even: 0.04. (Half-up would give 0.05; rounding each day first would
+    # give 3 x 0.02 = 0.06.)
+    con = _con(
+        invoice=[_inv("in_1", "c1", currency="eur")],
+        invoice_line=[_line("il_1", "in_1", 3, T(2024, 3, 1), T(2024, 3, 4), currency="eur")],
+        fx_rate=[
+            {"date": dt.date(2024, 3, d), "base": "EUR", "quote": "USD", "rate": Decimal("1.5")}
+            for d in (1, 2, 3)
+        ],
+    )
+    billing.run(con, "r", "USD", {})
+    assert con.execute("SELECT amount_minor, amount_reporting FROM revenue").fetchall() == [
+        (3, Decimal("0.04"))
+    ]

@@ -1,0 +1,96 @@
+"""Connected components, the giant-cluster guard, and SQL blocking."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+
+from romirecon.dedup import blocking
+from romirecon.dedup.cluster import cluster, connected_components
+from romirecon.dedup.spec import BlockingRule
+
+
+def test_components_label_is_smallest_member() -> None:
+    # edges 5-3, 3-1 (a chain), 4-6; 0, 2 and 7 alone
+    labels = connected_components(8, np.array([5, 3, 6]), np.array([3, 1, 4]))
+    assert labels.tolist() == [0, 1, 2, 1, 4, 1, 4, 7]
+
+
+def test_components_long_chain() -> None:
+    n = 1000
+    a = np.arange(n - 1)[::-1]  # edges listed from the far end
+    labels = connected_components(n, a, a + 1)
+    assert (labels == 0).all()
+
+
+def test_guard_splits_giant_cluster_on_weak_links() -> None:
+    # two 3-record cliques with strong edges (weight 10) joined by one weak edge (weight 1);
+    # with max size 4 the joined cluster of 6 is split back at the weak edge
+    left = np.array([0, 0, 1, 3, 3, 4, 2])
+    right = np.array([1, 2, 2, 4, 5, 5, 3])
+    weight = np.array([10, 10, 10, 10, 10, 10, 1.0])
+    labels, report = cluster(6, left, right, weight, min_weight=0.0, max_size=4)
+    assert labels.tolist() == [0, 0, 0, 3, 3, 3]
+    assert report.oversized == 1 and report.split_rounds == 1 and report.left_single == 0
+    labels, _ = cluster(6, left, right, weight, min_weight=0.0, max_size=6)
+    assert labels.tolist() == [0] * 6
+
+
+def _records(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        "CREATE TABLE rec AS SELECT * FROM (VALUES "
+        "(0, 'smith', 'john', 'a'), (1, 'smith', 'john', 'b'), (2, 'smith', 'jon', 'a'), "
+        "(3, 'jones', 'mary', 'c'), (4, 'jones', NULL, 'c'), (5, NULL, 'x', 'd')) "
+        "t(rid, f0, f1, f2)"
+    )
+
+
+def test_candidate_pairs_union_each_pair_once() -> None:
+    con = duckdb.connect()
+    _records(con)
+    cols = {"last": "f0", "first": "f1", "zip": "f2"}
+    rules = [BlockingRule(("last", "first")), BlockingRule(("last",)), BlockingRule(("zip",))]
+    left, right, rule, stats = blocking.candidate_pairs(con, "rec", 6, rules, cols, 100)
+    # last+first: (0,1). last: (0,1) (0,2) (1,2) (3,4). zip: (0,2) (3,4).
+    pairs = list(zip(left.tolist(), right.tolist(), strict=True))
+    assert pairs == [(0, 1), (0, 2), (1, 2), (3, 4)]
+    assert rule.tolist() == [0, 1, 1, 1]  # tagged with the first rule that produced it
+    assert [(s.pairs, s.new_pairs) for s in stats] == [(1, 1), (4, 3), (2, 0)]
+
+
+def test_block_size_cap_skips_and_reports() -> None:
+    con = duckdb.connect()
+    _records(con)
+    # the 'smith' block has 3 records: above a cap of 2 it is skipped; 'jones' (2) stays
+    left, right, _, stats = blocking.candidate_pairs(
+        con, "rec", 6, [BlockingRule(("last",))], {"last": "f0"}, 2
+    )
+    assert list(zip(left.tolist(), right.tolist(), strict=True)) == [(3, 4)]
+    assert (stats[0].skipped_blocks, stats[0].skipped_records) == (1, 3)
+
+
+def test_prefix_key() -> None:
+    con = duckdb.connect()
+    _records(con)
+    left, right, _, _ = blocking.candidate_pairs(
+        con, "rec", 6, [BlockingRule(("first[:2]",))], {"first": "f1"}, 100
+    )
+    # 'jo' prefixes: records 0, 1 (john) and 2 (jon)
+    assert list(zip(left.tolist(), right.tolist(), strict=True)) == [(0, 1), (0, 2), (1, 2)]
+
+
+def test_choose_rules_skips_costly_and_superset_rules() -> None:
+    con = duckdb.connect()
+    # 'grp' puts all 200 records in one block (19,900 pairs); 'email' is unique but for 10 pairs
+    con.execute(
+        "CREATE TABLE rec AS SELECT range::INTEGER AS rid, 'g' AS f0, "
+        "'e' || (range // 2 * (range < 20)::INTEGER + range * (range >= 20)::INTEGER) AS f1 "
+        "FROM range(200)"
+    )
+    chosen, est = blocking.choose_rules(
+        con, "rec", 200, ["grp", "email"], {"grp": "f0", "email": "f1"}, 5000, 4.0
+    )
+    # budget max(4 * 200, 10_000) = 10_000 pairs: grp (19,900) is too costly; email (10) is
+    # taken; grp+email is a superset of email and so redundant
+    assert [r.keys for r in chosen] == [("email",)]
+    assert dict(est)["email"] == 10.0 and dict(est)["grp"] == 19900.0

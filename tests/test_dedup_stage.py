@@ -1,0 +1,237 @@
+"""The dedup pipeline stage on staged tables built here (ingest/contract are not needed)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import duckdb
+import pytest
+
+from romirecon.stages import dedup, normalize
+from romirecon.stages.common import entity_table_ddl
+
+COLS = (
+    "source_name, source_system, source_file, source_row, source_id, email, first_name, "
+    "last_name, phone, company, merged_into, is_deleted, updated_at, external_ref"
+)
+
+# fmt: off
+ROWS: list[tuple[Any, ...]] = [
+    ("sf", "crm", "c.csv", 1, "003A", "ann.lee@acme.com", "Ann", "Lee", "+1 415 555 0101", "Acme Inc", None, False, "2024-01-02", None),
+    ("sf", "crm", "c.csv", 2, "003B", "ann.lee@acme.com", "Anne", "Lee", None, "Acme", None, False, "2024-03-01", None),
+    ("sf", "crm", "c.csv", 3, "003C", None, "Ann", "Lee", None, None, "003A", False, "2024-06-01", None),
+    ("sf", "crm", "c2.csv", 1, "003A", "ann.lee@acme.com", "Ann", "Lee", "+1 415 555 0101", "Acme Inc", None, False, "2024-01-02", None),
+    ("stripe", "billing", "s.csv", 1, "cus_1", " ANN.LEE@ACME.COM", None, None, None, None, None, False, "2024-02-01", None),
+    ("stripe", "billing", "s.csv", 2, "cus_2", "bob@x.io", "Bob", "Stone", None, None, None, False, "2024-02-01", None),
+    ("erp", "erp", "e.csv", 1, "C-9", "b.stone@y.io", "Bob", "Stone", "415-555-0199", "Y Ltd", None, False, None, "cus_2"),
+    ("erp", "erp", "e.csv", 2, "C-10", "zed@z.io", "Zed", "Zulu", None, None, None, False, None, None),
+    ("erp", "erp", "e.csv", 3, "C-11", "kim@k.io", "Kim", "Ko", None, None, None, True, "2025-01-01", None),
+    ("stripe", "billing", "s.csv", 3, "cus_3", "kim@k.io", "Kim", None, None, None, None, False, "2020-01-01", None),
+]
+# fmt: on
+KEYS = {"sf": [["email"]], "stripe": [["email"]], "erp": [["email"]]}
+SETTINGS = {"source_priority": ["erp", "sf", "stripe"], "fuzzy": False}
+
+
+def _insert(con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]]) -> None:
+    ph = ", ".join(["?"] * len(rows[0]))
+    con.executemany(f"INSERT INTO stg_contact ({COLS}) VALUES ({ph})", [list(r) for r in rows])
+
+
+def _run(
+    con: duckdb.DuckDBPyConnection, run_id: str, settings: dict[str, Any] | None = None
+) -> None:
+    normalize.run(con, run_id)
+    dedup.run(con, run_id, settings or SETTINGS, KEYS)
+
+
+def _xref(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str, int], tuple[Any, ...]]:
+    rows = con.execute(
+        "SELECT source_name, source_file, source_row, golden_id, rule, is_survivor "
+        "FROM entity_xref WHERE entity = 'contact'"
+    ).fetchall()
+    return {(r[0], r[1], r[2]): r[3:] for r in rows}
+
+
+@pytest.fixture
+def con() -> duckdb.DuckDBPyConnection:
+    c = duckdb.connect()
+    c.execute(entity_table_ddl("contact"))
+    _insert(c, ROWS)
+    return c
+
+
+def test_exact_evidence_rules_and_clusters(con: duckdb.DuckDBPyConnection) -> None:
+    _run(con, "r1")
+    x = _xref(con)
+    ann = x[("sf", "c.csv", 2)][0]
+    # Ann: 003A twice (whole row), 003C merged into 003A, cus_1 by normalized email
+    assert {k for k, v in x.items() if v[0] == ann} == {
+        ("sf", "c.csv", 1),
+        ("sf", "c.csv", 2),
+        ("sf", "c.csv", 3),
+        ("sf", "c2.csv", 1),
+        ("stripe", "s.csv", 1),
+    }
+    assert x[("sf", "c.csv", 1)][1] == "whole_row"
+    assert x[("sf", "c.csv", 3)][1] == "merge_pointer"
+    assert x[("stripe", "s.csv", 1)][1] == "exact:email"
+    # Bob: the ERP record carries the Stripe id
+    assert x[("stripe", "s.csv", 2)][0] == x[("erp", "e.csv", 1)][0]
+    assert x[("stripe", "s.csv", 2)][1] == "exact:external_ref"
+    # Zed alone
+    assert x[("erp", "e.csv", 2)][1:] == ("original", True)
+
+
+def test_survivorship(con: duckdb.DuckDBPyConnection) -> None:
+    _run(con, "r1")
+    x = _xref(con)
+    # Ann's live records: sf (priority 1) beats stripe (2); among sf, 003B is the most recent
+    # (2024-03-01); 003C is newer but merged away, so it is evidence, never the survivor
+    assert x[("sf", "c.csv", 2)][1:] == ("original", True)
+    assert x[("sf", "c.csv", 3)][2] is False
+    # Kim: ERP has the top priority but its record is deleted: the Stripe record survives
+    assert x[("stripe", "s.csv", 3)][1:] == ("original", True)
+    assert x[("erp", "e.csv", 3)][2] is False
+    g = con.execute(
+        "SELECT email, first_name, phone, company, survivor_source_id, n_records, source_names "
+        "FROM golden_contact WHERE golden_id = ?",
+        [x[("sf", "c.csv", 2)][0]],
+    ).fetchall()[0]
+    # first non-NULL value in survivor order: 003B (email, Anne, company Acme) then 003A phone
+    assert g == ("ann.lee@acme.com", "Anne", "+1 415 555 0101", "Acme", "003B", 5, ["sf", "stripe"])
+
+
+def test_duplicates_table(con: duckdb.DuckDBPyConnection) -> None:
+    _run(con, "r1")
+    rows = con.execute(
+        "SELECT source_name, source_file, source_row, rule, matched_source_id, survivor_source_id "
+        "FROM duplicates ORDER BY source_name, source_file, source_row"
+    ).fetchall()
+    # 10 records, 4 golden entities (Ann, Bob, Zed, Kim): 6 non-survivors
+    assert rows == [
+        ("erp", "e.csv", 3, "exact:email", "cus_3", "cus_3"),
+        ("sf", "c.csv", 1, "whole_row", "003A", "003B"),
+        ("sf", "c.csv", 3, "merge_pointer", "003A", "003B"),
+        ("sf", "c2.csv", 1, "whole_row", "003A", "003B"),
+        ("stripe", "s.csv", 1, "exact:email", "003A", "003B"),
+        ("stripe", "s.csv", 2, "exact:external_ref", "C-9", "C-9"),
+    ]
+
+
+def test_metrics(con: duckdb.DuckDBPyConnection) -> None:
+    _run(con, "r1")
+    got = {
+        (r[0], r[1]): (r[2], r[3], r[4])
+        for r in con.execute(
+            "SELECT source_name, name, value, numerator, denominator FROM metric "
+            "WHERE stage = 'dedup' AND entity = 'contact'"
+        ).fetchall()
+    }
+    # whole entity: 10 rows, 4 golden ids -> (10 - 4) / 10; groups Ann(5) Bob(2) Kim(2)
+    assert got[(None, "duplicate_rate")] == (0.6, 6.0, 10.0)
+    assert got[(None, "duplicate_groups")][0] == 3.0
+    assert got[(None, "duplicate_rows")][0] == 9.0
+    # sf alone: 4 rows all Ann -> (4 - 1) / 4; stripe: 3 rows, 3 golden ids -> 0
+    assert got[("sf", "duplicate_rate")] == (0.75, 3.0, 4.0)
+    assert got[("sf", "duplicate_rows")][0] == 4.0
+    assert got[("stripe", "duplicate_rate")] == (0.0, 0.0, 3.0)
+    assert got[("erp", "duplicate_groups")][0] == 0.0
+
+
+def test_golden_ids_stable_when_a_record_is_added(con: duckdb.DuckDBPyConnection) -> None:
+    _run(con, "r1")
+    before = _xref(con)
+    # fmt: off
+    _insert(con, [
+        ("stripe", "billing", "s.csv", 4, "cus_4", "zed@z.io", "Zed", None, None, None, None, False, None, None),
+        ("stripe", "billing", "s.csv", 5, "cus_5", "new@n.io", "New", "Person", None, None, None, False, None, None),
+    ])
+    # fmt: on
+    _run(con, "r2")
+    after = _xref(con)
+    for key, (gid, _, _) in before.items():
+        assert after[key][0] == gid, key
+    # the new Zed record joins Zed's golden entity; the new person gets an unused id
+    assert after[("stripe", "s.csv", 4)][0] == before[("erp", "e.csv", 2)][0]
+    assert after[("stripe", "s.csv", 5)][0] not in {v[0] for v in before.values()}
+    n_map = con.execute("SELECT count(*) FROM golden_id_map").fetchall()[0][0]
+    # record keys: 003A (twice, one key), 003B, 003C, cus_1..5, C-9, C-10, C-11 -> 11
+    assert n_map == 11
+
+
+def test_other_entities_dedupe_on_declared_keys() -> None:
+    con = duckdb.connect()
+    con.execute(entity_table_ddl("billing_event"))
+    con.executemany(
+        "INSERT INTO stg_billing_event (source_name, source_system, source_file, source_row, "
+        "source_id, idempotency_key) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            ["events", "billing", "a.json", 1, "evt_1", "k1"],
+            ["events", "billing", "b.json", 1, "evt_1", "k1"],  # overlapping export
+            ["events", "billing", "b.json", 2, "evt_2", "k1"],  # retried request
+            ["events", "billing", "b.json", 3, "evt_3", "k3"],
+        ],
+    )
+    dedup.run(con, "r1", {}, {"events": [["idempotency_key"]]})
+    rows = con.execute(
+        "SELECT source_file, source_row, rule, golden_id FROM entity_xref "
+        "WHERE entity = 'billing_event' ORDER BY source_file, source_row"
+    ).fetchall()
+    assert [r[2] for r in rows] == ["original", "whole_row", "exact:idempotency_key", "original"]
+    assert len({r[3] for r in rows[:3]}) == 1 and rows[3][3] != rows[0][3]
+
+
+def test_unknown_match_key_is_a_config_error(con: duckdb.DuckDBPyConnection) -> None:
+    from romirecon.exitcodes import ConfigError
+
+    normalize.run(con, "r1")
+    with pytest.raises(ConfigError, match="emial"):
+        dedup.run(con, "r1", SETTINGS, {"sf": [["emial"]]})
+
+
+def test_fuzzy_links_across_systems() -> None:
+    from benchmarks.dedup_bench import generate
+
+    recs, truth = generate(1500, seed=11)
+    con = duckdb.connect()
+    con.execute(entity_table_ddl("contact"))
+    con.register("gen", recs.to_arrow())
+    con.register("truth", truth.to_arrow())
+    # spread records over three systems: the same person may be a CRM lead, an ERP customer
+    # and a billing customer
+    con.execute(
+        "INSERT INTO stg_contact (source_name, source_system, source_file, source_row, source_id, "
+        "first_name, last_name, email, phone, street, city, postal_code, company, country) "
+        "SELECT ['crm', 'erp', 'billing'][id % 3 + 1], ['crm', 'erp', 'billing'][id % 3 + 1], "
+        "'f.csv', id, CAST(id AS VARCHAR), first_name, last_name, email, phone, address, city, "
+        "postcode, company, 'US' FROM gen"
+    )
+    _run(con, "r1", {"threshold": 0.9})
+    # cluster pairs vs true pairs, computed independently of the stage
+    tp, pred = con.execute(
+        "WITH x AS (SELECT CAST(source_id AS BIGINT) AS id, golden_id FROM entity_xref) "
+        "SELECT count(*) FILTER (WHERE ta.entity = tb.entity), count(*) FROM x a JOIN x b "
+        "ON a.golden_id = b.golden_id AND a.id < b.id JOIN truth ta ON ta.id = a.id "
+        "JOIN truth tb ON tb.id = b.id"
+    ).fetchall()[0]
+    true_pairs = con.execute(
+        "SELECT sum(n * (n - 1) / 2) FROM (SELECT count(*) AS n FROM truth GROUP BY entity)"
+    ).fetchall()[0][0]
+    assert tp / pred > 0.97 and tp / true_pairs > 0.9
+    ex = con.execute(
+        "SELECT match_probability, explanation, source_system, matched_source_name "
+        "FROM duplicates WHERE rule = 'fuzzy' LIMIT 50"
+    ).fetchall()
+    assert ex and all(p >= 0.9 for p, *_ in ex)
+    e = json.loads(ex[0][1])
+    assert "match_weight" in e and e["first_name_norm"]["label"] in (
+        "null",
+        "else",
+        "jaro_winkler>=0.80",
+        "jaro_winkler>=0.92",
+        "exact",
+    )
+    # at least one fuzzy link joins two different systems
+    assert any(s != m for _, _, s, m in ex)

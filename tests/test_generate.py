@@ -1,0 +1,305 @@
+"""The synthetic estate generator: truth consistency, determinism, duplication vectors, formats."""
+
+from __future__ import annotations
+
+import glob
+import json
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from romirecon.cli import main
+from romirecon.generate import SOURCES, generate_estate
+from romirecon.generate.truth import round_half_even, spread_by_month
+from romirecon.generate.util import day_number, salesforce_ids
+
+VECTORS = {"sync_race", "mapping_error", "manual_entry", "api_retry", "batch_overlap", "merged"}
+
+
+@pytest.fixture(scope="module")
+def estate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("estate")
+    generate_estate(out, customers=400, seed=11, dup_rate=0.2)
+    return out
+
+
+def _file_rows(path: Path) -> int:
+    """Records in an export, counted by reading the file back (not from the generator)."""
+    if path.suffix == ".json":
+        return len(json.loads(path.read_text())["data"])
+    if path.suffix == ".jsonl":
+        return sum(1 for line in path.read_text().splitlines() if line.strip())
+    text = path.read_text().splitlines()
+    if "linkedin_ads" in str(path):
+        text = text[4:]  # the report preamble
+    return len(pl.read_csv(("\n".join(text) + "\n").encode(), infer_schema=False))
+
+
+def test_every_record_has_an_entity_and_rows_match_the_files(estate: Path) -> None:
+    rec = pl.read_parquet(estate / "truth/records.parquet")
+    assert rec["entity_id"].null_count() == 0
+    assert (rec["entity_id"].str.len_chars() > 0).all()
+    assert rec.select("source_file", "source_row").is_duplicated().sum() == 0
+    per_file = dict(rec.group_by("source_file").len().iter_rows())
+    for rel, n in per_file.items():
+        assert _file_rows(estate / rel) == n, rel
+        # rows are numbered 1..n in file order
+        rows = rec.filter(pl.col("source_file") == rel)["source_row"].sort().to_list()
+        assert rows == list(range(1, n + 1))
+
+
+def test_clusters_partition_the_duplicated_records(estate: Path) -> None:
+    rec = pl.read_parquet(estate / "truth/records.parquet")
+    clusters = pl.read_parquet(estate / "truth/clusters.parquet")
+    members = clusters.explode("members").unnest("members")
+    # every member once, in exactly one cluster
+    assert members.select("source_file", "source_row").is_duplicated().sum() == 0
+    multi = rec.filter(pl.col("entity_id").is_duplicated())
+    key = ["source", "source_file", "source_row"]
+    assert members.select(key).sort(key).equals(multi.select(key).sort(key))
+    # and each member sits in the cluster of its own entity
+    joined = members.join(rec.select(*key, record_entity="entity_id"), on=key)
+    assert joined.height == members.height
+    assert (joined["entity_id"] == joined["record_entity"]).all()
+    assert dict(clusters.select("entity_id", "n_records").iter_rows()) == dict(
+        multi.group_by("entity_id").len().iter_rows()
+    )
+
+
+def test_every_duplication_vector_is_injected_and_labelled(estate: Path) -> None:
+    rec = pl.read_parquet(estate / "truth/records.parquet")
+    assert set(rec["vector"].unique()) == VECTORS | {"original"}
+    # mapping errors of every kind occur
+    kinds = set(rec.filter(pl.col("vector") == "mapping_error")["detail"].unique())
+    assert {"case", "whitespace", "swap_names", "phone_format", "legal_suffix", "typo"} <= kinds
+    # a duplicate always shares its entity with an original record of the same entity
+    dup_entities = set(rec.filter(pl.col("vector") != "original")["entity_id"])
+    orig_entities = set(rec.filter(pl.col("vector") == "original")["entity_id"])
+    assert dup_entities <= orig_entities
+
+
+def test_merged_leads_point_at_their_survivor(estate: Path) -> None:
+    rec = pl.read_parquet(estate / "truth/records.parquet").filter(
+        pl.col("source") == "salesforce_lead"
+    )
+    leads = pl.concat(
+        [
+            pl.read_csv(f, infer_schema=False)
+            for f in sorted(glob.glob(str(estate / "exports/crm/salesforce/Lead_*.csv")))
+        ]
+    ).unique("Id")
+    # Data Loader quotes every value: an empty field is "" (read back as an empty string)
+    merged = leads.filter(pl.col("MasterRecordId").fill_null("") != "")
+    assert merged.height > 0
+    assert (merged["IsDeleted"] == "true").all()
+    ent = dict(rec.select("source_id", "entity_id").unique().iter_rows())
+    for loser, master in merged.select("Id", "MasterRecordId").iter_rows():
+        assert ent[loser] == ent[master]
+
+
+def test_dup_rate_zero_injects_no_duplicates(tmp_path: Path) -> None:
+    generate_estate(tmp_path, customers=300, seed=5, dup_rate=0.0)
+    rec = pl.read_parquet(tmp_path / "truth/records.parquet")
+    assert set(rec["vector"].unique()) == {"original"}
+    # within one source every entity has exactly one record
+    assert rec.select("source", "entity_id").is_duplicated().sum() == 0
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    generate_estate(a, customers=150, seed=3, dup_rate=0.1)
+    generate_estate(b, customers=150, seed=3, dup_rate=0.1)
+    generate_estate(c, customers=150, seed=4, dup_rate=0.1)
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b
+    assert len(files_a) > 30
+    for rel in files_a:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    differing = [
+        r for r in files_a if (c / r).exists() and (a / r).read_bytes() != (c / r).read_bytes()
+    ]
+    assert Path("truth/records.parquet") in differing
+
+
+def test_regenerating_into_the_same_folder_replaces_it(tmp_path: Path) -> None:
+    generate_estate(tmp_path, customers=100, seed=1, dup_rate=0.1)
+    first = (tmp_path / "truth/records.parquet").read_bytes()
+    generate_estate(tmp_path, customers=100, seed=1, dup_rate=0.1)
+    assert (tmp_path / "truth/records.parquet").read_bytes() == first
+
+
+def test_refuses_a_foreign_non_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["generate", "--out", str(tmp_path), "--customers", "10"])
+    assert result.exit_code == 2
+    assert "not empty" in result.output
+
+
+def test_cli_writes_a_project(tmp_path: Path) -> None:
+    out = tmp_path / "e"
+    result = CliRunner().invoke(
+        main,
+        [
+            "generate",
+            "--out",
+            str(out),
+            "--customers",
+            "50",
+            "--seed",
+            "2",
+            "--as-of",
+            "2026-06-30",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "truth/manifest.json").read_text())
+    assert manifest["as_of"] == "2026-06-30"
+    assert manifest["window_start"] == "2025-07-01"
+    assert (out / "romirecon.yaml").is_file()
+    bad = CliRunner().invoke(
+        main, ["generate", "--out", str(out), "--customers", "5", "--dup-rate", "2"]
+    )
+    assert bad.exit_code == 2
+
+
+# ------------------------------------------------------------------ the truth's arithmetic
+
+
+def test_spread_by_month_largest_remainder_by_hand() -> None:
+    jan30 = day_number(date(2026, 1, 30))
+    feb2 = day_number(date(2026, 2, 2))  # 3 days: Jan 30, Jan 31, Feb 1
+    factors = {"USD": np.full(400, 2.0)}
+    out = spread_by_month(
+        np.array([1000, -1000, 3]), np.array([jan30] * 3), np.array([feb2] * 3),
+        np.array(["USD"] * 3), factors, jan30 - 10, np.array([2, 2, 2]),
+    )  # fmt: skip
+    got = {(r["row"], r["month"]): r["amount_minor"] for r in out.to_dicts()}
+    jan, feb = day_number(date(2026, 1, 1)), day_number(date(2026, 2, 1))
+    # 1000 / 3 days = 333 rem 1: the earliest day takes the extra unit -> Jan 334 + 333, Feb 333
+    assert got[(0, jan)] == 667 and got[(0, feb)] == 333
+    # negative amounts split like their absolute value
+    assert got[(1, jan)] == -667 and got[(1, feb)] == -333
+    # 3 / 3 = 1 a day
+    assert got[(2, jan)] == 2 and got[(2, feb)] == 1
+    rep = {(r["row"], r["month"]): r["amount_reporting"] for r in out.to_dicts()}
+    assert rep[(0, jan)] == pytest.approx(6.67 * 2.0)  # 667 cents at 2.0 per unit
+
+
+def test_round_half_even() -> None:
+    s = pl.Series([0.125, 0.135, 0.145, -0.125, 1.005, 2.675])
+    got = pl.select(round_half_even(pl.lit(s))).to_series().to_list()
+    # exact decimal halves go to the even cent; 1.005 and 2.675 are halves in decimal too
+    assert got == [0.12, 0.14, 0.14, -0.12, 1.0, 2.68]
+
+
+def test_revenue_truth_conserves_the_exported_amounts(estate: Path) -> None:
+    """Sum of the true monthly revenue per customer = counted line nets - refunds - credit notes,
+    computed here from the exported Stripe files."""
+    d = estate / "exports/billing/stripe"
+
+    def load(name: str) -> pl.DataFrame:
+        return pl.DataFrame(json.loads((d / name).read_text())["data"], infer_schema_length=None)
+
+    inv = load("invoices.json").select("id", "customer", "status")
+    lines = load("invoice_line_items.json")
+    disc = (
+        lines["discount_amounts"]
+        .list.eval(pl.element().struct.field("amount"))
+        .list.sum()
+        .fill_null(0)
+    )
+    lines = lines.with_columns(net=pl.col("amount") - disc).join(
+        inv, left_on="invoice", right_on="id"
+    )
+    counted = lines.filter(pl.col("status").is_in(["paid", "open"]))
+    net = counted.group_by("customer").agg(pl.col("net").sum())
+    cn = load("credit_notes.json")
+    cn_counted = cn.filter((pl.col("status") == "issued") & pl.col("refund").is_null()).select(
+        "customer", amt="amount"
+    )
+    refunds = load("refunds.json").join(
+        cn.filter(pl.col("refund").is_not_null()).select("refund", "customer"),
+        left_on="id",
+        right_on="refund",
+        how="left",
+    )
+    # refunds without a credit note: find their customer through the charge on the invoice
+    inv_charge = pl.DataFrame(
+        json.loads((d / "invoices.json").read_text())["data"], infer_schema_length=None
+    ).select("charge", cust="customer")
+    refunds = refunds.join(inv_charge, on="charge", how="left").select(
+        customer=pl.coalesce("customer", "cust"), amt="amount"
+    )
+    adj = pl.concat([cn_counted, refunds]).group_by("customer").agg(adj=pl.col("amt").sum())
+    expected = (
+        net.join(adj, on="customer", how="left")
+        .select("customer", total=pl.col("net") - pl.col("adj").fill_null(0))
+        .filter(pl.col("total") != 0)
+    )
+    truth = (
+        pl.read_parquet(estate / "truth/revenue.parquet")
+        .group_by("customer_id")
+        .agg(total=pl.col("amount_minor").sum())
+    )
+    truth = truth.filter(pl.col("total") != 0)
+    assert dict(expected.iter_rows()) == dict(truth.iter_rows())
+
+
+def test_romi_truth_covers_spend_and_revenue(estate: Path) -> None:
+    romi = pl.read_parquet(estate / "truth/romi.parquet")
+    assert romi.columns == ["period", "platform", "campaign_id", "spend", "revenue"]
+    paid = romi.filter(pl.col("campaign_id").is_not_null())
+    assert set(paid["platform"]) == {"google_ads", "meta_ads", "linkedin_ads", "microsoft_ads"}
+    # every campaign spends every month of the window; later months have revenue only
+    in_window = paid.filter(pl.col("period") <= date(2026, 10, 1))
+    assert in_window.height == 12 * 12  # 12 campaigns x 12 months
+    assert (in_window["spend"] > 0).all()
+    assert (paid.filter(pl.col("period") > date(2026, 10, 1))["spend"] == 0).all()
+    # revenue in the ROMI truth adds up to the revenue truth (both in reporting currency)
+    rev = pl.read_parquet(estate / "truth/revenue.parquet")
+    # each row is rounded to the cent once: the totals differ by at most half a cent a row
+    tolerance = 0.005 * (romi.height + rev.height)
+    assert romi["revenue"].sum() == pytest.approx(rev["amount_reporting"].sum(), abs=tolerance)
+    assert romi["revenue"].sum() > 0
+
+
+def test_salesforce_ids_have_valid_checksums() -> None:
+    ids = salesforce_ids("00Q", np.arange(5))
+    for sfid in ids:
+        assert len(sfid) == 18
+        # recompute the suffix by hand from the 15-character id
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+        suffix = ""
+        for chunk in range(3):
+            bits = sum(
+                1 << i for i, ch in enumerate(sfid[chunk * 5 : chunk * 5 + 5]) if ch.isupper()
+            )
+            suffix += alphabet[bits]
+        assert sfid[15:] == suffix
+
+
+# ------------------------------------------------------------------ formats: through the mappings
+
+
+@pytest.mark.parametrize("source", [s[0] for s in SOURCES])
+def test_each_export_stages_through_its_mapping_with_zero_quarantine(
+    estate: Path, source: str
+) -> None:
+    from romirecon.testing import stage_sample
+
+    name, system, entity, mapping, path = next(s for s in SOURCES if s[0] == source)
+    mapping_path = estate / "mappings" / mapping
+    if not mapping_path.exists():
+        pytest.skip(f"mappings/{mapping} is not in this checkout yet")
+    files = sorted(glob.glob(str(estate / path)))
+    assert files
+    for f in files[:3]:
+        con, table, quarantine = stage_sample(mapping_path, f, system, entity)
+        assert quarantine == [], (f, quarantine[:3])
+        staged = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+        assert staged is not None and staged[0] == _file_rows(Path(f))

@@ -1,0 +1,156 @@
+"""Normalize stage: match keys computed in SQL (+ libphonenumber on distinct values)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import pytest
+
+from romirecon.exitcodes import ConfigError
+from romirecon.stages import normalize
+from romirecon.stages.common import entity_table_ddl
+
+COLS = [
+    "email",
+    "first_name",
+    "last_name",
+    "full_name",
+    "phone",
+    "company",
+    "website",
+    "country",
+    "city",
+    "postal_code",
+]
+
+
+def norm(rows: list[dict[str, Any]], **kw: Any) -> list[dict[str, Any]]:
+    con = duckdb.connect()
+    con.execute(entity_table_ddl("contact"))
+    for i, r in enumerate(rows, 1):
+        vals = [r.get(c) for c in COLS]
+        con.execute(
+            f"INSERT INTO stg_contact (source_name, source_file, source_row, source_id, "
+            f"{', '.join(COLS)}) VALUES ('s', 'f.csv', ?, ?, {', '.join('?' * len(COLS))})",
+            [i, str(i), *vals],
+        )
+    normalize.run(con, "r1", **kw)
+    cur = con.execute("SELECT * FROM norm_contact ORDER BY source_row")
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def test_email() -> None:
+    got = norm(
+        [{"email": "  Ann.Lee+promo@GMail.com "}, {"email": "not-an-email"}, {"email": "x@acme.io"}]
+    )
+    assert [g["email_norm"] for g in got] == ["ann.lee+promo@gmail.com", None, "x@acme.io"]
+    assert got[2]["email_domain"] == "acme.io"
+    canon = norm(
+        [{"email": "Ann.Lee+promo@googlemail.com"}, {"email": "a.b+c@acme.io"}],
+        gmail_canonical=True,
+    )
+    # gmail ignores dots and +tags; other providers keep them
+    assert [g["email_norm"] for g in canon] == ["annlee@gmail.com", "a.b+c@acme.io"]
+
+
+def test_phone_e164_uses_country_then_default() -> None:
+    got = norm(
+        [
+            {"phone": "(415) 555-2671"},  # no country: default region US -> +1
+            {
+                "phone": "020 7946 0958",
+                "country": "GB",
+            },  # UK national format -> +44, leading 0 dropped
+            {"phone": "020 7946 0958", "country": "gb "},  # same, country folded
+            {"phone": "+44 20 7946 0958", "country": "US"},  # explicit +44 wins over the region
+            {"phone": "12"},  # not a possible number
+        ]
+    )
+    assert [g["phone_e164"] for g in got] == [
+        "+14155552671",
+        "+442079460958",
+        "+442079460958",
+        "+442079460958",
+        None,
+    ]
+    de = norm([{"phone": "030 123456"}], default_region="DE")
+    assert de[0]["phone_e164"] == "+4930123456"
+
+
+def test_bad_default_region() -> None:
+    with pytest.raises(ConfigError, match="2-letter"):
+        norm([{"phone": "1"}], default_region="USA")
+
+
+def test_company_legal_suffixes() -> None:
+    got = norm(
+        [
+            {"company": "Acme, Inc."},
+            {"company": "Société Générale S.A."},
+            {"company": "Müller GmbH & Co. KG"},
+            {"company": "Widgets Co Ltd"},
+            {"company": "Company"},
+            {"company": "Incognito Labs"},
+        ]
+    )
+    assert [g["company_norm"] for g in got] == [
+        "acme",
+        "societe generale",
+        "muller",
+        "widgets",
+        "company",
+        "incognito labs",
+    ]
+
+
+def test_website_registrable_domain() -> None:
+    got = norm(
+        [
+            {"website": "https://www.Shop.Example.co.uk/path?q=1"},
+            {"website": "example.com"},
+            {"website": "http://sub.foo.com:8080/x"},
+            {"website": "not a url"},
+            {"website": "mailto:bob@corp.io"},
+        ]
+    )
+    assert [g["domain"] for g in got] == [
+        "example.co.uk",
+        "example.com",
+        "foo.com",
+        None,
+        "corp.io",
+    ]
+
+
+def test_names_folded() -> None:
+    got = norm(
+        [
+            {"first_name": "  ZOË ", "last_name": "O'Brien-Smith"},
+            {"full_name": " Jean   Dupont "},
+            {"first_name": "Ann", "full_name": "Ann Lee"},
+        ]
+    )
+    assert (got[0]["first_name_norm"], got[0]["last_name_norm"]) == ("zoe", "obrien smith")
+    assert got[0]["full_name_norm"] == "zoe obrien smith"
+    # no first/last split: taken from the full name
+    assert (got[1]["first_name_norm"], got[1]["last_name_norm"]) == ("jean", "dupont")
+    assert (got[2]["first_name_norm"], got[2]["last_name_norm"]) == ("ann", "lee")
+
+
+def test_unparseable_phone_metric() -> None:
+    con = duckdb.connect()
+    con.execute(entity_table_ddl("contact"))
+    con.execute(
+        "INSERT INTO stg_contact (source_name, source_file, source_row, phone) VALUES "
+        "('s', 'f', 1, '(415) 555-2671'), ('s', 'f', 2, '12'), ('s', 'f', 3, NULL), "
+        "('s', 'f', 4, '12')"
+    )
+    normalize.run(con, "r1")
+    row = con.execute(
+        "SELECT value, numerator, denominator FROM metric WHERE entity = 'contact' "
+        "AND name = 'unparseable_phone_rate'"
+    ).fetchall()[0]
+    # 3 phones given, 2 unreadable ('12' twice; looked up once)
+    assert row == (pytest.approx(2 / 3), 2.0, 3.0)
