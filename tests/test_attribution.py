@@ -134,6 +134,34 @@ def test_unattributed_conversion_keeps_its_revenue() -> None:
     assert {(r[1], r[2], r[3]) for r in rows} == {("unattributed", Decimal("50.00"), Decimal(1))}
 
 
+def test_revenue_of_no_customer_is_kept_unattributed() -> None:
+    # a $5.00 refund billing cannot tie to any invoice or customer (booked on its own date) still
+    # belongs in every model's total: one unattributed row per model, and a finding
+    case = {
+        "input": merge(
+            {"contact": [{"source_id": "L", "created_at": "2024-02-01 10:00:00",
+                          "gclid": "g1", "external_ref": "cus_1"}]},
+            one_invoice("cus_1", "2024-02-02", 1000),
+            {"refund": [{"source_id": "re_1", "amount": 500, "currency": "usd",
+                         "status": "succeeded", "created_at": "2024-02-03 10:00:00"}]},
+        )
+    }  # fmt: skip
+    con = run_case(case)
+    rows = con.execute(
+        "SELECT model, channel, revenue, new_customers FROM romi ORDER BY model, channel"
+    ).fetchall()
+    assert rows == [
+        (m, ch, rev, n)
+        for m in sorted(attribution.MODELS)
+        for ch, rev, n in (
+            ("paid_search", Decimal("10.00"), Decimal(1)),
+            ("unattributed", Decimal("-5.00"), Decimal(0)),
+        )
+    ]
+    codes = con.execute("SELECT code FROM finding WHERE stage = 'romi'").fetchall()
+    assert ("revenue-unattributable",) in codes
+
+
 def test_promo_codes_and_mapping_table(tmp_path: Path) -> None:
     # SPRING25 is mapped to the Google campaign; PARTNER10 is not. Each customer's only CRM touch
     # is an organic visit the day before; the promo code is redeemed on the conversion day.

@@ -150,6 +150,14 @@ SELECT r.period, k.model, k.channel, k.platform, k.campaign_id, k.campaign_name,
        r.amount AS amount, CAST(r.amount * k.credit AS DECIMAL(38,20)) AS attributed
 FROM _rm_rev r JOIN attribution_credit k ON k.entity_id = r.entity_id
 UNION ALL
+-- revenue of no converting entity (e.g. a refund billing could not tie to a customer): kept,
+-- unattributed, so that every model still distributes all the revenue
+SELECT r.period, m.model, 'unattributed', NULL, NULL, NULL, 'revenue', r.entity_id, NULL, NULL,
+       CAST(1 AS DECIMAL(38,10)), r.item_id, r.event_id, r.customer_id, r.source_name,
+       r.source_file, r.source_row, r.amount, CAST(r.amount AS DECIMAL(38,20))
+FROM _rm_rev r CROSS JOIN ({model_rows}) m
+WHERE NOT EXISTS (SELECT 1 FROM attribution_credit k WHERE k.entity_id = r.entity_id)
+UNION ALL
 SELECT {period_sql("k.converted_on", grain)}, k.model, k.channel, k.platform, k.campaign_id,
        k.campaign_name, 'new_customer', k.entity_id, k.conversion_id, k.touchpoint_id, k.credit,
        NULL, NULL, c.first_customer_id, NULL, NULL, NULL, NULL, NULL
@@ -294,6 +302,17 @@ def run(
     _exec(
         con,
         f"CREATE OR REPLACE TABLE romi AS {romi_sql(st, rep)} ORDER BY {ROMI_ORDER}",
+    )
+    _exec(
+        con,
+        f"""INSERT INTO finding
+SELECT ?, '{STAGE}', 'revenue-unattributable', 'warn', any_value(source_name), 'revenue',
+       NULL, NULL, count(DISTINCT item_id) || ' revenue lines (' || CAST(sum(attributed) AS VARCHAR)
+           || ' in the reporting currency) belong to no converting customer: reported as unattributed',
+       NULL
+FROM romi_lineage WHERE kind = 'revenue' AND conversion_id IS NULL AND model = ?
+HAVING count(*) > 0""",
+        [run_id, st.models[0]],
     )
     _exec(
         con,
