@@ -207,6 +207,45 @@ def test_promo_codes_and_mapping_table(tmp_path: Path) -> None:
     assert credits(con)[0][1] == "organic_search"
 
 
+def test_campaign_members_deal_campaign_and_crm_campaign_mapping(tmp_path: Path) -> None:
+    # Salesforce campaign 701A (a webinar) is mapped to channel "event"; campaign 701G is the
+    # Salesforce mirror of Google Ads campaign 111. Contact C responded to 701A on 02-01 (a
+    # member that did not respond to 701X is no touch), and its deal names 701G as primary
+    # campaign, created 02-03. Conversion 02-05: first touch = webinar, last = Google 111.
+    mapping = tmp_path / "map.csv"
+    mapping.write_text(
+        "match,value,platform,campaign_id,channel\n"
+        "crm_campaign_id,701A,,,event\n"
+        "crm_campaign_id,701G,google_ads,111,\n"
+    )
+    case = {
+        "input": merge(
+            {
+                "contact": [{"source_id": "C", "created_at": "2024-01-20 10:00:00",
+                             "external_ref": "cus_1"}],
+                "campaign_member": [
+                    {"source_id": "m1", "campaign_id": "701A", "contact_id": "C",
+                     "has_responded": True, "responded_at": "2024-02-01 00:00:00",
+                     "created_at": "2024-01-25 00:00:00"},
+                    {"source_id": "m2", "campaign_id": "701X", "contact_id": "C",
+                     "has_responded": False, "created_at": "2024-01-26 00:00:00"},
+                ],
+                "deal": [{"source_id": "D", "contact_id": "C", "campaign_id": "701G",
+                          "created_at": "2024-02-03 00:00:00", "is_won": True,
+                          "close_date": "2024-02-04"}],
+            },
+            one_invoice("cus_1", "2024-02-05", 1000),
+            GOOGLE_SPEND,
+        ),
+        "settings": {"campaign_mapping": str(mapping)},
+    }  # fmt: skip
+    con = run_case(case)
+    assert credits(con, "first_touch") == [("cus_1", "event", None, None, Decimal(1))]
+    assert credits(con, "last_touch") == [("cus_1", "paid_search", "google_ads", "111", Decimal(1))]
+    types = con.execute("SELECT touch_type, source_id FROM touchpoint ORDER BY touch_at").fetchall()
+    assert types == [("campaign_member", "m1"), ("deal_campaign", "D")]
+
+
 def test_ambiguous_campaign_name_is_left_unmatched() -> None:
     case = {
         "input": merge(

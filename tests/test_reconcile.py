@@ -162,7 +162,8 @@ def test_findings(con: duckdb.DuckDBPyConnection) -> None:
         ("lost-crm-record", "cus_2", None, None),
     ]
     links = con.execute(
-        "SELECT left_id, right_id, rule FROM recon_link ORDER BY link_type, left_id"
+        "SELECT left_id, right_id, rule FROM recon_link "
+        "ORDER BY link_type = 'deal-erp-invoice', link_type, left_id"
     ).fetchall()
     assert links == [
         ("D1", "in_1", "entity+amount+date"),
@@ -170,6 +171,8 @@ def test_findings(con: duckdb.DuckDBPyConnection) -> None:
         ("N2", "in_2", "id:erp.external_ref"),
         ("N4", "in_5", "id:erp.external_ref"),
         ("N5", "in_6", "id:erp.external_ref"),
+        # D1's invoice in_1 is N1 in the ERP
+        ("D1", "N1", "entity+amount+date+id:erp.external_ref"),
     ]
     codes = con.execute(
         "SELECT code, record_id FROM finding WHERE stage = 'reconcile' AND code <> 'fx-rate-missing' "

@@ -7,7 +7,7 @@ and, when dedup ran, `entity_xref` (`entity, source_name, source_id, golden_id`)
 | table | grain |
 |---|---|
 | `entity_link` | one party record (CRM lead/contact/account, ERP customer, billing customer, or a customer id only seen on an invoice/subscription): its `entity_id` across systems and the rule that linked it |
-| `recon_link` | one link deal -> billing invoice, or ERP invoice <-> billing invoice: both ids and the rule (`id:<field>` or `entity+amount+date`) |
+| `recon_link` | one link deal -> billing invoice, ERP invoice <-> billing invoice, or deal -> ERP invoice (through its billing invoice): both ids and the rule (`id:<field>` or `entity+amount+date`) |
 | `reconciliation` | one typed finding with both sides' system/source/ids, amounts (native and reporting), dates and a message |
 
 plus `finding` rows (code = `finding_type`) and `metric` rows (`lost_record_rate` per system pair
@@ -570,6 +570,11 @@ FROM _rc_deal_link
 UNION ALL
 SELECT 'erp-billing-invoice', 'erp', erp_vendor, erp_id, 'billing', billing_vendor, billing_id, rule
 FROM _rc_erp_link
+UNION ALL  -- the ERP invoice a deal produced: through its billing invoice
+SELECT 'deal-erp-invoice', 'crm', d.deal_vendor, d.deal_id, 'erp', e.erp_vendor, e.erp_id,
+       d.rule || '+' || e.rule
+FROM _rc_deal_link d JOIN _rc_erp_link e
+  ON e.billing_id = d.invoice_id AND e.billing_vendor = d.invoice_vendor
 ORDER BY link_type, left_vendor, left_id, right_vendor, right_id""",
     )
     _exec(con, f"CREATE OR REPLACE TABLE reconciliation ({RECON_COLUMNS})")
