@@ -1,4 +1,4 @@
-"""ROMI accuracy on a generated estate: `python -m benchmarks.romi_accuracy [--customers 2000]
+"""ROMI accuracy on a generated estate: `python -m benchmarks.romi_accuracy [--customers 1000]
 [--seed 7] [--dup-rates 0,0.05]`.
 
 For each duplication rate: `romirecon generate` writes an estate with its truth
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     from romirecon.generate import generate_estate
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--customers", type=int, default=2000)
+    ap.add_argument("--customers", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--dup-rates", default="0,0.05")
     ap.add_argument("--out", default=str(HERE))

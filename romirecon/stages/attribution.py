@@ -68,7 +68,7 @@ one `unattributed` credit of 1 in every model.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -157,7 +157,6 @@ class AttributionSettings:
     revenue_basis: str = "recognized"
     contribution_margin: Decimal = Decimal(1)
     fx_max_fallback_days: int = fx.DEFAULT_MAX_FALLBACK_DAYS
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _KNOWN = {
@@ -377,7 +376,7 @@ FROM stg_campaign_member m
 WHERE m.contact_id IS NOT NULL AND m.is_deleted IS DISTINCT FROM true
   AND m.has_responded IS DISTINCT FROM false AND coalesce(m.responded_at, m.created_at) IS NOT NULL
 UNION ALL
-SELECT coalesce({_entity_sql("'contact'", vd, "d.contact_id")}), d.created_at, 'deal_campaign',
+SELECT {_entity_sql("'contact'", vd, "d.contact_id")}, d.created_at, 'deal_campaign',
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, d.campaign_id, NULL, NULL, d.source_name,
        d.source_system, CAST(d.source_id AS VARCHAR), d.source_file, d.source_row
 FROM stg_deal d
@@ -530,7 +529,7 @@ def conversions_sql(basis: str) -> str:
 SELECT entity_id AS conversion_id, entity_id, min(close_date) AS converted_on, true AS is_paying,
        arg_min(source_id, (close_date, source_id)) AS first_customer_id,
        CAST(NULL AS VARCHAR) AS first_invoice_id, CAST(NULL AS VARCHAR) AS coupon
-FROM (SELECT d.*, coalesce({_entity_sql("'contact'", vd, "d.contact_id")}) AS entity_id
+FROM (SELECT d.*, {_entity_sql("'contact'", vd, "d.contact_id")} AS entity_id
       FROM stg_deal d WHERE d.is_won IS true AND d.is_deleted IS DISTINCT FROM true
       AND d.close_date IS NOT NULL AND d.contact_id IS NOT NULL)
 GROUP BY entity_id"""
