@@ -23,7 +23,7 @@ demo: $(STAMP)
 	  test $$rc -le 1
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check romirecon tests benchmarks

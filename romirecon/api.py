@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +20,13 @@ def run(
     quiet: bool = False,
 ):  # -> pipeline.RunResult
     """Run the whole pipeline on a project folder; returns the result with its exit code."""
+    import io
+
     from romirecon import pipeline
 
     proj = load_project(project, out_dir)
-    result = pipeline.run(proj, fail_on=fail_on)
+    stream = io.StringIO() if quiet else None
+    result = pipeline.run(proj, fail_on=fail_on, log_format=log_format, log_stream=stream)
     if not quiet and log_format == "text":
         _print_summary(result)
     return result
@@ -54,6 +58,10 @@ def _print_summary(result) -> None:  # pipeline.RunResult
         reasons = ", ".join(f"{k}: {v:,}" for k, v in result.quarantine_by_reason.items())
         console.print(f"quarantined by reason: {reasons}")
     console.print(f"outputs in {result.out_dir}")
+    if result.report is not None:
+        from romirecon.obs import console_summary
+
+        console_summary(result.report, sys.stdout)
 
 
 @dataclass

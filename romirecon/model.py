@@ -117,6 +117,7 @@ ENTITIES: dict[str, dict[str, Column]] = {
         ("is_deleted", "boolean", ""),
         ("created_at", "timestamp", ""),
         ("updated_at", "timestamp", ""),
+        ("merged_ids", "list", "ids merged into this deal (HubSpot hs_merged_object_ids)"),
     ),
     "campaign_member": _cols(
         ("source_id", "string", ""),

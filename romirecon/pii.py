@@ -7,6 +7,8 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+import duckdb
+
 from romirecon.config import Project
 from romirecon.sqlutil import ident, literal
 
@@ -77,3 +79,17 @@ def quarantine_query(project: Project, hash_pii: bool) -> str:
         cols["record"] = quarantine_record_expr(project, s)
     select = ", ".join(f"{expr} AS {ident(c)}" for c, expr in cols.items())
     return f"SELECT {select} FROM quarantine {order}"
+
+
+def hash_pii_columns(con: duckdb.DuckDBPyConnection, query: str, salt_value: str) -> str:
+    """Wrap an output query so every text column named like an email or phone is hashed."""
+    cols = con.execute(f"DESCRIBE {query}").fetchall()
+    out = []
+    for name, ctype, *_ in cols:
+        q = ident(name)
+        lowered = name.lower()
+        if ctype == "VARCHAR" and ("email" in lowered or "phone" in lowered):
+            out.append(f"{hashed(q, salt_value)} AS {q}")
+        else:
+            out.append(q)
+    return f"SELECT {', '.join(out)} FROM ({query})"

@@ -3,17 +3,25 @@ checks the inputs before any work, and publishes the outputs."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO, Any
 
 import duckdb
 
-from romirecon.config import Project
+from romirecon.config import Project, Source
 from romirecon.db import RunLock, open_state
-from romirecon.exitcodes import ExitCode, MissingInputError
-from romirecon.pii import quarantine_query
+from romirecon.exitcodes import ExitCode, MissingInputError, RomireconError
+from romirecon.obs import Logger
+from romirecon.pii import hash_pii_columns, quarantine_query
+from romirecon.pii import salt as pii_salt
 from romirecon.publish import write_table
+from romirecon.sqlutil import ident
 from romirecon.stages import contract, ingest
 from romirecon.stages.common import add_metric, ensure_common_tables
 
@@ -38,114 +46,217 @@ class RunResult:
     sources: list[SourceSummary] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+    report: Any = None  # romirecon.report.model.Report
 
 
 def compute_run_id(project: Project, files: dict[str, list[ingest.FileInfo]]) -> str:
-    """Content-addressed: the same project file, mappings and input files give the same run id,
-    so a re-run of the same night produces byte-identical outputs."""
+    """`<UTC start>-<inputs hash>`: unique per execution (the history records a re-run as a run of
+    its own) and naming the inputs it saw. Data outputs never carry it, so a re-run of the same
+    night still writes byte-identical data files."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{inputs_hash(project, files)[:8]}"
+
+
+def inputs_hash(project: Project, files: dict[str, list[ingest.FileInfo]]) -> str:
+    """The project file, every mapping and every input file's content, hashed together."""
     h = hashlib.sha256()
     h.update(project.file.read_bytes())
     for s in project.sources:
         h.update(s.name.encode() + b"\0" + s.mapping_path.read_bytes())
         for f in files.get(s.name, []):
             h.update(f.display.encode() + b"\0" + f.sha256.encode())
-    return h.hexdigest()[:16]
+    return h.hexdigest()
 
 
 def ingest_and_stage(
-    con: duckdb.DuckDBPyConnection, project: Project, run_id: str
+    con: duckdb.DuckDBPyConnection,
+    project: Project,
+    run_id: str,
+    log: Logger | None = None,
 ) -> list[SourceSummary]:
     """Ingest + contract for every source; `stg_<entity>` views; ingest metrics."""
+    log = log or Logger(run_id, "text", stream=io.StringIO())
     ensure_common_tables(con)
     contract.ensure_tables(con)
+    loaded: list[tuple[Source, ingest.IngestResult]] = []
+    with log.stage("ingest", con) as span:
+        for source in project.sources:
+            res = ingest.ingest_source(con, project, source, run_id)
+            if source.required and res.files and res.rows_read + res.rows_rejected == 0:
+                raise MissingInputError(
+                    f"source '{source.name}': {', '.join(f.display for f in res.files)} "
+                    "contain no data rows (empty input)"
+                )
+            loaded.append((source, res))
+        span.rows_out = sum(r.rows_read + r.rows_rejected for _, r in loaded)
     summaries = []
-    for source in project.sources:
-        res = ingest.ingest_source(con, project, source, run_id)
-        if source.required and res.files and res.rows_read + res.rows_rejected == 0:
-            raise MissingInputError(
-                f"source '{source.name}': {', '.join(f.display for f in res.files)} "
-                "contain no data rows (empty input)"
-            )
-        c = contract.stage_source(con, source, res, run_id, project.timezone)
-        assert c.rows_in == c.rows_staged + c.rows_quarantined, (
-            f"row conservation broken for {source.name}: {c.rows_in} read, "
-            f"{c.rows_staged} staged, {c.rows_quarantined} quarantined"
-        )
-        for name, value in (
-            ("rows_read", c.rows_in),
-            ("rows_staged", c.rows_staged),
-            ("rows_quarantined", c.rows_quarantined),
-        ):
-            add_metric(
-                con,
-                run_id,
-                "contract",
-                name,
-                value,
-                source_name=source.name,
-                entity=source.entity,
-                unit="rows",
-            )
-        add_metric(
-            con,
-            run_id,
-            "contract",
-            "quarantine_rate",
-            (c.rows_quarantined / c.rows_in) if c.rows_in else 0.0,
-            source_name=source.name,
-            entity=source.entity,
-            numerator=c.rows_quarantined,
-            denominator=c.rows_in,
-            unit="ratio",
-        )
-        for missing in c.missing_optional:
-            con.execute(
-                "INSERT INTO finding VALUES (?, 'contract', 'column-missing', 'warn', ?, ?, NULL, "
-                "NULL, ?, NULL)",
-                [
-                    run_id,
-                    source.name,
-                    source.entity,
-                    f"optional column {missing} is not in the export: mapped value left empty",
-                ],
-            )
-        summaries.append(
-            SourceSummary(
-                source.name,
-                source.system,
-                source.entity,
-                len(res.files),
-                c.rows_in,
-                c.rows_staged,
-                c.rows_quarantined,
-                c.missing_optional,
-            )
-        )
-    contract.create_entity_views(con, project.sources)
+    with log.stage("contract", con) as span:
+        span.rows_in = sum(r.rows_read + r.rows_rejected for _, r in loaded)
+        for source, res in loaded:
+            summaries.append(_contract_one(con, source, res, run_id, project.timezone))
+        contract.create_entity_views(con, project.sources)
+        span.rows_out = sum(s.rows_staged for s in summaries)
     return summaries
 
 
-def run(project: Project, fail_on: str = "fail") -> RunResult:
+def _contract_one(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    res: ingest.IngestResult,
+    run_id: str,
+    tz: str,
+) -> SourceSummary:
+    c = contract.stage_source(con, source, res, run_id, tz)
+    assert c.rows_in == c.rows_staged + c.rows_quarantined, (
+        f"row conservation broken for {source.name}: {c.rows_in} read, "
+        f"{c.rows_staged} staged, {c.rows_quarantined} quarantined"
+    )
+    for name, value in (
+        ("rows_read", c.rows_in),
+        ("rows_staged", c.rows_staged),
+        ("rows_quarantined", c.rows_quarantined),
+    ):
+        add_metric(
+            con, run_id, "contract", name, value, source_name=source.name,
+            entity=source.entity, unit="rows",
+        )  # fmt: skip
+    add_metric(
+        con, run_id, "contract", "quarantine_rate",
+        (c.rows_quarantined / c.rows_in) if c.rows_in else 0.0,
+        source_name=source.name, entity=source.entity,
+        numerator=c.rows_quarantined, denominator=c.rows_in, unit="ratio",
+    )  # fmt: skip
+    for missing in c.missing_optional:
+        con.execute(
+            "INSERT INTO finding VALUES (?, 'contract', 'column-missing', 'warn', ?, ?, NULL, "
+            "NULL, ?, NULL)",
+            [run_id, source.name, source.entity,
+             f"optional column {missing} is not in the export: mapped value left empty"],
+        )  # fmt: skip
+    return SourceSummary(
+        source.name, source.system, source.entity, len(res.files), c.rows_in,
+        c.rows_staged, c.rows_quarantined, c.missing_optional,
+    )  # fmt: skip
+
+
+def analyse(con: duckdb.DuckDBPyConnection, project: Project, run_id: str, log: Logger) -> None:
+    """Every stage after staging: normalise, dedup, billing, reconcile, attribution and ROMI."""
+    from romirecon.stages import billing, dedup, normalize, reconcile
+
+    dedup_cfg = project.section("dedup")
+    with log.stage("normalize", con):
+        normalize.run(
+            con, run_id,
+            default_region=str(dedup_cfg.get("default_region", "US")),
+            gmail_canonical=bool(dedup_cfg.get("gmail_canonical", False)),
+        )  # fmt: skip
+    with log.stage("dedup", con) as span:
+        dedup.run(con, run_id, dedup_cfg, {s.name: s.mapping.match_keys for s in project.sources})
+        span.rows_out = _count(con, "entity_xref")
+    with log.stage("billing", con) as span:
+        billing.run(
+            con, run_id, project.reporting_currency, project.section("billing"),
+            source_exponents={s.name: s.mapping.exponents for s in project.sources},
+        )  # fmt: skip
+        span.rows_out = _count(con, "revenue_daily")
+    with log.stage("reconcile", con) as span:
+        reconcile.run(con, run_id, project.reporting_currency, project.section("reconcile"))
+        span.rows_out = _count(con, "reconciliation")
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    return int(con.execute(f"SELECT count(*) FROM {ident(table)}").fetchone()[0])
+
+
+def publish(con: duckdb.DuckDBPyConnection, project: Project) -> list[Path]:
+    """Write the data outputs (each file atomically)."""
+    from romirecon.stages import billing, reconcile
+
+    out, fmts, pii = project.output_dir, project.output_formats, project.hash_pii
+    salt_value = pii_salt(project.state_dir) if pii else None
+    tables: list[tuple[str, str]] = [
+        ("quarantine", quarantine_query(project, pii)),
+        ("duplicates", DUPLICATES_QUERY),
+        ("golden_contact", "SELECT * FROM golden_contact ORDER BY golden_id"),
+        ("golden_account", "SELECT * FROM golden_account ORDER BY golden_id"),
+        ("revenue", billing.revenue_output_query()),
+        ("reconciliation", reconcile.reconciliation_output_query()),
+    ]
+    written: list[Path] = []
+    for stem, query in tables:
+        if stem != "quarantine" and salt_value is not None:
+            query = hash_pii_columns(con, query, salt_value)
+        written += write_table(con, query, out, stem, fmts)
+    return written
+
+
+DUPLICATES_QUERY = (
+    "SELECT * FROM duplicates ORDER BY entity, golden_id, source_name, source_id, source_file, "
+    "source_row"
+)
+
+
+def run(
+    project: Project,
+    fail_on: str = "fail",
+    log_format: str = "text",
+    log_stream: IO[str] | None = None,
+) -> RunResult:
     """The nightly run. Inputs are checked first (missing / stale -> exit 4 before any work)."""
+    from romirecon.report import write_error_report
+    from romirecon.stages import sla
+
+    started = datetime.now(UTC)
     files = {s.name: ingest.resolve_files(project, s) for s in project.sources}
     with RunLock(project.state_dir):
         run_id = compute_run_id(project, files)
+        if log_stream is None and log_format == "text" and not sys.stderr.isatty():
+            # text mode is for people: stage lines only on a terminal; cron/CI get the summary
+            # and the one-line error (use --log-format json for machine-readable logs)
+            log_stream = io.StringIO()
+        log = Logger(run_id, log_format, stream=log_stream)
+        log.info("run.start", sources=len(project.sources))
         con = open_state(project)
         try:
-            summaries = ingest_and_stage(con, project, run_id)
-            out = project.output_dir
-            written = write_table(
-                con,
-                quarantine_query(project, project.hash_pii),
-                out,
-                "quarantine",
-                project.output_formats,
+            try:
+                # one transaction for the data stages: a crash leaves the state database as the
+                # last finished run left it, and the WAL is synced once instead of per statement
+                con.execute("BEGIN TRANSACTION")
+                summaries = ingest_and_stage(con, project, run_id, log)
+                analyse(con, project, run_id, log)
+                con.execute("COMMIT")
+                with log.stage("publish", con):
+                    written = publish(con, project)
+            except RomireconError as e:
+                _rollback(con)
+                # CI still gets a junit <error> and cron a metrics.prom with the failure
+                status = "inconclusive" if e.exit_code == ExitCode.INCONCLUSIVE else "error"
+                write_error_report(
+                    project.output_dir, run_id, e.message, con=con, started_at=started,
+                    status=status, project=str(project.raw.get("name") or project.root.name),
+                )  # fmt: skip
+                log.error("run.error", error=e.message, exit_code=int(e.exit_code))
+                raise
+            report, report_files = sla.run_and_write(
+                con, project, run_id, fail_on, started_at=started
             )
             by_reason = dict(
                 con.execute(
                     "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason"
                 ).fetchall()
             )
+        except BaseException:
+            _rollback(con)
+            raise
         finally:
             con.close()
-    return RunResult(run_id, ExitCode.PASS, out, summaries, written, by_reason)
+    code = ExitCode(report.exit_code(fail_on))
+    log.info("run.end", exit_code=int(code), status=report.status)
+    return RunResult(
+        run_id, code, project.output_dir, summaries, written + report_files, by_reason, report
+    )
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Leave the state database as the last finished run left it."""
+    with contextlib.suppress(duckdb.Error):  # no transaction open
+        con.execute("ROLLBACK")

@@ -9,7 +9,8 @@ comments:
   number of rows must match exactly);
 - `findings`: every billing finding as (code, record_id, other_id);
 - optional `daily` (customer × day sums), `events` (per-line values), `adjustments`,
-  `duplicates`, `conversion`, `metrics`.
+  `duplicates`, `conversion`, `metrics`;
+- optional `source_exponents`: the mapping `exponents:` overrides per source name.
 
 Provenance columns default to `src_<table>` / `case.csv` / the row's 1-based position.
 """
@@ -107,7 +108,13 @@ def case(request: pytest.FixtureRequest) -> dict[str, Any]:
 def test_case(case: dict[str, Any]) -> None:
     con = duckdb.connect()
     load_case(con, case)
-    billing.run(con, "t1", case.get("reporting_currency", "USD"), case.get("settings") or {})
+    billing.run(
+        con,
+        "t1",
+        case.get("reporting_currency", "USD"),
+        case.get("settings") or {},
+        source_exponents=case.get("source_exponents"),
+    )
     exp = case["expected"]
 
     _expect(_rows(con, billing.revenue_output_query()), exp["revenue"], "revenue")

@@ -142,14 +142,24 @@ def test_daily_sum_equals_line_nets(lines: list[dict], inv_discounts: list[int])
         for i in used
         if any(b for ln, b in zip(lines, billable, strict=True) if ln["invoice"] == i)
     )
-    nets = con.execute("SELECT coalesce(sum(net), 0) FROM revenue_event WHERE billable").fetchone()
-    daily = con.execute("SELECT coalesce(sum(amount_minor), 0) FROM revenue_daily").fetchone()
-    monthly = con.execute("SELECT coalesce(sum(amount_minor), 0) FROM revenue").fetchone()
-    assert nets and daily and monthly
-    assert int(daily[0]) == int(nets[0]) == int(monthly[0])
+
+    def one(sql: str) -> int:
+        row = con.execute(sql).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    nets = one("SELECT coalesce(sum(net), 0) FROM revenue_event WHERE billable")
+    line_days = one("SELECT coalesce(sum(amount_minor), 0) FROM revenue_daily WHERE kind = 'line'")
+    all_days = one("SELECT coalesce(sum(amount_minor), 0) FROM revenue_daily")
+    adjustments = one("SELECT coalesce(sum(amount), 0) FROM revenue_adjustment WHERE counted")
+    monthly = one("SELECT coalesce(sum(amount_minor), 0) FROM revenue")
+    # spreading creates or loses nothing: line days = line nets; every day = nets + adjustments
+    # (the only adjustments here are downgrade credits carried as customer credit)
+    assert line_days == nets
+    assert all_days == nets + adjustments == monthly
     # zero-amount lines carry no revenue, so their invoice discount share is 0 too
     if all(billable):
-        assert int(daily[0]) == want_total
+        assert line_days == want_total
     # per line: one row per service day, days within one unit of each other, exact sum
     per_line = con.execute(
         """SELECT e.event_id, any_value(e.net), any_value(e.service_days), count(d.day),
@@ -179,3 +189,86 @@ def test_input_order_and_rerun_do_not_change_output(lines: list[dict], rnd: rand
     first = result(list(range(len(lines))), 1)
     assert result(list(range(len(lines))), 2) == first  # running twice equals once
     assert result(shuffled, 1) == first  # physical input order does not matter
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(-(10**12), 10**12), st.integers(1, 60)), min_size=1, max_size=8)
+)
+def test_day_spread_closed_form_equals_generic_split(items: list[tuple[int, int]]) -> None:
+    con = duckdb.connect()
+    con.execute("CREATE TABLE it (item_id INTEGER, total BIGINT, start_day DATE, end_day DATE)")
+    start = dt.date(2024, 2, 20)
+    con.executemany(
+        "INSERT INTO it VALUES (?, ?, ?, ?)",
+        [(i, t, start, start + dt.timedelta(days=n)) for i, (t, n) in enumerate(items)],
+    )
+    closed = con.execute(
+        f"SELECT item_id, day, amount_minor FROM ({billing.spread_days_sql('it')}) ORDER BY 1, 2"
+    ).fetchall()
+    days = (
+        "(SELECT *, CAST(unnest(range(start_day, end_day, INTERVAL 1 DAY)) AS DATE) AS day FROM it)"
+    )
+    generic = con.execute(
+        "SELECT item_id, day, alloc FROM ("
+        + billing.largest_remainder_sql(days, ["item_id"], "total", "1", ["day"])
+        + ") ORDER BY 1, 2"
+    ).fetchall()
+    assert closed == generic
+    for i, (t, n) in enumerate(items):
+        mine = [a for j, _, a in closed if j == i]
+        assert len(mine) == n and sum(mine) == t
+        assert mine == reference_split(t, [1] * n)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.integers(1, 10**7), st.integers(1, 90)), min_size=1, max_size=6),
+    st.lists(st.integers(1, 10**6), min_size=1, max_size=4),
+    st.sampled_from(["line-period", "document-date"]),
+)
+def test_credit_notes_are_allocated_without_loss(
+    lines: list[tuple[int, int]], credits: list[int], timing: str
+) -> None:
+    con = duckdb.connect()
+    for e in TABLES:
+        con.execute(entity_table_ddl(e))
+    con.execute(
+        "INSERT INTO stg_invoice (source_id, customer_id, status, currency, created_at, "
+        "source_name, source_vendor, source_file, source_row) "
+        "VALUES ('in_1', 'c', 'paid', 'USD', TIMESTAMP '2024-01-01', 'i', 'stripe', 'i.csv', 1)"
+    )
+    start = dt.date(2024, 1, 1)
+    for k, (amount, days) in enumerate(lines):
+        con.execute(
+            "INSERT INTO stg_invoice_line (source_id, invoice_id, currency, amount, period_start, "
+            "period_end, source_name, source_vendor, source_file, source_row) "
+            "VALUES (?, 'in_1', 'USD', ?, ?, ?, 'l', 'stripe', 'l.csv', ?)",
+            [f"il_{k}", amount, start, start + dt.timedelta(days=days), k + 1],
+        )
+    for k, amount in enumerate(credits):
+        con.execute(
+            "INSERT INTO stg_credit_note (source_id, invoice_id, status, currency, amount, "
+            "created_at, source_name, source_vendor, source_file, source_row) "
+            "VALUES (?, 'in_1', 'issued', 'USD', ?, TIMESTAMP '2024-02-10', 'cn', 'stripe', 'cn.csv', ?)",
+            [f"cn_{k}", amount, k + 1],
+        )
+    billing.run(con, "p", "USD", {"adjustment_timing": timing})
+
+    def one(sql: str) -> int:
+        row = con.execute(sql).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    # each credit note's parts add up to the note; every part lands in revenue_daily
+    assert one("SELECT sum(amount) FROM revenue_adjustment WHERE counted") == -sum(credits)
+    per_doc = con.execute(
+        "SELECT document_id, sum(amount) FROM revenue_adjustment GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert per_doc == [
+        (f"cn_{k}", -a) for k, a in sorted(enumerate(credits), key=lambda t: f"cn_{t[0]}")
+    ]
+    assert one("SELECT sum(amount_minor) FROM revenue_daily") == sum(a for a, _ in lines) - sum(
+        credits
+    )
+    assert one("SELECT sum(amount_minor) FROM revenue") == sum(a for a, _ in lines) - sum(credits)

@@ -271,3 +271,219 @@ def test_amount_reporting_rounds_once_half_even() -> None:
     assert con.execute("SELECT amount_minor, amount_reporting FROM revenue").fetchall() == [
         (3, Decimal("0.04"))
     ]
+
+
+def test_net_downgrade_credit_never_turns_into_negative_revenue() -> None:
+    # Only the downgrade's proration lines are in the export (the Pro line that paid for January
+    # is older than the export window): unused Pro -2200 and remaining Basic +1100 over Jan 21-31
+    # (11 days) net to -1100. Nothing in the data earns money on those days (available 0), so the
+    # whole -1100 is customer credit: +1100 'customer-credit' (100/day) brings each day to
+    # -200 + 100 + 100 = 0, and January's revenue to 0 instead of -$11.00.
+    lines = [
+        _line(
+            "il_unused",
+            "in_2",
+            -2200,
+            T(2024, 1, 21),
+            T(2024, 2, 1),
+            proration=True,
+            subscription_id="sub_B",
+        ),
+        _line(
+            "il_remain",
+            "in_2",
+            1100,
+            T(2024, 1, 21),
+            T(2024, 2, 1),
+            proration=True,
+            subscription_id="sub_B",
+        ),
+    ]
+    con = _con(invoice=[_inv("in_2", "cus_B", total=-1100, amount_paid=0)], invoice_line=lines)
+    billing.run(con, "r", "USD", {})
+    assert con.execute("SELECT amount_minor, lines, adjustments FROM revenue").fetchall() == [
+        (0, 2, 1)
+    ]
+    assert con.execute(
+        "SELECT min(s), max(s) FROM (SELECT day, sum(amount_minor) AS s FROM revenue_daily GROUP BY day)"
+    ).fetchone() == (0, 0)
+    assert con.execute(
+        "SELECT kind, amount, invoice_line_id FROM revenue_adjustment"
+    ).fetchall() == [("customer-credit", 1100, "il_unused")]
+    assert con.execute("SELECT code, severity FROM finding").fetchall() == [
+        ("downgrade-credit-carried", "info")
+    ]
+
+    # With the Pro line present (6200 over January: 6200 x 11 // 31 = 2200 earned in Jan 21-31)
+    # the -1100 fits inside the period: no customer-credit adjustment, January = 5100.
+    con2 = _con(
+        invoice=[_inv("in_1", "cus_B"), _inv("in_2", "cus_B", total=-1100, amount_paid=0)],
+        invoice_line=[
+            _line("il_pro", "in_1", 6200, T(2024, 1, 1), T(2024, 2, 1), subscription_id="sub_B"),
+            *lines,
+        ],
+    )
+    billing.run(con2, "r", "USD", {})
+    assert con2.execute("SELECT amount_minor, adjustments FROM revenue").fetchall() == [(5100, 0)]
+    assert con2.execute("SELECT count(*) FROM revenue_adjustment").fetchone() == (0,)
+
+
+def test_bad_periods_and_currencies_are_findings_not_silent_losses() -> None:
+    con = _con(
+        invoice=[
+            _inv("in_1", "c1"),
+            _inv("in_2", "c2", created_at=None),
+            _inv("in_3", "c3", currency="xxx"),
+            _inv("in_4", "c4", status=None),
+        ],
+        invoice_line=[
+            # period_end 9999-12-31: more than max_service_days (3700) -> booked on 2024-01-01
+            _line("il_long", "in_1", 500, T(2024, 1, 1), T(9999, 12, 31)),
+            # no period, no invoice date, no line date: cannot be placed in time
+            _line("il_nodate", "in_2", 700, None, None),
+            _line("il_xxx", "in_3", 900, T(2024, 1, 1), T(2024, 1, 2), currency="xxx"),
+            _line("il_nostatus", "in_4", 300, T(2024, 1, 1), T(2024, 1, 2)),
+        ],
+    )
+    billing.run(con, "r", "USD", {})
+    assert con.execute(
+        "SELECT customer_id, currency, amount_minor, amount_reporting FROM revenue ORDER BY 1"
+    ).fetchall() == [("c1", "USD", 500, Decimal("5.00")), ("c3", "XXX", 900, None)]
+    assert con.execute(
+        "SELECT code, record_id FROM finding ORDER BY code, record_id"
+    ).fetchall() == [
+        ("currency-unknown", "XXX"),
+        ("fx-rate-missing", "XXX"),
+        ("invoice-status-unknown", "in_4"),
+        ("service-date-missing", "il_nodate"),
+        ("service-period-too-long", "il_long"),
+    ]
+
+
+def test_invoice_created_twice_under_one_idempotency_key_counts_once() -> None:
+    # An API retry created in_A2 with the idempotency key that already created in_A: in_A2 and
+    # its line are surplus copies (kept: in_A, the earlier event). A EUR credit note against the
+    # USD invoice cannot be netted and is reported, not counted.
+    ev = [
+        {
+            "source_id": "evt_1",
+            "event_type": "invoice.created",
+            "object_id": "in_A",
+            "idempotency_key": "K",
+            "created_at": T(2024, 1, 1, 9),
+        },
+        {
+            "source_id": "evt_2",
+            "event_type": "invoice.created",
+            "object_id": "in_A2",
+            "idempotency_key": "K",
+            "created_at": T(2024, 1, 1, 9, 0, 3),
+        },
+    ]
+    con = _con(
+        billing_event=ev,
+        invoice=[_inv("in_A", "c1"), _inv("in_A2", "c1")],
+        invoice_line=[
+            _line("il_A", "in_A", 1000, T(2024, 1, 1), T(2024, 1, 2)),
+            _line("il_A2", "in_A2", 1000, T(2024, 1, 1), T(2024, 1, 2)),
+        ],
+        credit_note=[
+            {
+                "source_id": "cn_eur",
+                "invoice_id": "in_A",
+                "status": "issued",
+                "currency": "eur",
+                "amount": 100,
+                "created_at": T(2024, 1, 5),
+            }
+        ],
+    )
+    billing.run(con, "r", "USD", {})
+    assert con.execute("SELECT amount_minor, lines, adjustments FROM revenue").fetchall() == [
+        (1000, 1, 0)
+    ]
+    assert con.execute(
+        "SELECT entity, record_id, kept_id, reason FROM billing_duplicate ORDER BY entity, record_id"
+    ).fetchall() == [
+        ("invoice", "in_A2", "in_A", "idempotency-key"),
+        ("invoice_line", "il_A2", "in_A", "idempotency-key"),
+    ]
+    assert con.execute("SELECT code, record_id FROM finding").fetchall() == [
+        ("adjustment-currency-mismatch", "cn_eur")
+    ]
+
+
+def test_one_request_creating_different_items_and_lines_without_ids_are_not_duplicates() -> None:
+    # One subscription-creation request (key K) legitimately creates two different invoice items;
+    # two lines exported without any id are distinct rows, not copies of each other.
+    ev = [
+        {
+            "source_id": "evt_1",
+            "event_type": "invoiceitem.created",
+            "object_id": "ii_setup",
+            "idempotency_key": "K",
+            "created_at": T(2024, 1, 1),
+        },
+        {
+            "source_id": "evt_2",
+            "event_type": "invoiceitem.created",
+            "object_id": "ii_seats",
+            "idempotency_key": "K",
+            "created_at": T(2024, 1, 1),
+        },
+    ]
+    day = (T(2024, 1, 1), T(2024, 1, 2))
+    con = _con(
+        billing_event=ev,
+        invoice=[_inv("in_1", "c1")],
+        invoice_line=[
+            _line("ii_setup", "in_1", 5000, *day, description="Setup fee"),
+            _line("ii_seats", "in_1", 1200, *day, description="3 extra seats"),
+            _line(None, "in_1", 100, *day),
+            _line(None, "in_1", 100, *day),
+        ],
+    )
+    billing.run(con, "r", "USD", {})
+    # 5000 + 1200 + 100 + 100 = 6400, four lines
+    assert con.execute("SELECT amount_minor, lines FROM revenue").fetchall() == [(6400, 4)]
+    assert con.execute("SELECT count(*) FROM billing_duplicate").fetchone() == (0,)
+
+
+def test_erp_invoice_mirroring_a_stripe_invoice_is_not_counted_twice() -> None:
+    # NetSuite records the Stripe invoice in_1 as INV-77 (external_ref in_1) without line
+    # detail; INV-78 is a NetSuite-only invoice. Revenue: Stripe's in_1 once (3000) + INV-78 (500).
+    con = _con(
+        invoice=[
+            _inv("in_1", "cus_1", source_system="billing"),
+            _inv(
+                "INV-77",
+                "cus_1",
+                subtotal=3000,
+                external_ref="in_1",
+                source_system="erp",
+                source_vendor="netsuite",
+                source_name="ns",
+            ),
+            _inv(
+                "INV-78",
+                "C-9",
+                subtotal=500,
+                source_system="erp",
+                source_vendor="netsuite",
+                source_name="ns",
+            ),
+        ],
+        invoice_line=[
+            _line("il_1", "in_1", 3000, T(2024, 1, 1), T(2024, 1, 2), source_system="billing")
+        ],
+    )
+    billing.run(con, "r", "USD", {})
+    assert con.execute(
+        "SELECT customer_id, source_vendor, amount_minor FROM revenue ORDER BY 1"
+    ).fetchall() == [
+        ("C-9", "netsuite", 500),
+        ("cus_1", "stripe", 3000),
+    ]
+    assert con.execute(
+        "SELECT entity, record_id, kept_id, reason FROM billing_duplicate"
+    ).fetchall() == [("invoice", "INV-77", "in_1", "cross-system-mirror")]

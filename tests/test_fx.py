@@ -149,10 +149,9 @@ def test_convert_writes_amounts_findings_and_metric() -> None:
     assert con.execute("SELECT value FROM metric WHERE name = 'fx_gaps'").fetchall() == [(2.0,)]
 
 
-def test_reporting_amount_is_exact_before_rounding() -> None:
+def test_reporting_amount_is_exact() -> None:
     con = duckdb.connect()
-    # 1 fils (0.001 KWD) x 3.2522522523 = 0.0032522522523 -> half-even at 10 dp: 0.0032522523
-    sql = fx.reporting_amount_sql("CAST(1 AS BIGINT)", "CAST(3.2522522523 AS DECIMAL(38,10))", "3")
-    assert con.execute(f"SELECT {sql}").fetchone() == (Decimal("0.0032522523"),)
+    # 1 fils (0.001 KWD) x 3.2522522523 = 0.0032522522523: every digit kept, nothing rounded
     exact = fx.exact_reporting_sql("CAST(1 AS BIGINT)", "CAST(3.2522522523 AS DECIMAL(38,10))", "3")
-    assert con.execute(f"SELECT {exact}").fetchone() == (Decimal("0.0032522522523"),)
+    got = con.execute(f"SELECT {exact}, typeof({exact})").fetchone()
+    assert got == (Decimal("0.0032522522523"), "DECIMAL(38,14)")

@@ -55,14 +55,22 @@ CASES: dict[str, list[str]] = {
     "stripe_credit_note_fivetran.yaml": ["stripe/fivetran/credit_note.csv"],
     "stripe_refund_fivetran.yaml": ["stripe/fivetran/refund.csv"],
     "chargebee_invoice.yaml": ["chargebee/invoices.json"],
-    "netsuite_customer.yaml": ["netsuite/customers_suiteql.json"],
-    "netsuite_invoice.yaml": ["netsuite/invoices_suiteql.json"],
+    "netsuite_customer.yaml": [
+        "netsuite/customers_suiteql.json",
+        "netsuite/customers_savedsearch.csv",
+    ],
+    "netsuite_invoice.yaml": [
+        "netsuite/invoices_suiteql.json",
+        "netsuite/invoices_savedsearch.csv",
+    ],
     "netsuite_invoice_line.yaml": ["netsuite/invoice_lines_suiteql.json"],
-    "google_ads_campaign.yaml": ["google_ads/campaign_search.json"],
-    "meta_ads_insights.yaml": ["meta_ads/insights.json"],
+    "google_ads_campaign.yaml": ["google_ads/campaign_search.json", "google_ads/campaign_gaql.csv"],
+    "meta_ads_insights.yaml": ["meta_ads/insights.json", "meta_ads/insights.jsonl"],
     "linkedin_ads_analytics.yaml": ["linkedin_ads/ad_analytics_statistics.json"],
     "microsoft_ads_campaign.yaml": ["microsoft_ads/campaign_performance.csv"],
-    "ecb_eurofxref_hist.yaml": ["ecb/eurofxref-hist.csv"],
+    "ecb_eurofxref.yaml": ["ecb/eurofxref-hist.csv"],
+    "treasury_fx_rate.yaml": ["treasury/rates.csv"],
+    "linkedin_ads_campaign.yaml": ["linkedin_ads/campaign_performance_export.csv"],
 }
 
 
@@ -103,9 +111,16 @@ def _read_csv(con: duckdb.DuckDBPyConnection, path: Path, fmt: dict) -> None:
     )
 
 
+def _kind(path: Path, fmt: dict) -> str:
+    """The reader ingest would pick: the mapping's format.type, else the file extension."""
+    if fmt.get("type") not in (None, "auto"):
+        return str(fmt["type"])
+    return {".json": "json", ".jsonl": "ndjson", ".ndjson": "ndjson"}.get(path.suffix, "csv")
+
+
 def _json_records(path: Path, fmt: dict) -> list[dict]:
     text = path.read_text("utf-8")
-    if fmt.get("type") == "ndjson":
+    if _kind(path, fmt) == "ndjson":
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     doc = json.loads(text)
     if fmt.get("json_path"):
@@ -144,7 +159,7 @@ def _sample_columns(doc: dict, path: Path) -> tuple[duckdb.DuckDBPyConnection, o
     """Load a sample into view `src`; return the connection and a `present(col)` predicate."""
     fmt = doc.get("format") or {}
     con = duckdb.connect()
-    if fmt.get("type") in ("json", "ndjson"):
+    if _kind(path, fmt) in ("json", "ndjson"):
         records = _json_records(path, fmt)
         assert records, f"{path}: no records"
         _read_json(con, records)
@@ -197,6 +212,7 @@ def test_format_notes_cover_every_mapping() -> None:
 # --- staging every sample through the contract stage ---------------------------------------------
 
 SYSTEM = {
+    "treasury": "fx",
     "salesforce": "crm",
     "hubspot": "crm",
     "netsuite": "erp",
@@ -321,11 +337,12 @@ def test_hubspot_deal_values() -> None:
     got = rows(
         "hubspot_deal.yaml",
         "hubspot/deals.json",
-        "source_id, amount, currency, close_date, is_closed, is_won, account_id, contact_id",
+        "source_id, amount, currency, close_date, is_closed, is_won, account_id, contact_id, merged_ids",
     )
     assert got == [
-        ("7001", 1200000, "GBP", date(2024, 2, 28), True, True, "9001", "51"),  # "12000" GBP
-        ("7003", 499999, "USD", date(2024, 7, 31), False, False, None, None),  # "4999.99" USD
+        # "12000" GBP; deal 7002 was merged into it
+        ("7001", 1200000, "GBP", date(2024, 2, 28), True, True, "9001", "51", ["7002"]),
+        ("7003", 499999, "USD", date(2024, 7, 31), False, False, None, None, None),  # "4999.99"
     ]
 
 
@@ -371,7 +388,8 @@ def test_stripe_line_items_basil_shape() -> None:
         ("il_1BasJ2jjjjjjjjj", "il_1BasJ2jjjjjjjjj", "in_1BasJjjjjjjjjjj", "sub_1BasJjjjjjjjjjj",
          None, "price_1JpStd", "invoiceitem", "JPY", -500, 0, 0, True,
          ts("2025-04-15"), ts("2025-05-01")),
-        # ISK is two-decimal in Stripe: 50000 = 500.00 ISK; taxes[].amount 12000 -> tax
+        # ISK is two-decimal in Stripe: 50000 = 500.00 ISK, staged as the integer Stripe wrote
+        # (unit: minor keeps the vendor unit; see exponents: ISK: 2); taxes[].amount 12000 -> tax
         ("il_1BasI1iiiiiiiii", "il_1BasI1iiiiiiiii", "in_1BasIiiiiiiiiii", None, None,
          "price_1IsWorkshop", "invoiceitem", "ISK", 50000, 0, 12000, False,
          ts("2025-04-10 12:00:00"), ts("2025-04-10 12:00:00")),
@@ -578,7 +596,7 @@ def test_meta_linkedin_microsoft_spend() -> None:
 
 
 def test_ecb_unpivots_and_drops_na() -> None:
-    con, table, quarantine = staged("ecb_eurofxref_hist.yaml", "ecb/eurofxref-hist.csv")
+    con, table, quarantine = staged("ecb_eurofxref.yaml", "ecb/eurofxref-hist.csv")
     assert quarantine == ()
     # 41 currency columns, 11 of them N/A on every sample day (CYP EEK LTL LVL MTL ROL SIT SKK HRK
     # RUB TRL), 3 days: 30 * 3 = 90 rates; the trailing-comma column yields none
@@ -640,3 +658,79 @@ def test_stripe_fivetran_customer_subscription_credit_note_refund() -> None:
         "stripe_refund_fivetran.yaml", "stripe/fivetran/refund.csv", "source_id, amount, created_at"
     )
     assert refunds == [("re_1PreAaaaaaaaaaa", 1000, ts("2024-06-20 09:30:00"))]
+
+
+def test_stripe_events_from_a_webhook_log_as_ndjson() -> None:
+    """The same mapping reads a webhook log (one event per line) when the source overrides the
+    format type; a retried delivery is the same event id twice: kept for dedup's exact match on
+    source_id, not quarantined."""
+    con, table, quarantine = stage_sample(
+        MAPPINGS / "stripe_event.yaml",
+        SAMPLES / "stripe/webhook_events.ndjson",
+        "billing",
+        "billing_event",
+        fmt={"type": "ndjson"},
+    )
+    assert quarantine == []
+    got = con.execute(f"SELECT source_row, source_id FROM {table} ORDER BY source_row").fetchall()
+    assert got == [
+        (1, "evt_1PreAinvpaid0001"),
+        (2, "evt_1PreAsubupd0002"),
+        (3, "evt_1PreAinvpaid0001"),  # the retry
+        (4, "evt_1PreAinvcre0003"),
+    ]
+
+
+def test_netsuite_saved_search_csv_stages_like_suiteql() -> None:
+    """The two NetSuite exports of the same records stage to the same canonical values."""
+    cols = (
+        "source_id, number, customer_id, status, currency, total, tax, exchange_rate, external_ref"
+    )
+    json_rows = rows("netsuite_invoice.yaml", "netsuite/invoices_suiteql.json", cols)
+    csv_rows = rows("netsuite_invoice.yaml", "netsuite/invoices_savedsearch.csv", cols)
+    assert csv_rows == json_rows == [
+        # 1583.20 GBP total of which 263.87 VAT; "Paid In Full" and status B both mean paid
+        ("88001", "INV-UK-000123", "1201", "paid", "GBP", 158320, 26387, Decimal("1.2712"),
+         "in_1PreAaaaaaaaaaa"),
+        ("88002", "INV-JP-000007", "1202", "open", "JPY", 850, 0, Decimal("0.0067"),
+         "in_1BasJjjjjjjjjjj"),
+    ]  # fmt: skip
+    cust = rows(
+        "netsuite_customer.yaml",
+        "netsuite/customers_savedsearch.csv",
+        "source_id, full_name, company, last_name, is_deleted, created_at",
+    )
+    assert cust == [
+        ("1201", "Analytical Engines Ltd", "Analytical Engines Ltd", None, False, ts("2024-01-16 09:12")),
+        ("1202", "Tanaka Hiroshi", None, "Tanaka", False, ts("2025-03-16 10:00")),
+        ("1204", "Grace Hopper", None, "Hopper", True, ts("2024-06-05 14:30")),  # "2:30 pm"
+    ]  # fmt: skip
+
+
+def test_google_ads_gaql_csv_and_meta_jsonl_stage_like_the_api_json() -> None:
+    cols = "account_id, campaign_id, date, currency, spend, impressions, account_timezone"
+    api = rows("google_ads_campaign.yaml", "google_ads/campaign_search.json", cols)
+    csv = rows("google_ads_campaign.yaml", "google_ads/campaign_gaql.csv", cols)
+    assert csv == api
+    assert [r[4] for r in csv] == [1235, 1234, 1500]  # cost_micros -> cents/yen, half-even
+    cols = "account_id, campaign_id, date, currency, spend, impressions, clicks"
+    assert rows("meta_ads_insights.yaml", "meta_ads/insights.jsonl", cols) == rows(
+        "meta_ads_insights.yaml", "meta_ads/insights.json", cols
+    )
+
+
+def test_linkedin_campaign_manager_export_and_treasury_rates() -> None:
+    got = rows(
+        "linkedin_ads_campaign.yaml",
+        "linkedin_ads/campaign_performance_export.csv",
+        "campaign_group_id, campaign_id, date, currency, spend, clicks",
+    )
+    assert got == [
+        # the four report lines above the header are skipped; "Total Spent" 120.50 EUR
+        ("625612345", "187654321", date(2025, 1, 15), "EUR", 12050, 37),
+        ("625612345", "187654322", date(2025, 1, 15), "EUR", 0, 0),
+        ("625612345", "187654321", date(2025, 1, 16), "EUR", 9801, 29),
+    ]
+    fx = rows("treasury_fx_rate.yaml", "treasury/rates.csv", "date, base, quote, rate, rate_type")
+    assert fx[0] == (date(2025, 1, 15), "EUR", "KWD", Decimal("0.3178"), "treasury")
+    assert len(fx) == 3

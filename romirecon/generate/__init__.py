@@ -7,8 +7,9 @@ on it, the mapping files it needs, and `truth/`:
 
 - `records.parquet`: one row per exported record: source, source_file, source_row, source_id,
   entity_id (the true identity), vector (`original` or the duplication vector), detail.
-- `clusters.parquet`: one row per true entity with more than one record: entity_id, n_records,
-  the member (source, source_file, source_row) keys.
+- `clusters.parquet`: the true duplicate clusters, flat: one row per member record of every
+  entity with more than one record (cluster_id = entity_id, source, source_file, source_row,
+  vector). Records absent from it are singletons.
 - `revenue.parquet`: month, customer_id, currency, amount_minor, amount_reporting.
 - `romi.parquet`: period, platform, campaign_id, spend, revenue (reporting currency, last touch).
 - `billing_cases.parquet`: which objects carry which billing edge case.
@@ -32,6 +33,7 @@ MARKER = ".romirecon-estate"
 
 # source name -> (system, entity, mapping file, path glob)
 SOURCES: list[tuple[str, str, str, str, str]] = [
+    ("hubspot_contact", "crm", "contact", "hubspot_contact.yaml", "exports/crm/hubspot/contacts.json"),
     ("salesforce_lead", "crm", "contact", "salesforce_lead.yaml", "exports/crm/salesforce/Lead_*.csv"),
     ("salesforce_contact", "crm", "contact", "salesforce_contact.yaml", "exports/crm/salesforce/Contact.csv"),
     ("salesforce_account", "crm", "account", "salesforce_account.yaml", "exports/crm/salesforce/Account.csv"),
@@ -43,11 +45,14 @@ SOURCES: list[tuple[str, str, str, str, str]] = [
     ("stripe_credit_note", "billing", "credit_note", "stripe_credit_note.yaml", "exports/billing/stripe/credit_notes.json"),
     ("stripe_refund", "billing", "refund", "stripe_refund.yaml", "exports/billing/stripe/refunds.json"),
     ("stripe_event", "billing", "billing_event", "stripe_event.yaml", "exports/billing/stripe/events.json"),
-    ("netsuite_customer", "erp", "contact", "netsuite_customer.yaml", "exports/erp/netsuite/customers.csv"),
-    ("netsuite_invoice", "erp", "invoice", "netsuite_invoice.yaml", "exports/erp/netsuite/invoices.csv"),
-    ("google_ads", "ads", "ad_spend", "google_ads_campaign.yaml", "exports/ads/google_ads/*.csv"),
-    ("meta_ads", "ads", "ad_spend", "meta_ads_insights.yaml", "exports/ads/meta_ads/*.jsonl"),
-    ("linkedin_ads", "ads", "ad_spend", "linkedin_ads_campaign.yaml", "exports/ads/linkedin_ads/*.csv"),
+    ("chargebee_customer", "billing", "contact", "chargebee_customer.yaml", "exports/billing/chargebee/customers.json"),
+    ("chargebee_subscription", "billing", "subscription", "chargebee_subscription.yaml", "exports/billing/chargebee/subscriptions.json"),
+    ("chargebee_invoice", "billing", "invoice", "chargebee_invoice.yaml", "exports/billing/chargebee/invoices.json"),
+    ("netsuite_customer", "erp", "contact", "netsuite_customer.yaml", "exports/erp/netsuite/customers.json"),
+    ("netsuite_invoice", "erp", "invoice", "netsuite_invoice.yaml", "exports/erp/netsuite/invoices.json"),
+    ("google_ads", "ads", "ad_spend", "google_ads_campaign.yaml", "exports/ads/google_ads/*.json"),
+    ("meta_ads", "ads", "ad_spend", "meta_ads_insights.yaml", "exports/ads/meta_ads/*.json"),
+    ("linkedin_ads", "ads", "ad_spend", "linkedin_ads_analytics.yaml", "exports/ads/linkedin_ads/*.json"),
     ("microsoft_ads", "ads", "ad_spend", "microsoft_ads_campaign.yaml", "exports/ads/microsoft_ads/*.csv"),
     ("ecb_rates", "fx", "fx_rate", "ecb_eurofxref.yaml", "exports/fx/ecb/eurofxref-hist.csv"),
     ("treasury_rates", "fx", "fx_rate", "treasury_fx_rate.yaml", "exports/fx/treasury/rates.csv"),

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 
 from romirecon.generate.estate import Estate, _orig
-from romirecon.generate.util import write_csv, write_ndjson
+from romirecon.generate.util import write_csv, write_json_records
 from romirecon.generate.world import World
 
 # cost per lead in the account currency's major units, per platform
@@ -37,6 +37,18 @@ def draw_spend(rng: np.random.Generator, world: World) -> pl.DataFrame:
             }
         )
         .join(camps.drop("n"), on="campaign_idx")
+        .join(
+            world.people.group_by("campaign_idx", day=pl.col("lead_ts") // 86400).agg(
+                conversions=pl.len()
+            ),
+            on=["campaign_idx", "day"],
+            how="left",
+        )
+        .with_columns(
+            conversions=pl.col("conversions").fill_null(0).cast(pl.Int64),
+            # platform-reported value: what the pixel was told, not revenue
+            conversion_value=pl.col("conversions").fill_null(0).cast(pl.Float64) * 100.0,
+        )
         .sort("campaign_idx", "day")
     )
 
@@ -75,23 +87,34 @@ def write_ads(est: Estate, spend: pl.DataFrame, world: World, dup_rate: float) -
             out.append((m.strftime("%Y-%m"), cur))
         return out
 
-    # Google Ads: GAQL campaign report per account and month (cost in micros)
+    # Google Ads: GoogleAdsService.Search responses (REST JSON, camelCase), per account and month
     g = s.filter(pl.col("platform") == "google_ads")
     for acct in g["account_id"].unique().sort().to_list():
         for tag, part in monthly(g.filter(pl.col("account_id") == acct)):
             part = part.sort("day", "campaign_id")
-            out = part.select(**{
-                "customer.id": "account_id", "customer.descriptive_name": "account_name",
-                "customer.currency_code": "currency", "customer.time_zone": "timezone",
-                "campaign.id": "campaign_id", "campaign.name": "campaign_name",
-                "segments.date": _date(), "metrics.cost_micros": pl.col("spend") * 10_000,
-                "metrics.impressions": "impressions", "metrics.clicks": "clicks",
-            })  # fmt: skip
-            rel = f"exports/ads/google_ads/{acct}_{tag}.csv"
-            write_csv(out, est.path(rel))
+            out = part.select(
+                customer=pl.struct(
+                    resourceName=pl.lit("customers/") + pl.col("account_id"), id="account_id",
+                    descriptiveName="account_name", currencyCode="currency", timeZone="timezone",
+                ),
+                campaign=pl.struct(
+                    resourceName=pl.lit("customers/") + pl.col("account_id") + "/campaigns/" + pl.col("campaign_id"),
+                    id="campaign_id", name="campaign_name",
+                ),
+                metrics=pl.struct(
+                    clicks=pl.col("clicks").cast(pl.String),
+                    conversions=pl.col("conversions").cast(pl.Float64),
+                    conversionsValue=pl.col("conversion_value"),
+                    costMicros=(pl.col("spend") * 10_000).cast(pl.String),
+                    impressions=pl.col("impressions").cast(pl.String),
+                ),
+                segments=pl.struct(date=_date()),
+            )  # fmt: skip
+            rel = f"exports/ads/google_ads/{acct}_{tag}.json"
+            write_json_records(out, est.path(rel), "results", after={"fieldMask": GOOGLE_FIELDS})
             est.record("google_ads", rel, part, "rid")
 
-    # Meta: Insights API rows (level=campaign, time_increment=1), numbers as strings
+    # Meta: Insights API pages (level=campaign, time_increment=1), numbers as strings
     m = s.filter(pl.col("platform") == "meta_ads")
     for tag, part in monthly(m):
         part = part.sort("day", "campaign_id")
@@ -101,39 +124,55 @@ def write_ads(est: Estate, spend: pl.DataFrame, world: World, dup_rate: float) -
             date_start=_date(), date_stop=_date(), spend=_money("spend"),
             impressions=pl.col("impressions").cast(pl.String), clicks=pl.col("clicks").cast(pl.String),
         )  # fmt: skip
-        rel = f"exports/ads/meta_ads/insights_{tag}.jsonl"
-        write_ndjson(out, est.path(rel))
+        rel = f"exports/ads/meta_ads/insights_{tag}.json"
+        write_json_records(out, est.path(rel), "data", after={"paging": {"cursors": {}}})
         est.record("meta_ads", rel, part, "rid")
 
-    # LinkedIn: Campaign Manager campaign performance CSV (report preamble, then the table)
+    # LinkedIn: adAnalytics (q=statistics, pivots ACCOUNT, CAMPAIGN_GROUP, CAMPAIGN; DAILY)
     li = s.filter(pl.col("platform") == "linkedin_ads").sort("day", "campaign_id")
-    out = li.select(**{
-        "Start Date (in UTC)": _date("%m/%d/%Y"), "Account Name": "account_name",
-        "Currency": "currency", "Campaign Group ID": pl.lit("612004411"),
-        "Campaign ID": "campaign_id", "Campaign Name": "campaign_name",
-        "Total Spent": _money("spend"), "Impressions": "impressions", "Clicks": "clicks",
-    })  # fmt: skip
-    first = li["day"].min()
-    last = li["day"].max()
-    rng_txt = pl.select(a=pl.from_epoch(pl.lit(first), time_unit="d").dt.strftime("%m/%d/%Y"),
-                        b=pl.from_epoch(pl.lit(last), time_unit="d").dt.strftime("%m/%d/%Y")).row(0)  # fmt: skip
-    rel = "exports/ads/linkedin_ads/campaign_performance.csv"
-    write_csv(out, est.path(rel), header_lines=[
-        "Campaign Performance Report (in UTC)",
-        f"Report Start: {rng_txt[0]}, Report End: {rng_txt[1]}",
-        f"Account: {li['account_id'][0]}",
-        "",
-    ])  # fmt: skip
+    d = pl.from_epoch(pl.col("day"), time_unit="d")
+    ymd = pl.struct(
+        year=d.dt.year().cast(pl.Int64),
+        month=d.dt.month().cast(pl.Int64),
+        day=d.dt.day().cast(pl.Int64),
+    )
+    out = li.select(
+        pivotValues=pl.concat_list(
+            pl.lit("urn:li:sponsoredAccount:") + pl.col("account_id"),
+            pl.lit("urn:li:sponsoredCampaignGroup:") + pl.lit(LINKEDIN_GROUP),
+            pl.lit("urn:li:sponsoredCampaign:") + pl.col("campaign_id"),
+        ),
+        dateRange=pl.struct(start=ymd, end=ymd),
+        costInLocalCurrency=_money("spend"),
+        externalWebsiteConversions="conversions",
+        impressions="impressions", clicks="clicks",
+    )  # fmt: skip
+    rel = "exports/ads/linkedin_ads/ad_analytics.json"
+    write_json_records(
+        out,
+        est.path(rel),
+        "elements",
+        before={"paging": {"start": 0, "count": li.height, "links": []}},
+    )
     est.record("linkedin_ads", rel, li, "rid")
 
-    # Microsoft Advertising: CampaignPerformanceReport, daily, header and footer excluded
+    # Microsoft Advertising: CampaignPerformanceReport CSV, daily, header and footer excluded
     ms = s.filter(pl.col("platform") == "microsoft_ads").sort("day", "campaign_id")
     out = ms.select(
         TimePeriod=_date(), AccountId="account_id", AccountName="account_name",
         CampaignId="campaign_id", CampaignName="campaign_name", CurrencyCode="currency",
         Spend=_money("spend"), Impressions="impressions", Clicks="clicks",
+        Conversions=pl.col("conversions").cast(pl.Float64).round(2).cast(pl.String),
+        Revenue=pl.col("conversion_value").round(2).cast(pl.String),
     )  # fmt: skip
     rel = "exports/ads/microsoft_ads/campaign_performance.csv"
-    write_csv(out, est.path(rel))
+    write_csv(out, est.path(rel), quote_style="always")
     est.record("microsoft_ads", rel, ms, "rid")
     del world
+
+
+GOOGLE_FIELDS = (
+    "customer.id,customer.descriptiveName,customer.currencyCode,customer.timeZone,campaign.id,"
+    "campaign.name,metrics.clicks,metrics.costMicros,metrics.impressions,segments.date"
+)
+LINKEDIN_GROUP = "612004411"

@@ -75,8 +75,8 @@ def build_billing(rng: np.random.Generator, world: World) -> tuple[pl.DataFrame,
     close_day = conv_day + rng.integers(0, 21, size=n)
     converted = (rng.random(n) < 0.6) & (close_day < as_of - 2)
     cur = p["currency"].to_numpy()
-    # Chargebee (some USD/EUR/GBP customers) is not written yet: every subscription bills in Stripe
-    chargebee = converted & np.isin(cur, ["USD", "EUR", "GBP"]) & (rng.random(n) < 0.0)
+    # some USD/EUR/GBP customers bill through Chargebee, the rest through Stripe
+    chargebee = converted & np.isin(cur, ["USD", "EUR", "GBP"]) & (rng.random(n) < 0.18)
     p = p.with_columns(
         converted=pl.Series(converted),
         conv_ts=pl.Series(conv_day * 86400 + rng.integers(9 * 3600, 18 * 3600, size=n)),
@@ -106,7 +106,9 @@ def build_billing(rng: np.random.Generator, world: World) -> tuple[pl.DataFrame,
     canceled = (cancel_after < n_cycles) | (trial & ~trial_converts)
     n_cycles = np.minimum(n_cycles, cancel_after)
     # plan change: in cycle c (1-based paid cycle) at a day inside it; needs cycle c+1 invoiced
-    change = (rng.random(m) < 0.10) & (n_cycles >= 2)
+    is_cb = s["billing"].to_numpy() == "chargebee"
+    # plan changes are modelled on Stripe's proration lines (Chargebee prorates by credit notes)
+    change = (rng.random(m) < 0.10) & (n_cycles >= 2) & ~is_cb
     change_cycle = np.where(change, rng.integers(0, np.maximum(n_cycles - 1, 1)), -1)
     up = rng.random(m) < 0.6
     new_tier = np.clip(np.where(up, tier + 1, tier - 1), 0, 2)
@@ -175,15 +177,15 @@ def build_billing(rng: np.random.Generator, world: World) -> tuple[pl.DataFrame,
             "discount_bp": pct,
         }
     )
-    # trial invoices ($0, billing_reason subscription_create)
-    t_sub = sidx[trial]
+    # trial invoices ($0, billing_reason subscription_create); Chargebee invoices no trial
+    t_sub = sidx[trial & ~is_cb]
     trial_inv = pl.DataFrame(
         {
             "sub_idx": t_sub,
             "cycle": np.full(t_sub.size, -1),
             "kind": np.full(t_sub.size, "trial"),
-            "period_start_day": start_day[trial],
-            "period_end_day": trial_end[trial],
+            "period_start_day": start_day[trial & ~is_cb],
+            "period_end_day": trial_end[trial & ~is_cb],
             "discount_bp": np.zeros(t_sub.size, dtype=np.int64),
         }
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 from datetime import date
 from pathlib import Path
 
@@ -24,12 +26,16 @@ from romirecon.generate.billing import build_billing
 from romirecon.generate.estate import (
     Estate,
     make_stripe_ids,
+    write_chargebee,
+    write_hubspot,
     write_netsuite,
     write_salesforce,
     write_stripe,
 )
 from romirecon.generate.util import day_number, write_csv, write_json, write_parquet
 from romirecon.generate.world import build_world
+
+log = logging.getLogger(__name__)
 
 
 def _year_start(as_of: date) -> date:
@@ -42,10 +48,18 @@ def build_estate(
     out_dir: Path, customers: int, seed: int, dup_rate: float, as_of: date
 ) -> GenerateResult:
     rng = np.random.default_rng(seed)
+    t0 = [time.perf_counter()]
+
+    def _lap(step: str) -> None:
+        now = time.perf_counter()
+        log.info("generate: %s %.1fs", step, now - t0[0])
+        t0[0] = now
+
     start_day = day_number(_year_start(as_of))
     as_of_day = day_number(as_of)
     world = build_world(rng, customers, start_day, as_of_day)
     people, billing = build_billing(rng, world)
+    _lap("world")
     subs = make_stripe_ids(billing.subscriptions)
     exp = pl.col("currency").replace_strict(
         {"JPY": 0, "KWD": 3, "ISK": 2}, default=2, return_dtype=pl.Int64
@@ -60,17 +74,32 @@ def build_estate(
     rates = fx_mod.draw_rates(rng, fx_first - 7, as_of_day)  # a week early: day one has a rate
     currencies = sorted({*PRICES_CURRENCIES, *world.campaigns["currency"].to_list(), "EUR"})
     factors, f_first = fx_mod.factor_table(rates, currencies, REPORTING_CURRENCY, fx_first, fx_last)
+    _lap("billing+fx")
 
     est = Estate(out_dir)
     people = write_salesforce(
-        est, rng, world, people, subs, subs.select("person_idx", "stripe_id"), dup_rate
+        est,
+        rng,
+        world,
+        people,
+        subs,
+        subs.select("person_idx", "stripe_id", "chargebee_id"),
+        dup_rate,
     )["people"]
     b = {"invoices": billing.invoices, "lines": billing.lines, "refunds": billing.refunds,
          "credit_notes": billing.credit_notes}  # fmt: skip
+    write_hubspot(est, rng, people, dup_rate)
     inv = write_stripe(est, rng, people, subs, b, dup_rate, as_of_day)
-    write_netsuite(est, rng, people, subs, inv, factors, f_first, dup_rate)
+    _lap("salesforce+stripe")
+    cb_inv = write_chargebee(est, people, subs, b, as_of_day)
+    keep = ["inv_idx", "sub_idx", "status", "total", "tax", "currency", "created_ts", "id",
+            "_entity", "period_start_day", "period_end_day"]  # fmt: skip
+    all_inv = pl.concat([inv.select(keep), cb_inv.select(keep)]).sort("inv_idx")
+    write_netsuite(est, rng, people, subs, all_inv, factors, f_first, dup_rate)
+    _lap("netsuite")
     spend = ads_mod.draw_spend(rng, world)
     ads_mod.write_ads(est, spend, world, dup_rate)
+    _lap("ads")
     # FX files: the ECB historical CSV (newest first, N/A for discontinued) and a treasury file
     ecb = fx_mod.ecb_wide(rates)
     header = ",".join(ecb.columns[:-1]) + ","
@@ -81,21 +110,21 @@ def build_estate(
 
     # ------------------------------------------------ truth
     tdir = out_dir / "truth"
-    records = pl.concat(est.truth).sort("source", "source_file", "source_row")
+    # each truth frame is one file in row order: ordering the frames orders the records
+    frames = sorted(
+        est.truth, key=lambda f: (f["source"][0], f["source_file"][0]) if f.height else ("", "")
+    )
+    records = pl.concat(frames)
     write_parquet(records, tdir / "records.parquet")
-    clusters = (
-        records.group_by("entity_id")
-        .agg(
-            n_records=pl.len(),
-            members=pl.struct("source", "source_file", "source_row").sort_by(
-                "source", "source_file", "source_row"),
-        )
-        .filter(pl.col("n_records") > 1)
-        .sort("entity_id")
-    )  # fmt: skip
+    # one row per member of every true cluster with more than one record (flat: a partition)
+    clusters = records.filter(pl.col("entity_id").is_duplicated()).select(
+        cluster_id="entity_id", source="source", source_file="source_file", source_row="source_row",
+        vector="vector",
+    ).sort("cluster_id", "source", "source_file", "source_row")  # fmt: skip
     write_parquet(clusters, tdir / "clusters.parquet")
+    _lap("records+clusters")
 
-    subs_ids = subs.select("sub_idx", customer_id="stripe_id", billing=pl.lit("stripe"))
+    subs_ids = subs.select("sub_idx", "billing", customer_id="billing_customer_id")
     items = truth_mod.revenue_items(billing, subs_ids)
     rev = truth_mod.revenue_by_month(items, factors, f_first)
     revenue = (
@@ -108,6 +137,7 @@ def build_estate(
         .sort("month", "customer_id", "currency")
     )
     write_parquet(revenue, tdir / "revenue.parquet")
+    _lap("revenue")
 
     # ROMI: last touch = the person's acquisition channel/campaign (the only touch they have)
     attrib = subs.select("sub_idx", "channel", "platform", "campaign_id")
@@ -151,7 +181,8 @@ def build_estate(
         .sort("period", "platform", "campaign_id", nulls_last=True)
     )
     write_parquet(romi, tdir / "romi.parquet")
-    write_parquet(billing_cases(billing, subs, inv), tdir / "billing_cases.parquet")
+    _lap("romi")
+    write_parquet(billing_cases(billing, subs, all_inv), tdir / "billing_cases.parquet")
 
     counts = {
         r["source"]: r["len"] for r in records.group_by("source").len().sort("source").to_dicts()
@@ -170,6 +201,7 @@ def build_estate(
         "files": sorted(est.files),
     }
     write_json(manifest, tdir / "manifest.json")
+    (tdir / "README.md").write_text(TRUTH_README)
     missing = write_project(out_dir, as_of)
     return GenerateResult(
         out_dir=out_dir,
@@ -215,11 +247,15 @@ def write_project(out_dir: Path, as_of: date) -> list[str]:
     mdir.mkdir(parents=True, exist_ok=True)
     missing = []
     sources = []
+    own_dir = Path(__file__).resolve().parent / "mappings"  # formats only the generator writes
     for name, system, entity, mapping, path in SOURCES:
         if (src_dir / mapping).is_file():
             shutil.copyfile(src_dir / mapping, mdir / mapping)
-        else:
+        elif (own_dir / mapping).is_file():
+            shutil.copyfile(own_dir / mapping, mdir / mapping)
+        else:  # the export is written, but the project leaves it out until a mapping exists
             missing.append(mapping)
+            continue
         sources.append({"name": name, "system": system, "entity": entity,
                         "mapping": f"mappings/{mapping}", "path": path})  # fmt: skip
     project = {
@@ -237,3 +273,42 @@ def write_project(out_dir: Path, as_of: date) -> list[str]:
     (out_dir / "romirecon.yaml").write_text(text)
     (out_dir / MARKER).touch()
     return missing
+
+
+TRUTH_README = """# Ground truth of this synthetic estate
+
+Written by `romirecon generate` from its own model of the world, never by reading the exports
+back or running the pipeline. Same parameters (manifest.json) give byte-identical files.
+
+| file | one row per | columns |
+|---|---|---|
+| records.parquet | exported record | source, source_file, source_row (1-based, file order), source_id, entity_id (true identity), vector, detail |
+| clusters.parquet | record of an entity with more than one record | cluster_id (= entity_id), source, source_file, source_row, vector |
+| revenue.parquet | billing customer x month | month, customer_id (billing system id), currency, amount_minor (native, vendor exponent), amount_reporting |
+| romi.parquet | month x platform x campaign | period, platform, campaign_id, spend, revenue (reporting currency, last touch) |
+| billing_cases.parquet | object x edge case | case, object, object_id |
+
+Entity ids: P... people (CRM leads/contacts, billing and ERP customers of one person share it),
+A... companies (CRM accounts), D... deals, S... subscriptions, I... invoices (the billing invoice
+and its ERP mirror share it), L... invoice lines, R... refunds, C... credit notes, E:<evt id>
+events, <platform>:<campaign>:<day> ad rows.
+
+Duplication vectors (`vector`; `original` is the first record of an entity in its system):
+
+| vector | where | what happened |
+|---|---|---|
+| sync_race | Stripe customers, Salesforce contacts, NetSuite customers | the integration created the record twice within seconds |
+| mapping_error | Salesforce contacts/accounts, NetSuite customers | a transformation changed a value so the match failed: detail = case, whitespace, swap_names, phone_format, legal_suffix or typo |
+| manual_entry | Salesforce leads, NetSuite customers | the same person typed in by hand (no UTM, no external id) |
+| api_retry | Stripe customers (same idempotency key, new id), Stripe events (webhook redelivery, same event id), NetSuite invoices (connector retried, new internal id) | |
+| batch_overlap | Salesforce lead batches, Google Ads and Meta monthly files | overlapping re-exports: the same row in two files |
+| merged | Salesforce leads (IsDeleted, MasterRecordId), HubSpot contacts (archived; survivor's hs_merged_object_ids) | merged-away records still exported with merge pointers |
+
+Billing rules of the truth (DESIGN.md): paid and open invoices count, void ones do not; a line's
+net (amount - discount, tax excluded) is spread over its service days with the remainder on the
+earliest days; refunds and credit notes are negative amounts spread over the credited line's
+period; a refund paid out by a credit note counts once; void credit notes count for nothing;
+each day converts at its ECB rate (last published rate on days without one; KWD from the treasury
+file), reporting amounts rounded half-to-even to the cent once per row. Last touch = the person's
+acquisition campaign (HubSpot UTM / click id); organic, direct and referral have no campaign id.
+"""

@@ -19,15 +19,39 @@ from romirecon.generate.util import (
     vendor_ids,
     write_api_list,
     write_csv,
+    write_json_records,
 )
 from romirecon.generate.world import PLATFORMS, SUFFIX_VARIANTS, World
 
 SF_TS = "%Y-%m-%dT%H:%M:%S.000Z"
-NS_TS = "%m/%d/%Y %I:%M %p"
-NS_DATE = "%m/%d/%Y"
+SUITEQL_TS = "%Y-%m-%d %H:%M:%S"
+
+
+def write_suiteql(records: pl.DataFrame, path: Path) -> None:
+    """A SuiteQL REST query response: {links, count, hasMore, items, offset, totalResults}."""
+    n = records.height
+    write_json_records(records, path, "items", {"links": [], "count": n, "hasMore": False},
+                       {"offset": 0, "totalResults": n})  # fmt: skip
+
+
+def _fixed_major(minor: pl.Expr, exponent: pl.Expr) -> pl.Expr:
+    """Minor units as exact decimal text in major units (no float formatting)."""
+    div = pl.lit(10).pow(exponent).cast(pl.Int64)
+    whole = (minor.abs() // div).cast(pl.String)
+    frac = (minor.abs() % div).cast(pl.String).str.zfill(exponent)
+    sign = pl.when(minor < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+    return sign + pl.when(exponent == 0).then(whole).otherwise(whole + "." + frac)
+
 
 CLICK_PREFIX = {"google_ads": "Cj0KCQiA", "meta_ads": "IwAR", "linkedin_ads": "li",
                 "microsoft_ads": "ms"}  # fmt: skip
+
+
+def click_id(token: pl.Expr, k: int) -> pl.Expr:
+    """A platform's click id for the person's click (pure arithmetic: stable across versions)."""
+    return ((token + k * 1_000_003) % (2**62)).cast(pl.String)
+
+
 TRUTH_COLS = ["source", "source_file", "source_row", "source_id", "entity_id", "vector", "detail"]
 
 
@@ -116,7 +140,7 @@ MAPPING_ERRORS = ["case", "whitespace", "swap_names", "phone_format", "legal_suf
 def apply_mapping_error(df: pl.DataFrame, kind: pl.Series, phone_col: str) -> pl.DataFrame:
     """Per row, apply the named transformation error to first/last name, email, phone, company."""
     k = pl.Series("_k", kind)
-    df = df.with_columns(k, _seed=pl.col("person_idx").hash(7) % 1000)
+    df = df.with_columns(k, _seed=(pl.col("person_idx") * 7919 + 17) % 1000)
     kk = pl.col("_k")
     return df.with_columns(
         first_name=pl.when(kk == "case").then(pl.col("first_name").str.to_uppercase())
@@ -163,6 +187,7 @@ def write_salesforce(est: Estate, rng: np.random.Generator, world: World, people
             pl.col("domain").first(),
             pl.col("country").first(),
             pl.col("city").first(),
+            pl.col("currency").first(),
         )
         .sort("company_idx")
     )
@@ -186,7 +211,7 @@ def write_salesforce(est: Estate, rng: np.random.Generator, world: World, people
     }  # fmt: skip
     click = {
         f"{v[2].upper()}__c": pl.when(src == k).then(
-            pl.lit(CLICK_PREFIX[k]) + pl.col("click_token").hash(i).cast(pl.String)
+            pl.lit(CLICK_PREFIX[k]) + click_id(pl.col("click_token"), i)
         )
         for i, (k, v) in enumerate(PLATFORMS.items())
     }
@@ -261,6 +286,7 @@ def write_salesforce(est: Estate, rng: np.random.Generator, world: World, people
         "FirstName": "first_name", "LastName": "last_name", "Company": "Company", "Title": "title",
         "Street": "street", "City": "city", "State": "state", "PostalCode": "postal_code",
         "Country": "country", "Phone": "phone_out", "Email": "email", "Website": "domain",
+        "CurrencyIsoCode": "currency",
         "LeadSource": "LeadSource", "Status": "Status", "IsConverted": "IsConverted",
         "ConvertedContactId": "ConvertedContactId", "ConvertedAccountId": "ConvertedAccountId",
         "ConvertedDate": "ConvertedDate",
@@ -309,9 +335,14 @@ def write_salesforce(est: Estate, rng: np.random.Generator, world: World, people
     )
     accounts = pl.concat([accounts, dup]).sort("conv_ts", "account_id")
     acc_out = accounts.select(
-        Id="account_id", IsDeleted=pl.lit("false"), Name="company",
-        Website=pl.lit("https://www.") + pl.col("domain"), BillingCity="city",
-        BillingCountry="country", CreatedDate=epoch_to_str(pl.col("conv_ts"), SF_TS),
+        Id="account_id", IsDeleted=pl.lit("false"), MasterRecordId=pl.lit(None, dtype=pl.String),
+        Name="company", Type=pl.lit("Customer"), Phone=pl.lit(None, dtype=pl.String),
+        Website=pl.lit("https://www.") + pl.col("domain"), BillingStreet=pl.lit(None, dtype=pl.String),
+        BillingCity="city", BillingState=pl.lit(None, dtype=pl.String),
+        BillingPostalCode=pl.lit(None, dtype=pl.String), BillingCountry="country",
+        AccountSource=pl.lit(None, dtype=pl.String), CurrencyIsoCode="currency",
+        CreatedDate=epoch_to_str(pl.col("conv_ts"), SF_TS),
+        LastModifiedDate=epoch_to_str(pl.col("conv_ts"), SF_TS),
     )  # fmt: skip
     rel = "exports/crm/salesforce/Account.csv"
     write_csv(acc_out, est.path(rel), quote_style="always")
@@ -320,7 +351,11 @@ def write_salesforce(est: Estate, rng: np.random.Generator, world: World, people
     # ------------------------------------------------ contacts (converted leads)
     c = (
         p.filter(pl.col("converted"))
-        .join(stripe_cus.select("person_idx", "stripe_id"), on="person_idx", how="left")
+        .join(
+            stripe_cus.select("person_idx", "stripe_id", "chargebee_id"),
+            on="person_idx",
+            how="left",
+        )
         .sort("person_idx")
     )
     contacts = _orig(c.with_columns(created=pl.col("conv_ts"), _entity=pl.col("entity_id"),
@@ -347,8 +382,10 @@ def write_salesforce(est: Estate, rng: np.random.Generator, world: World, people
         AccountId="account_id", FirstName="first_name", LastName="last_name", Email="email",
         Phone="phone_out", Title="title", MailingStreet="street", MailingCity="city",
         MailingState="state", MailingPostalCode="postal_code", MailingCountry="country",
+        CurrencyIsoCode="currency",
         LeadSource=lead_source,
         Stripe_Customer_ID__c="stripe_id",
+        Chargebee_Customer_ID__c="chargebee_id",
         CreatedDate=epoch_to_str(pl.col("created"), SF_TS),
         LastModifiedDate=epoch_to_str(pl.col("created"), SF_TS),
     )  # fmt: skip
@@ -372,6 +409,7 @@ def write_salesforce(est: Estate, rng: np.random.Generator, world: World, people
         Amount=pl.col("amount_major_annual"), CurrencyIsoCode="currency",
         CloseDate=pl.from_epoch(pl.col("close_day"), time_unit="d").dt.strftime("%Y-%m-%d"),
         Type=pl.lit("New Business"), LeadSource=pl.lit(None, dtype=pl.String),
+        CampaignId=pl.lit(None, dtype=pl.String),
         Stripe_Subscription_ID__c="billing_sub_id",
         CreatedDate=epoch_to_str(pl.col("conv_ts"), SF_TS),
         LastModifiedDate=epoch_to_str(pl.col("close_day") * 86400 + 43200, SF_TS),
@@ -387,10 +425,16 @@ def stripe_customer_ids(index: np.ndarray) -> np.ndarray:
 
 
 def make_stripe_ids(subs: pl.DataFrame) -> pl.DataFrame:
+    """Billing-system ids: Stripe cus_/sub_ ids, or Chargebee's alphanumeric ids."""
+    idx = subs["sub_idx"].to_numpy()
+    stripe = pl.col("billing") == "stripe"
     return subs.with_columns(
-        stripe_id=pl.Series(stripe_customer_ids(subs["sub_idx"].to_numpy())),
-        billing_sub_id=pl.Series(vendor_ids("sub_", subs["sub_idx"].to_numpy(), salt=12)),
-    )
+        stripe_id=pl.when(stripe).then(pl.Series(stripe_customer_ids(idx))),
+        chargebee_id=pl.when(~stripe).then(pl.Series(vendor_ids("16", idx, salt=71, width=15))),
+        billing_sub_id=pl.when(stripe)
+        .then(pl.Series(vendor_ids("sub_", idx, salt=12)))
+        .otherwise(pl.Series(vendor_ids("Azq", idx, salt=72, width=14))),
+    ).with_columns(billing_customer_id=pl.coalesce("stripe_id", "chargebee_id"))
 
 
 __all__ = ["TRUTH_COLS", "Estate", "make_stripe_ids", "write_salesforce"]
@@ -405,9 +449,12 @@ def _lower(col: str) -> pl.Expr:
 
 def write_stripe(est: Estate, rng: np.random.Generator, people: pl.DataFrame, subs: pl.DataFrame,
                  b: dict[str, pl.DataFrame], dup_rate: float, as_of_day: int) -> pl.DataFrame:  # fmt: skip
-    """customers, subscriptions, invoices, invoice lines, credit notes, refunds, events (NDJSON,
-    one API object per line, as `GET /v1/<objects>` returns them with `expand[]` where noted)."""
+    """customers, subscriptions, invoices, invoice lines, credit notes, refunds, events: one list
+    document per object type, as `GET /v1/<objects>` returns them (records under "data")."""
     base = "exports/billing/stripe"
+    subs = subs.filter(pl.col("billing") == "stripe")
+    mine = subs["sub_idx"].implode()
+    b = {k: v.filter(pl.col("sub_idx").is_in(mine)) for k, v in b.items()}
     s = subs.join(
         people.select("person_idx", "first_name", "last_name", "email", "calling_code", "nsn",
                       "company", "b2b", "street", "city", "state", "postal_code", "contact_id"),
@@ -416,7 +463,7 @@ def write_stripe(est: Estate, rng: np.random.Generator, people: pl.DataFrame, su
     cus = _orig(s.with_columns(
         id=pl.col("stripe_id"),
         created=pl.col("start_ts") - 120,
-        idem=pl.col("sub_idx").hash(3).cast(pl.String),
+        idem=pl.lit("k") + ((pl.col("sub_idx") * 2654435761 + 97) % 4294967296).cast(pl.String).str.zfill(10),
         _entity=pl.col("entity_id"),
         phone_out=pl.lit("+") + pl.col("calling_code") + pl.col("nsn"),
     ))  # fmt: skip
@@ -523,7 +570,7 @@ def write_stripe(est: Estate, rng: np.random.Generator, people: pl.DataFrame, su
         ),
         subscription="billing_sub_id", subtotal="subtotal", tax="tax", total="total",
         total_discount_amounts=pl.when(pl.col("discount") != 0).then(
-            pl.concat_list(pl.struct(amount="discount", discount=pl.lit("di_") + pl.col("sub_idx").hash(5).cast(pl.String).str.slice(0, 14)))),
+            pl.concat_list(pl.struct(amount="discount", discount=pl.lit("di_") + pl.col("sub_idx").cast(pl.String).str.zfill(14)))),
     )  # fmt: skip
     rel = f"{base}/invoices.json"
     write_api_list(inv_out, est.path(rel), "/v1/invoices")
@@ -546,12 +593,14 @@ def write_stripe(est: Estate, rng: np.random.Generator, people: pl.DataFrame, su
         .when(pl.col("line_kind") == "remaining").then("Remaining time on " + plan_name + " after " + change_date)
         .when(pl.col("line_kind") == "trial").then(pl.lit("Trial period for ") + plan_name)
         .otherwise(pl.lit("1 × ") + plan_name),
-        discount_amounts=pl.when(pl.col("discount") != 0).then(pl.concat_list(pl.struct(amount="discount", discount=pl.lit("di_") + pl.col("sub_idx").hash(5).cast(pl.String).str.slice(0, 14)))).otherwise(pl.lit([], dtype=pl.List(pl.Struct({"amount": pl.Int64, "discount": pl.String})))),
+        discount_amounts=pl.when(pl.col("discount") != 0).then(pl.concat_list(pl.struct(amount="discount", discount=pl.lit("di_") + pl.col("sub_idx").cast(pl.String).str.zfill(14)))).otherwise(pl.lit([], dtype=pl.List(pl.Struct({"amount": pl.Int64, "discount": pl.String})))),
         discountable=pl.lit(True), invoice="id", livemode=pl.lit(True),
         period=pl.struct(end=pl.col("period_end_day") * 86400 + pl.col("start_sec"), start=pl.col("period_start_day") * 86400 + pl.col("start_sec")),
         plan=pl.struct(id=pl.col("plan") + "_" + _lower("currency")),
         proration="proration", quantity=pl.lit(1, dtype=pl.Int64),
+        price=pl.struct(id=pl.lit("price_") + pl.col("plan") + "_" + _lower("currency")),
         subscription="billing_sub_id",
+        subscription_item=pl.lit("si_") + pl.col("billing_sub_id").str.slice(4),
         tax_amounts=pl.when(pl.col("tax") != 0).then(pl.concat_list(pl.struct(amount="tax", inclusive=pl.lit(False)))).otherwise(pl.lit([], dtype=pl.List(pl.Struct({"amount": pl.Int64, "inclusive": pl.Boolean})))),
         type=pl.when(pl.col("proration")).then(pl.lit("invoiceitem")).otherwise(pl.lit("subscription")),
     )  # fmt: skip
@@ -650,11 +699,11 @@ def write_netsuite(est: Estate, rng: np.random.Generator, people: pl.DataFrame, 
     base = "exports/erp/netsuite"
     subsidiary = {"EUR": ("Acme Europe B.V.", "EUR"), "GBP": ("Acme UK Ltd", "GBP")}
     c = subs.join(people.select("person_idx", "first_name", "last_name", "email", "calling_code",
-                                "nsn", "company", "b2b"), on="person_idx").sort("sub_idx")  # fmt: skip
+                                "nsn", "company", "b2b", "domain"), on="person_idx").sort("sub_idx")  # fmt: skip
     c = _orig(c.with_columns(
         internal=pl.col("sub_idx") * 7 + 10_000,
         created=pl.col("start_ts") + pl.Series(rng.integers(600, 3 * 86400, size=c.height)),
-        ext=pl.col("stripe_id"),
+        ext=pl.col("billing_customer_id"),
         phone_out=pl.when(pl.col("calling_code") == "1").then(
             pl.col("nsn").str.slice(0, 3) + "-" + pl.col("nsn").str.slice(3, 3) + "-" + pl.col("nsn").str.slice(6))
         .otherwise(pl.lit("+") + pl.col("calling_code") + " " + pl.col("nsn")),
@@ -678,18 +727,23 @@ def write_netsuite(est: Estate, rng: np.random.Generator, people: pl.DataFrame, 
     sub_name = pl.col("currency").replace_strict(
         {k: v[0] for k, v in subsidiary.items()}, default="Acme Inc."
     )
+    person_name = pl.col("first_name") + " " + pl.col("last_name")
     c_out = c.select(
-        **{"Internal ID": "internal",
-           "ID": pl.lit("CUST") + pl.col("internal").cast(pl.String),
-           "Name": pl.when(pl.col("b2b")).then(pl.col("company")).otherwise(pl.col("first_name") + " " + pl.col("last_name")),
-           "Company Name": pl.when(pl.col("b2b")).then(pl.col("company")),
-           "First Name": "first_name", "Last Name": "last_name", "Email": "email",
-           "Phone": "phone_out", "Currency": "currency", "Subsidiary": sub_name,
-           "Date Created": epoch_to_str(pl.col("created"), NS_TS), "External ID": "ext",
-           "Inactive": pl.lit("No")},
+        links=pl.lit([], dtype=pl.List(pl.String)),
+        id=pl.col("internal").cast(pl.String),
+        entityid=pl.lit("CUST-") + pl.col("internal").cast(pl.String) + " "
+        + pl.when(pl.col("b2b")).then(pl.col("company")).otherwise(person_name),
+        externalid="ext",
+        isperson=pl.when(pl.col("b2b")).then(pl.lit("F")).otherwise(pl.lit("T")),
+        companyname=pl.when(pl.col("b2b")).then(pl.col("company")),
+        url=pl.when(pl.col("b2b")).then(pl.lit("https://") + pl.col("domain")),
+        firstname="first_name", lastname="last_name", email="email", phone="phone_out",
+        subsidiary=sub_name, currency="currency", isinactive=pl.lit("F"),
+        datecreated=epoch_to_str(pl.col("created"), SUITEQL_TS),
+        lastmodifieddate=epoch_to_str(pl.col("created") + 3600, SUITEQL_TS),
     )  # fmt: skip
-    rel = f"{base}/customers.csv"
-    write_csv(c_out, est.path(rel))
+    rel = f"{base}/customers.json"
+    write_suiteql(c_out, est.path(rel))
     est.record(
         "netsuite_customer", rel, c.with_columns(pl.col("internal").cast(pl.String)), "internal"
     )
@@ -700,7 +754,6 @@ def write_netsuite(est: Estate, rng: np.random.Generator, people: pl.DataFrame, 
     i = inv.filter(pl.col("status").is_in(["paid", "open"]) & (pl.col("total") > 0)).join(
         cust, on="sub_idx"
     )
-    day = pl.col("created_ts") // 86400
     i = i.with_columns(
         internal=pl.col("inv_idx") * 3 + 500_000,
         posted=pl.col("created_ts") + 4 * 3600,
@@ -725,24 +778,228 @@ def write_netsuite(est: Estate, rng: np.random.Generator, people: pl.DataFrame, 
     exp = pl.col("currency").replace_strict(
         {"JPY": 0, "KWD": 3, "ISK": 2}, default=2, return_dtype=pl.Int64
     )
-    major = pl.col("total").cast(pl.Float64) / pl.lit(10.0).pow(exp)
     i_out = i.select(
-        **{"Internal ID": "internal", "Document Number": pl.lit("INV") + pl.col("internal").cast(pl.String),
-           "Date": epoch_to_str(pl.col("posted"), NS_DATE),
-           "Customer Internal ID": "cust_internal", "Customer": "cust_name", "Currency": "currency",
-           "Exchange Rate": pl.col("xrate").round(6).cast(pl.String),
-           "Amount (Foreign Currency)": major.round(3).cast(pl.String),
-           "Tax Total": (pl.col("tax").cast(pl.Float64) / pl.lit(10.0).pow(exp)).round(3).cast(pl.String),
-           "Status": pl.when(pl.col("status") == "paid").then(pl.lit("Paid In Full")).otherwise(pl.lit("Open")),
-           "Subsidiary": sub_name,
-           "External ID": pl.when(pl.col("_vector") == "original").then(pl.col("id")),
-           "Start Date": pl.from_epoch(pl.col("period_start_day"), time_unit="d").dt.strftime(NS_DATE),
-           "End Date": pl.from_epoch(pl.col("period_end_day") - 1, time_unit="d").dt.strftime(NS_DATE),
-           "Memo": pl.lit("Stripe ") + pl.col("id")},
+        links=pl.lit([], dtype=pl.List(pl.String)),
+        id=pl.col("internal").cast(pl.String),
+        tranid=pl.lit("INV-") + pl.col("internal").cast(pl.String).str.zfill(7),
+        trandate=epoch_to_str(pl.col("posted"), "%Y-%m-%d"),
+        type=pl.lit("CustInvc"),
+        entity=pl.col("cust_internal").cast(pl.String),
+        status=pl.when(pl.col("status") == "paid").then(pl.lit("B")).otherwise(pl.lit("A")),
+        currency="currency",
+        exchangerate=pl.col("xrate").round(6).cast(pl.String),
+        foreigntotal=_fixed_major(pl.col("total"), exp),
+        taxtotal=_fixed_major(pl.col("tax"), exp),
+        subsidiary=sub_name,
+        externalid=pl.when(pl.col("_vector") == "original").then(pl.col("id")),
+        memo=pl.lit("Stripe ") + pl.col("id"),
+        createddate=epoch_to_str(pl.col("posted"), SUITEQL_TS),
+        lastmodifieddate=epoch_to_str(pl.col("posted") + 600, SUITEQL_TS),
     )  # fmt: skip
-    del day
-    rel = f"{base}/invoices.csv"
-    write_csv(i_out, est.path(rel))
+    rel = f"{base}/invoices.json"
+    write_suiteql(i_out, est.path(rel))
     est.record(
         "netsuite_invoice", rel, i.with_columns(pl.col("internal").cast(pl.String)), "internal"
     )
+
+
+# ---------------------------------------------------------------- HubSpot (marketing CRM)
+
+COUNTRY_NAMES = {
+    "US": "United States", "CA": "Canada", "GB": "United Kingdom", "DE": "Germany",
+    "FR": "France", "NL": "Netherlands", "JP": "Japan", "KW": "Kuwait", "IS": "Iceland",
+    "AU": "Australia",
+}  # fmt: skip
+HS_SOURCE = {"google_ads": "PAID_SEARCH", "microsoft_ads": "PAID_SEARCH",
+             "meta_ads": "PAID_SOCIAL", "linkedin_ads": "PAID_SOCIAL"}  # fmt: skip
+HS_TS = "%Y-%m-%dT%H:%M:%S.000Z"
+
+
+def write_hubspot(
+    est: Estate, rng: np.random.Generator, people: pl.DataFrame, dup_rate: float
+) -> None:
+    """HubSpot contacts (CRM v3 list, `properties` object, archived ones included): every lead
+    arrives here first with its UTM parameters and click ids, then syncs to Salesforce.
+
+    Duplicate vector: the same person submits a form again with another address; the two contacts
+    are later merged: the survivor lists the other's id in hs_merged_object_ids and the merged-away
+    contact is exported as archived."""
+    p = people.sort("person_idx").with_columns(
+        hs_id=(pl.col("person_idx") * 3 + 1001).cast(pl.String),
+        _entity=pl.col("entity_id"),
+        created=pl.col("lead_ts") - 30,
+    )
+    choice = _choose(rng, p.height, dup_rate, ["merged"])
+    loser = p.filter(pl.Series(choice != "")).with_columns(
+        hs_id=(pl.col("person_idx") * 3 + 900_000_002).cast(pl.String),
+        # a second form fill with a personal mailbox
+        email=pl.col("first_name").str.to_lowercase() + "." + pl.col("last_name").str.to_lowercase()
+        + pl.col("person_idx").cast(pl.String) + "@gmail.com",
+        created=pl.col("created") + pl.Series(rng.integers(3600, 20 * 86400, size=int((choice != "").sum()))),
+        archived=pl.lit(True),
+        merged=pl.lit(None, dtype=pl.String),
+        _vector=pl.lit("merged"),
+        _detail=pl.lit("merged away, archived"),
+    )  # fmt: skip
+    survivors = (
+        _orig(p)
+        .join(loser.select("person_idx", merged="hs_id"), on="person_idx", how="left")
+        .with_columns(archived=pl.lit(False))
+    )
+    rows = pl.concat([survivors, loser.select(survivors.columns)]).sort("created", "hs_id")
+    src = pl.col("platform")
+    utm_source = src.replace_strict({k: v[0] for k, v in PLATFORMS.items()}, default=None)
+    utm_medium = src.replace_strict({k: v[1] for k, v in PLATFORMS.items()}, default=None)
+    hs_source = (
+        pl.when(src.is_not_null()).then(src.replace_strict(HS_SOURCE, default=None))
+        .when(pl.col("channel") == "organic").then(pl.lit("ORGANIC_SEARCH"))
+        .when(pl.col("channel") == "referral").then(pl.lit("REFERRALS"))
+        .otherwise(pl.lit("DIRECT_TRAFFIC"))
+    )  # fmt: skip
+    first_touch = pl.col("_vector") == "original"  # the second form fill came in directly
+    props = pl.struct(
+        hs_object_id="hs_id", email="email", firstname="first_name", lastname="last_name",
+        phone=pl.lit("+") + pl.col("calling_code") + pl.col("nsn"),
+        company=pl.when(pl.col("b2b")).then(pl.col("company")),
+        website=pl.when(pl.col("b2b")).then(pl.col("domain")),
+        jobtitle=pl.when(pl.col("b2b")).then(pl.col("title")),
+        address="street", city="city", state=pl.when(pl.col("state") != "").then(pl.col("state")),
+        zip="postal_code",
+        country=pl.col("country").replace_strict(COUNTRY_NAMES, default=None),
+        associatedcompanyid=pl.when(pl.col("b2b")).then((pl.col("company_idx") + 9001).cast(pl.String)),
+        lifecyclestage=pl.when(pl.col("converted") & first_touch).then(pl.lit("customer")).otherwise(pl.lit("lead")),
+        hs_analytics_source=pl.when(first_touch).then(hs_source).otherwise(pl.lit("DIRECT_TRAFFIC")),
+        hs_analytics_source_data_1=pl.when(first_touch).then(utm_source),
+        hs_analytics_source_data_2=pl.when(first_touch).then(pl.col("campaign_name")),
+        hs_google_click_id=pl.when(first_touch & (src == "google_ads")).then(
+            pl.lit(CLICK_PREFIX["google_ads"]) + click_id(pl.col("click_token"), 0)),
+        hs_facebook_click_id=pl.when(first_touch & (src == "meta_ads")).then(
+            pl.lit(CLICK_PREFIX["meta_ads"]) + click_id(pl.col("click_token"), 1)),
+        utm_source=pl.when(first_touch).then(utm_source),
+        utm_medium=pl.when(first_touch).then(utm_medium),
+        utm_campaign=pl.when(first_touch).then(pl.col("campaign_name")),
+        hs_merged_object_ids="merged",
+        createdate=epoch_to_str(pl.col("created"), HS_TS),
+        lastmodifieddate=epoch_to_str(pl.col("created") + 86400, HS_TS),
+    )  # fmt: skip
+    out = rows.select(
+        id="hs_id", properties=props,
+        createdAt=epoch_to_str(pl.col("created"), HS_TS),
+        updatedAt=epoch_to_str(pl.col("created") + 86400, HS_TS),
+        archived="archived",
+    )  # fmt: skip
+    rel = "exports/crm/hubspot/contacts.json"
+    write_json_records(out, est.path(rel), "results", after={"paging": {}})
+    est.record("hubspot_contact", rel, rows, "hs_id")
+
+
+# ---------------------------------------------------------------- Chargebee
+
+
+def _cb_list(records: pl.DataFrame, key: str, path: Path) -> None:
+    """Chargebee API v2 list: {"list": [{"<type>": {...}}, ...]} (no next_offset: last page)."""
+    write_json_records(records.select(pl.struct(pl.all()).alias(key)), path, "list")
+
+
+def write_chargebee(est: Estate, people: pl.DataFrame, subs: pl.DataFrame,
+                    b: dict[str, pl.DataFrame], as_of_day: int) -> pl.DataFrame:  # fmt: skip
+    """customers, subscriptions and invoices (line items nested, as the API returns them)."""
+    base = "exports/billing/chargebee"
+    subs = subs.filter(pl.col("billing") == "chargebee")
+    mine = subs["sub_idx"].implode()
+    s = subs.join(
+        people.select("person_idx", "first_name", "last_name", "email", "calling_code", "nsn",
+                      "company", "b2b", "street", "city", "state", "postal_code", "contact_id"),
+        on="person_idx",
+    ).sort("sub_idx")  # fmt: skip
+    cus = _orig(s.with_columns(_entity=pl.col("entity_id"), created=pl.col("start_ts") - 300)).sort(
+        "created", "chargebee_id"
+    )
+    _cb_list(cus.select(
+        id="chargebee_id", first_name="first_name", last_name="last_name", email="email",
+        phone=pl.lit("+") + pl.col("calling_code") + pl.col("nsn"),
+        company=pl.when(pl.col("b2b")).then(pl.col("company")),
+        auto_collection=pl.lit("on"), net_term_days=pl.lit(0), created_at="created",
+        updated_at="created", deleted=pl.lit(False), object=pl.lit("customer"),
+        billing_address=pl.struct(first_name="first_name", last_name="last_name", line1="street",
+                                  city="city", zip="postal_code", country="country", object=pl.lit("billing_address")),
+        preferred_currency_code="currency", cf_salesforce_contact_id="contact_id",
+    ), "customer", est.path(f"{base}/customers.json"))  # fmt: skip
+    est.record("chargebee_customer", f"{base}/customers.json", cus, "chargebee_id")
+
+    sec = pl.col("start_sec")
+    per = b["invoices"].filter(pl.col("sub_idx").is_in(mine) & (pl.col("kind") != "reissue")).group_by("sub_idx").agg(
+        cps=pl.col("period_start_day").max(), cpe=pl.col("period_end_day").max())  # fmt: skip
+    sub = _orig(
+        s.with_columns(_entity=pl.lit("S") + pl.col("sub_idx").cast(pl.String).str.zfill(8))
+    )
+    sub = sub.join(per, on="sub_idx", how="left").sort("start_ts", "billing_sub_id")
+    status = (
+        pl.when(pl.col("trial") & (pl.col("trial_end_day") > as_of_day)).then(pl.lit("in_trial"))
+        .when((pl.col("canceled_day") >= 0) & (pl.col("canceled_day") <= as_of_day)).then(pl.lit("cancelled"))
+        .otherwise(pl.lit("active"))
+    )  # fmt: skip
+    price_id = pl.col("plan") + "-" + pl.col("currency") + "-Monthly"
+    _cb_list(sub.select(
+        id="billing_sub_id", customer_id="chargebee_id", status=status, currency_code="currency",
+        billing_period=pl.lit(1), billing_period_unit=pl.lit("month"),
+        subscription_items=pl.concat_list(pl.struct(
+            item_price_id=price_id, item_type=pl.lit("plan"), quantity="quantity",
+            unit_price=pl.col("price") // pl.col("quantity"), amount="price",
+            object=pl.lit("subscription_item"))),
+        coupons=pl.when(pl.col("coupon") != "").then(pl.concat_list(pl.struct(
+            coupon_id="coupon", object=pl.lit("coupon")))),
+        trial_start=pl.when(pl.col("trial")).then(pl.col("start_ts")),
+        trial_end=pl.when(pl.col("trial")).then(pl.col("trial_end_day") * 86400 + sec),
+        current_term_start=pl.col("cps") * 86400 + sec,
+        current_term_end=pl.col("cpe") * 86400 + sec - 1,
+        started_at="start_ts", created_at="start_ts",
+        cancelled_at=pl.when(pl.col("canceled_day") >= 0).then(pl.col("canceled_day") * 86400 + sec),
+        deleted=pl.lit(False), object=pl.lit("subscription"),
+    ), "subscription", est.path(f"{base}/subscriptions.json"))  # fmt: skip
+    est.record("chargebee_subscription", f"{base}/subscriptions.json", sub, "billing_sub_id")
+
+    inv = b["invoices"].filter(pl.col("sub_idx").is_in(mine)).join(
+        s.select("sub_idx", "chargebee_id", "billing_sub_id", "start_sec", "coupon", "plan"), on="sub_idx"
+    ).with_columns(
+        id=(pl.col("inv_idx") + 2001).cast(pl.String),
+        _entity=pl.lit("I") + pl.col("inv_idx").cast(pl.String).str.zfill(9),
+    )  # fmt: skip
+    ln = b["lines"].join(
+        inv.select("inv_idx", "id", "start_sec", "chargebee_id", "billing_sub_id"), on="inv_idx"
+    )
+    items = ln.sort("line_idx").group_by("inv_idx", maintain_order=True).agg(
+        line_items=pl.struct(
+            id=pl.lit("li_") + pl.col("line_idx").cast(pl.String),
+            date_from=pl.col("period_start_day") * 86400 + pl.col("start_sec"),
+            date_to=pl.col("period_end_day") * 86400 + pl.col("start_sec") - 1,
+            unit_amount="amount", quantity=pl.lit(1), amount="amount",
+            pricing_model=pl.lit("per_unit"), is_taxed=pl.col("tax") != 0, tax_amount="tax",
+            discount_amount="discount", item_level_discount_amount="discount",
+            object=pl.lit("line_item"), subscription_id="billing_sub_id", customer_id="chargebee_id",
+            description=pl.col("plan").str.to_titlecase() + " Monthly",
+            entity_type=pl.lit("plan_item_price"),
+            entity_id=pl.col("plan") + "-" + pl.col("currency") + "-Monthly",
+        )
+    )  # fmt: skip
+    inv = _orig(inv.join(items, on="inv_idx", how="left")).sort("created_ts", "id")
+    cb_status = pl.col("status").replace_strict(
+        {"paid": "paid", "open": "payment_due", "void": "voided"}
+    )
+    _cb_list(inv.select(
+        id="id", customer_id="chargebee_id", subscription_id="billing_sub_id", recurring=pl.lit(True),
+        status=cb_status, price_type=pl.lit("tax_exclusive"), date="created_ts",
+        due_date="created_ts", net_term_days=pl.lit(0), exchange_rate=pl.lit(1.0),
+        currency_code="currency", total="total", amount_paid="amount_paid",
+        amount_due=pl.when(pl.col("status") == "open").then(pl.col("total")).otherwise(0),
+        paid_at=pl.when(pl.col("status") == "paid").then(pl.col("created_ts") + 60),
+        voided_at=pl.when(pl.col("status") == "void").then(pl.col("created_ts") + 1800),
+        updated_at=pl.col("created_ts") + 60, deleted=pl.lit(False), object=pl.lit("invoice"),
+        first_invoice=pl.col("cycle") == 0, tax="tax", sub_total="subtotal",
+        line_items="line_items",
+        discounts=pl.when(pl.col("discount") != 0).then(pl.concat_list(pl.struct(
+            amount="discount", description="coupon", entity_type=pl.lit("item_level_coupon"),
+            entity_id="coupon", object=pl.lit("discount")))),
+    ), "invoice", est.path(f"{base}/invoices.json"))  # fmt: skip
+    est.record("chargebee_invoice", f"{base}/invoices.json", inv, "id")
+    return inv

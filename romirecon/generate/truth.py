@@ -99,14 +99,20 @@ def spread_by_month(
 
 
 def vendor_exponents(billing: np.ndarray, currency: np.ndarray) -> np.ndarray:
+    """Minor-unit exponent of each row's currency as its billing vendor defines it."""
     from romirecon.money import VENDOR_EXPONENTS
 
-    out = np.empty(currency.size, dtype=np.int64)
-    for c in np.unique(currency):
-        for b in np.unique(billing):
-            m = (currency == c) & (billing == b)
-            out[m] = exponent(str(c), VENDOR_EXPONENTS.get(str(b)))
-    return out
+    frame = pl.DataFrame({"billing": billing, "currency": currency})
+    pairs = frame.unique().sort("billing", "currency")
+    table = pairs.with_columns(
+        exponent=pl.Series(
+            [exponent(c, VENDOR_EXPONENTS.get(b)) for b, c in pairs.iter_rows()],  # distinct pairs
+            dtype=pl.Int64,
+        )
+    )
+    return frame.join(table, on=["billing", "currency"], how="left", maintain_order="left")[
+        "exponent"
+    ].to_numpy()
 
 
 def revenue_items(billing_model, subs_ids: pl.DataFrame) -> pl.DataFrame:  # type: ignore[no-untyped-def]

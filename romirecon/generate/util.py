@@ -127,14 +127,42 @@ def write_ndjson(records: pl.DataFrame, path: Path) -> None:
     _atomic_write_bytes(path, buf.getvalue())
 
 
-def write_api_list(records: pl.DataFrame, path: Path, url: str) -> None:
-    """A list document as REST list endpoints return it: {"object": "list", "data": [...]}."""
+def write_json_records(
+    records: pl.DataFrame,
+    path: Path,
+    key: str,
+    before: dict[str, object] | None = None,
+    after: dict[str, object] | None = None,
+) -> None:
+    """One JSON document holding the records as an array under `key`, as REST APIs page them.
+
+    `before` / `after` are the envelope's other members (written before / after the array).
+    """
     buf = io.BytesIO()
     records.write_ndjson(buf)
-    rows = buf.getvalue().rstrip(b"\n").split(b"\n") if records.height else []
-    head = b'{"object":"list","data":['
-    tail = b'],"has_more":false,"url":' + json.dumps(url).encode() + b"}\n"
-    _atomic_write_bytes(path, head + b",\n".join(rows) + tail)
+    # JSON text never holds a raw newline inside a value, so each line is one record
+    body = buf.getvalue().rstrip(b"\n").replace(b"\n", b",\n")
+
+    def members(d: dict[str, object] | None) -> bytes:
+        return b"".join(
+            json.dumps(k).encode() + b":" + json.dumps(v).encode() + b","
+            for k, v in (d or {}).items()
+        )
+
+    head = b"{" + members(before) + json.dumps(key).encode() + b":[\n"
+    tail = b"\n]" + (b"," + members(after)[:-1] if after else b"") + b"}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(head)
+        f.write(body)
+        f.write(tail)
+    os.replace(tmp, path)
+
+
+def write_api_list(records: pl.DataFrame, path: Path, url: str) -> None:
+    """A Stripe list document: {"object": "list", "data": [...], "has_more": false, "url": ...}."""
+    write_json_records(records, path, "data", {"object": "list"}, {"has_more": False, "url": url})
 
 
 def write_parquet(df: pl.DataFrame, path: Path) -> None:

@@ -277,7 +277,7 @@ AD_ACCOUNTS: list[tuple[str, str, str, str, str, list[str]]] = [
      ["brand_search_eu", "generic_search_eu"]),
     ("meta_ads", "act_1029384756", "Acme Social", "USD", "America/Los_Angeles",
      ["prospecting_lookalike", "retargeting_site_visitors", "video_awareness"]),
-    ("linkedin_ads", "508812345", "Acme B2B", "USD", "UTC", ["abm_enterprise", "lead_gen_forms"]),
+    ("linkedin_ads", "508812345", "Acme B2B", "EUR", "UTC", ["abm_enterprise", "lead_gen_forms"]),
     ("microsoft_ads", "180339871", "Acme Search UK", "GBP", "Europe/London",
      ["bing_brand_uk", "bing_generic_uk"]),
 ]  # fmt: skip

@@ -7,13 +7,46 @@ Reads the staged tables `stg_invoice`, `stg_invoice_line`, `stg_credit_note`, `s
 |---|---|
 | `billing_duplicate` | one surplus copy of a record: its provenance, the kept copy, the reason |
 | `revenue_event` | one invoice line of a live open/paid/uncollectible invoice |
-| `revenue_adjustment` | one credit note / refund / write-off, allocated to the lines it adjusts |
-| `revenue_daily` | one line (or adjustment part) × service day: native minor units + reporting |
-| `revenue` | month × billing customer × currency: the published contract table |
+| `revenue_adjustment` | one credit note / refund / write-off / carried downgrade credit, per line it adjusts |
+| `revenue_item` | one thing spread over days: a billable line's net, or a counted adjustment part |
+| `revenue_day` | item x service day (narrow): native minor units, rate, exact reporting amount |
+| `revenue_daily` | view: revenue_day joined to revenue_item (line x service day with its context) |
+| `revenue` | month x billing customer x currency: the published contract table |
 | `conversion` | one billing customer: first paid invoice, trial end, trial-to-paid date, coupon |
 
-plus `metric` and `finding` rows. Everything is set-based SQL; the rules are in DESIGN.md
-("Billing rules") and in the docstrings of the SQL builders below.
+plus `metric` and `finding` rows. Everything is set-based SQL.
+
+The rules as implemented (DESIGN.md "Billing rules"; the YAML cases in tests/cases/billing/ show
+each with hand-worked numbers):
+
+- Duplicates, first: the same record in overlapping exports keeps one copy (`reexport`; an
+  invoice keeps its latest state: updated_at, then void > paid > uncollectible > open > draft; a
+  credit note keeps void over issued); an event id delivered twice and the objects it carries are
+  `event-redelivery`; a second *equivalent* object (same amount, currency, price, period) created
+  under an idempotency key already used is `idempotency-key`; an ERP invoice whose external_ref
+  names a billing-system invoice is a `cross-system-mirror`. Records without an id never collapse.
+- Status (of the line's invoice): open and paid count; draft, void and test mode do not;
+  uncollectible is recognised and its unpaid share, net x (total - paid) / total half-to-even,
+  written off (`uncollectible: write-off`; or `revenue`, `exclude`).
+- Net = amount - line discount - the line's share of the invoice-level discount (largest
+  remainder over discountable lines by their amount after line discount). Tax is never revenue.
+  $0 lines are not billable (trial invoices); a 100% coupon line is billable with net 0.
+- Service days: [date(period_start), date(period_end)), at least one day; no period -> the
+  invoice date; longer than `max_service_days` -> its start day, with a finding.
+- Every item is spread over its days by largest remainder (leftover units to the earliest days,
+  the same rule for negative totals), so the days add up exactly to the item.
+- Upgrades/downgrades: proration lines (unused-time credit, remaining-time debit) cover the same
+  days and net there; `proration_group`/`proration_net` show the net. A net downgrade credit larger
+  than what the subscription earns in those days is carried as customer credit (a positive
+  `customer-credit` adjustment), never negative revenue.
+- Credit notes and refunds: negative adjustments against the named line, else the invoice's
+  billable lines by positive net (largest remainder), spread over the line's service period
+  (`adjustment_timing: line-period`) or booked on the document date (`document-date`). Void
+  credit notes, refunds that are not succeeded, and refunds paid out through a counted credit note
+  do not count (kept with `counted = false` and the reason).
+- FX: each day at that day's rate into the reporting currency (see `fx`), exact; the monthly
+  amount is rounded half-to-even once; a missing rate leaves the month's amount NULL.
+- Money: minor units with the exponent the contract stage used (mapping override, else ISO).
 
 Sign convention: amounts are minor units of the row's currency; revenue positive, credits,
 refunds and write-offs negative.
@@ -22,7 +55,7 @@ refunds and write-offs negative.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -30,6 +63,7 @@ import duckdb
 from romirecon.exitcodes import ConfigError
 from romirecon.sqlutil import ident
 from romirecon.stages import fx
+from romirecon.stages.common import drop_relation
 
 STAGE = "billing"
 
@@ -54,8 +88,9 @@ class BillingSettings:
     # booked whole on the document's date
     adjustment_timing: str = "line-period"
     livemode_only: bool = True
-    # per source name: currency exponent overrides, e.g. {stripe_lines: {ISK: 2}}
-    exponents: dict[str, dict[str, int]] = field(default_factory=dict)
+    # a service period longer than this (a bad export: period_end 9999-12-31) is booked on its
+    # start day with a finding instead of being spread over millions of days
+    max_service_days: int = 3700
 
 
 def parse_settings(settings: Mapping[str, Any] | None) -> BillingSettings:
@@ -78,14 +113,11 @@ def parse_settings(settings: Mapping[str, Any] | None) -> BillingSettings:
     ):
         if key in s and s[key] not in options:
             problems.append(f"billing.{key}: {s[key]!r} is not one of: {', '.join(options)}")
+    msd = s.get("max_service_days", 3700)
+    if not isinstance(msd, int) or isinstance(msd, bool) or msd < 1:
+        problems.append(f"billing.max_service_days: {msd!r} is not a whole number of days >= 1")
     if "livemode_only" in s and not isinstance(s["livemode_only"], bool):
         problems.append(f"billing.livemode_only: {s['livemode_only']!r} is not true or false")
-    exps = s.get("exponents") or {}
-    if not isinstance(exps, dict) or not all(
-        isinstance(m, dict) and all(isinstance(e, int) and 0 <= e <= 4 for e in m.values())
-        for m in exps.values()
-    ):
-        problems.append("billing.exponents: expected {source_name: {CURRENCY: 0..4}}")
     if problems:
         raise ConfigError(f"billing settings: {len(problems)} problem(s) found", details=problems)
     return BillingSettings(
@@ -93,7 +125,7 @@ def parse_settings(settings: Mapping[str, Any] | None) -> BillingSettings:
         uncollectible=s.get("uncollectible", "write-off"),
         adjustment_timing=s.get("adjustment_timing", "line-period"),
         livemode_only=s.get("livemode_only", True),
-        exponents={str(k): {str(c).upper(): int(e) for c, e in m.items()} for k, m in exps.items()},
+        max_service_days=int(msd),
     )
 
 
@@ -138,14 +170,17 @@ FROM (
 
 def dedup_sql(table: str, key: str, order: str) -> str:
     """SELECT *, _key, _copy, kept_*: every row of `table` numbered within its `key` by `order`
-    (copy 1 is kept), with the kept copy's provenance on each row."""
+    (copy 1 is kept), with the kept copy's provenance on each row. A NULL key (a record without
+    an id) is never a duplicate of anything."""
     return f"""
 SELECT *,
        first_value(source_name) OVER w AS kept_source_name,
        first_value(source_file) OVER w AS kept_source_file,
        first_value(source_row) OVER w AS kept_source_row
 FROM (
-    SELECT *, {key} AS _key, row_number() OVER (PARTITION BY {key} ORDER BY {order}) AS _copy
+    SELECT *, {key} AS _key,
+           CASE WHEN {key} IS NULL THEN 1
+                ELSE row_number() OVER (PARTITION BY {key} ORDER BY {order}) END AS _copy
     FROM {ident(table)}
 )
 WINDOW w AS (PARTITION BY _key ORDER BY _copy ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"""
@@ -155,11 +190,26 @@ def live_filter(livemode_only: bool) -> str:
     return "livemode IS DISTINCT FROM false" if livemode_only else "true"
 
 
-def days_sql(src: str) -> str:
-    """One row per item of `src` and day of [start_day, end_day) (end exclusive)."""
+def spread_days_sql(src: str) -> str:
+    """SELECT src.*, day, amount_minor: each item of `src` (columns total, start_day, end_day)
+    spread over its days [start_day, end_day) so that the days add up exactly to `total`.
+
+    This is the largest-remainder split with equal weights in closed form: every day's exact
+    share |total| / n has the same remainder, so the |total| mod n leftover units go to the
+    earliest days (the tie-break). It equals `largest_remainder_sql(..., weight 1, order day)`
+    (a property test checks that) without a window over every item-day."""
     return f"""
-SELECT * EXCLUDE (_d), CAST(_d AS DATE) AS day
-FROM (SELECT *, unnest(range(start_day, end_day, INTERVAL 1 DAY)) AS _d FROM {src})"""
+SELECT * EXCLUDE (_d, _n, _q, _r, _k), CAST(_d AS DATE) AS day,
+       CAST(sign(total) * (_q + CASE WHEN _k < _r THEN 1 ELSE 0 END) AS BIGINT) AS amount_minor
+FROM (
+    SELECT *, abs(CAST(total AS HUGEINT)) // _n AS _q, abs(CAST(total AS HUGEINT)) % _n AS _r,
+           CAST(_d AS DATE) - start_day AS _k
+    FROM (
+        SELECT *, end_day - start_day AS _n,
+               unnest(range(start_day, end_day, INTERVAL 1 DAY)) AS _d
+        FROM {src}
+    )
+)"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,21 +276,53 @@ FROM _b_ranked WHERE _copy > 1""",
     )
 
 
-def _idempotency_sql(ids_table: str, id_col: str) -> str:
-    """Rows of `ids_table` created by a request whose idempotency key already created an earlier
-    object of the same type: (id, kept_id). The first object (by event time, then id) is kept."""
+def _idempotency_sql(ids: str, fingerprint: str) -> str:
+    """(id, kept_id) for objects created under an idempotency key that already created an
+    equivalent object (same event type and the same `fingerprint`: amount, currency, ...). The
+    first object by event time, then id, is kept. `ids` is a relation with columns id and
+    fingerprint. Requiring equivalence keeps one request that legitimately creates several
+    different objects (a subscription with two invoice items) from being collapsed."""
     return f"""
 SELECT id, kept_id FROM (
-    SELECT o.{id_col} AS id,
-           first_value(o.{id_col}) OVER (
-               PARTITION BY e.idempotency_key, e.event_type ORDER BY e.created_at, o.{id_col}
+    SELECT o.id,
+           first_value(o.id) OVER (
+               PARTITION BY e.idempotency_key, e.event_type, o.fingerprint
+               ORDER BY e.created_at, o.id
                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS kept_id
-    FROM {ids_table} o
-    JOIN (SELECT DISTINCT object_id, idempotency_key, event_type, min(created_at) AS created_at
+    FROM {ids} o
+    JOIN (SELECT object_id, idempotency_key, event_type, min(created_at) AS created_at
           FROM stg_billing_event WHERE idempotency_key IS NOT NULL AND object_id IS NOT NULL
           GROUP BY ALL) e
-      ON e.object_id = o.{id_col}
+      ON e.object_id = o.id
 ) WHERE id <> kept_id"""
+
+
+def mirror_sql(invoices: str) -> str:
+    """(id, vendor, kept_id, kept_*) for invoices that mirror an invoice of another vendor: linked
+    by `external_ref` in either direction. The billing system's copy is kept (then ERP, then any
+    other; ties by vendor name), so a NetSuite invoice synced from Stripe is not revenue twice."""
+    rank = "CASE {a}.source_system WHEN 'billing' THEN 0 WHEN 'erp' THEN 1 ELSE 2 END"
+    rm, rk = rank.format(a="m"), rank.format(a="k")
+    return f"""
+SELECT id, vendor, kept_id, kept_source_name, kept_source_file, kept_source_row FROM (
+    SELECT m.source_id AS id, m.source_vendor AS vendor, k.source_id AS kept_id,
+           k.source_name AS kept_source_name, k.source_file AS kept_source_file,
+           k.source_row AS kept_source_row,
+           row_number() OVER (PARTITION BY m.source_vendor, m.source_id
+                              ORDER BY {rk}, k.source_vendor, k.source_id) AS rn
+    FROM (  -- linked either way; two equi-joins (an OR in the join would be a nested loop)
+        SELECT m.source_id AS m_id, m.source_vendor AS m_vendor, k.source_id AS k_id,
+               k.source_vendor AS k_vendor
+        FROM {invoices} m JOIN {invoices} k ON m.external_ref = k.source_id
+        UNION
+        SELECT m.source_id, m.source_vendor, k.source_id, k.source_vendor
+        FROM {invoices} m JOIN {invoices} k ON k.external_ref = m.source_id
+    ) p
+    JOIN {invoices} m ON m.source_id = p.m_id AND m.source_vendor IS NOT DISTINCT FROM p.m_vendor
+    JOIN {invoices} k ON k.source_id = p.k_id AND k.source_vendor IS NOT DISTINCT FROM p.k_vendor
+    WHERE k.source_vendor IS DISTINCT FROM m.source_vendor
+      AND ({rm} > {rk} OR ({rm} = {rk} AND coalesce(m.source_vendor, '') > coalesce(k.source_vendor, '')))
+) WHERE rn = 1"""
 
 
 def _deduplicate(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
@@ -304,16 +386,22 @@ FROM _b_ranked WHERE _copy > 1 AND source_id IS NOT NULL""",
     # API retries: a second object created under an idempotency key already used
     _exec(
         con,
-        f"CREATE OR REPLACE TEMP TABLE _b_idem_inv AS {_idempotency_sql('_b_invoice0', 'source_id')}",
+        "CREATE OR REPLACE TEMP TABLE _b_idem_inv AS "
+        + _idempotency_sql(
+            "(SELECT DISTINCT source_id AS id, concat_ws('|', customer_id, upper(currency), "
+            "subtotal, total) AS fingerprint FROM _b_invoice0 WHERE source_id IS NOT NULL)",
+            "fingerprint",
+        ),
     )
     _exec(
         con,
-        "CREATE OR REPLACE TEMP TABLE _b_line_ids AS "
-        "SELECT DISTINCT coalesce(unique_id, source_id) AS line_key FROM _b_line0",
-    )
-    _exec(
-        con,
-        f"CREATE OR REPLACE TEMP TABLE _b_idem_line AS {_idempotency_sql('_b_line_ids', 'line_key')}",
+        "CREATE OR REPLACE TEMP TABLE _b_idem_line AS "
+        + _idempotency_sql(
+            "(SELECT DISTINCT coalesce(unique_id, source_id) AS id, concat_ws('|', "
+            "upper(currency), amount, discount, price_id, plan_id, description, period_start, "
+            "period_end) AS fingerprint FROM _b_line0 WHERE coalesce(unique_id, source_id) IS NOT NULL)",
+            "fingerprint",
+        ),
     )
     _exec(
         con,
@@ -338,23 +426,56 @@ WHERE dl.id IS NOT NULL OR di.id IS NOT NULL""",
     )
     _exec(
         con,
-        "CREATE OR REPLACE TEMP TABLE _b_invoice AS SELECT * FROM _b_invoice0 "
-        "WHERE source_id NOT IN (SELECT id FROM _b_idem_inv)",
+        "CREATE OR REPLACE TEMP TABLE _b_invoice1 AS SELECT * FROM _b_invoice0 "
+        "WHERE source_id IS NULL OR source_id NOT IN (SELECT id FROM _b_idem_inv)",
+    )
+    # the same invoice in two systems (NetSuite mirroring Stripe, linked by external_ref): count
+    # the billing system's copy, record the mirror
+    _exec(con, f"CREATE OR REPLACE TEMP TABLE _b_mirror AS {mirror_sql('_b_invoice1')}")
+    _exec(
+        con,
+        """INSERT INTO billing_duplicate
+SELECT 'invoice', m.id, i.source_name, i.source_file, i.source_row, i.file_sha256, m.kept_id,
+       m.kept_source_name, m.kept_source_file, m.kept_source_row, 'cross-system-mirror', ?
+FROM _b_mirror m JOIN _b_invoice1 i
+  ON i.source_id = m.id AND i.source_vendor IS NOT DISTINCT FROM m.vendor
+ORDER BY m.vendor, m.id""",
+        [run_id],
+    )
+    _exec(
+        con,
+        """INSERT INTO billing_duplicate
+SELECT 'invoice_line', coalesce(l.unique_id, l.source_id), l.source_name, l.source_file,
+       l.source_row, l.file_sha256, m.kept_id, m.kept_source_name, m.kept_source_file,
+       m.kept_source_row, 'cross-system-mirror', ?
+FROM _b_line0 l JOIN _b_mirror m
+  ON m.id = l.invoice_id AND m.vendor IS NOT DISTINCT FROM l.source_vendor
+ORDER BY l.source_name, l.source_file, l.source_row""",
+        [run_id],
+    )
+    _exec(
+        con,
+        """CREATE OR REPLACE TEMP TABLE _b_invoice AS SELECT * FROM _b_invoice1 i
+WHERE NOT EXISTS (SELECT 1 FROM _b_mirror m WHERE m.id = i.source_id
+                  AND m.vendor IS NOT DISTINCT FROM i.source_vendor)""",
     )
     _exec(
         con,
         """CREATE OR REPLACE TEMP TABLE _b_line AS SELECT * FROM _b_line0
-WHERE coalesce(unique_id, source_id) NOT IN (SELECT id FROM _b_idem_line)
-  AND (invoice_id IS NULL OR invoice_id NOT IN (SELECT id FROM _b_idem_inv))""",
+WHERE (coalesce(unique_id, source_id) IS NULL
+       OR coalesce(unique_id, source_id) NOT IN (SELECT id FROM _b_idem_line))
+  AND (invoice_id IS NULL OR invoice_id NOT IN (SELECT id FROM _b_idem_inv))
+  AND NOT EXISTS (SELECT 1 FROM _b_mirror m WHERE m.id = _b_line0.invoice_id
+                  AND m.vendor IS NOT DISTINCT FROM _b_line0.source_vendor)""",
     )
 
 
 def _exponent_sql(alias: str) -> str:
-    """The exponent of row `alias`: per-source override, then vendor, then ISO 4217, then 2."""
+    """The exponent the contract stage used for row `alias`'s money: the source's mapping
+    override (`exponents:` in the mapping file, e.g. Stripe ISK = 2), else ISO 4217, else 2."""
     a = alias
     return f"""coalesce(
         (SELECT exponent FROM currency_exponent WHERE scope = 'source' AND key = {a}.source_name AND currency = upper({a}.currency)),
-        (SELECT exponent FROM currency_exponent WHERE scope = 'vendor' AND key = lower({a}.source_vendor) AND currency = upper({a}.currency)),
         (SELECT exponent FROM currency_exponent WHERE scope = 'iso' AND currency = upper({a}.currency)),
         2)"""
 
@@ -369,14 +490,15 @@ WITH l AS (
            price_id, plan_id, description, line_type, currency, amount, discount, tax, quantity,
            proration, discountable, period_start, period_end, coupon, created_at,
            source_name, source_system, source_vendor, source_file, source_row, file_sha256,
-           coalesce(unique_id, source_id) AS line_key, false AS synthetic
+           coalesce(unique_id, source_id, 'row:' || source_file || ':' || source_row) AS line_key, false AS synthetic
     FROM _b_line
     UNION ALL
     SELECT i.source_id, NULL, i.source_id, i.customer_id, i.subscription_id, NULL, NULL, NULL,
            'invoice ' || coalesce(i.number, i.source_id), 'invoice', i.currency, i.subtotal, 0,
            i.tax, NULL, false, true, i.period_start, i.period_end, NULL, i.created_at,
            i.source_name, i.source_system, i.source_vendor, i.source_file, i.source_row,
-           i.file_sha256, 'invoice:' || i.source_id, true
+           i.file_sha256,
+           coalesce('invoice:' || i.source_id, 'row:' || i.source_file || ':' || i.source_row), true
     FROM _b_invoice i
     WHERE NOT EXISTS (SELECT 1 FROM _b_line x WHERE x.invoice_id = i.source_id
                       AND x.source_vendor IS NOT DISTINCT FROM i.source_vendor)
@@ -408,8 +530,11 @@ SELECT j.* EXCLUDE (customer_id, subscription_id, currency, coupon, live_ok, cus
        s.trial_start, s.trial_end,
        CASE WHEN NOT j.has_invoice THEN 'invoice-missing'
             WHEN NOT j.live_ok THEN 'test-mode'
-            WHEN j.invoice_status IN ({", ".join(counted)}) THEN 'counted'
-            ELSE 'status:' || coalesce(j.invoice_status, 'null') END AS decision,
+            WHEN j.invoice_status IS NULL OR j.invoice_status NOT IN ({", ".join(counted)})
+                 THEN 'status:' || coalesce(j.invoice_status, 'null')
+            WHEN coalesce(j.period_start, j.invoice_created_at, j.created_at) IS NULL
+                 THEN 'no-service-date'
+            ELSE 'counted' END AS decision,
        CAST(coalesce(j.period_start, j.invoice_created_at, j.created_at) AS DATE) AS start_day
 FROM j
 LEFT JOIN s ON s.source_id = j.subscription AND s.source_vendor IS NOT DISTINCT FROM j.source_vendor"""
@@ -458,8 +583,10 @@ SELECT l.event_id, l.source_name, l.source_system, l.source_vendor, l.source_fil
        coalesce(l.tax, 0) AS tax,
        coalesce(l.amount, 0) - coalesce(l.discount, 0) - coalesce(d.invoice_discount, 0) AS net,
        l.start_day AS service_start,
-       CASE WHEN CAST(l.period_end AS DATE) > l.start_day THEN CAST(l.period_end AS DATE)
-            ELSE l.start_day + 1 END AS service_end,
+       CASE WHEN CAST(l.period_end AS DATE) > l.start_day
+                 AND CAST(l.period_end AS DATE) - l.start_day <= {int(st.max_service_days)}
+            THEN CAST(l.period_end AS DATE) ELSE l.start_day + 1 END AS service_end,
+       CAST(l.period_end AS DATE) - l.start_day > {int(st.max_service_days)} AS period_too_long,
        l.coupon, CAST(l.invoice_created_at AS DATE) AS invoice_date,
        l.invoice_total, l.invoice_amount_paid
 FROM _b_lines_all l LEFT JOIN _b_inv_disc d USING (event_id)
@@ -486,7 +613,42 @@ FROM (SELECT event_id,
       FROM revenue_event WHERE proration) g
 WHERE g.event_id = revenue_event.event_id""",
     )
-    # findings for lines that cannot be counted for a reason the user should see
+    # findings for lines that cannot be counted (or not as exported) for a reason to see
+    _exec(
+        con,
+        f"""INSERT INTO finding
+SELECT ?, 'billing', 'service-period-too-long', 'warn', source_name, 'invoice_line', line_id,
+       invoice_id, 'invoice line ' || line_id || ' has a service period of more than '
+           || {int(st.max_service_days)} || ' days: booked on its start day '
+           || strftime(service_start, '%Y-%m-%d'),
+       json_object('source_file', source_file, 'source_row', source_row)
+FROM revenue_event WHERE period_too_long ORDER BY event_id""",
+        [run_id],
+    )
+    _exec(
+        con,
+        """INSERT INTO finding
+SELECT ?, 'billing', 'service-date-missing', 'error', source_name, 'invoice_line', line_key,
+       invoice_id, 'invoice line ' || line_key || ' has no service period, invoice date or '
+           || 'creation date: not counted',
+       json_object('source_file', source_file, 'source_row', source_row)
+FROM _b_lines_all WHERE decision = 'no-service-date' ORDER BY source_name, source_file, source_row""",
+        [run_id],
+    )
+    _exec(
+        con,
+        """INSERT INTO finding
+SELECT ?, 'billing', 'currency-unknown', 'error', NULL, 'invoice_line',
+       coalesce(e.currency, '(none)'), NULL,
+       CAST(count(*) AS VARCHAR) || ' billable line(s) in currency ' || coalesce(e.currency, '(none)')
+           || ', which is not an ISO 4217 code: no exponent or rate can be trusted',
+       json_object('lines', count(*), 'example_line', min(e.line_id))
+FROM revenue_event e
+WHERE e.billable AND (e.currency IS NULL OR e.currency NOT IN (
+    SELECT currency FROM currency_exponent WHERE scope = 'iso'))
+GROUP BY e.currency ORDER BY e.currency NULLS FIRST""",
+        [run_id],
+    )
     _exec(
         con,
         """INSERT INTO finding
@@ -501,10 +663,11 @@ FROM _b_lines_all WHERE decision = 'invoice-missing' ORDER BY source_name, sourc
         con,
         """INSERT INTO finding
 SELECT ?, 'billing', 'invoice-status-unknown', 'warn', any_value(source_name), 'invoice', invoice_id, NULL,
-       'invoice ' || invoice_id || ' has status ' || any_value(invoice_status)
+       'invoice ' || invoice_id || ' has status ' || coalesce(any_value(invoice_status), '(none)')
            || ' (expected draft, open, paid, uncollectible or void): not counted', NULL
 FROM _b_lines_all
-WHERE decision LIKE 'status:%' AND invoice_status NOT IN ('draft', 'void', 'uncollectible')
+WHERE decision LIKE 'status:%'
+  AND (invoice_status IS NULL OR invoice_status NOT IN ('draft', 'void', 'uncollectible'))
 GROUP BY invoice_id ORDER BY invoice_id""",
         [run_id],
     )
@@ -521,17 +684,21 @@ WITH cn AS (
            CAST(created_at AS DATE) AS document_date,
            CASE WHEN lower(status) = 'void' THEN 'void' END AS skip_reason, reason
     FROM _b_cn
+), via_cn AS (  -- refunds paid out through a counted credit note (linked either way)
+    SELECT source_vendor, refund_id FROM _b_cn
+    WHERE lower(status) IS DISTINCT FROM 'void' AND refund_id IS NOT NULL
+    UNION
+    SELECT r.source_vendor, r.source_id FROM _b_refund r JOIN _b_cn c
+      ON c.source_id = r.credit_note_id AND c.source_vendor IS NOT DISTINCT FROM r.source_vendor
+    WHERE lower(c.status) IS DISTINCT FROM 'void'
 ), rf AS (
     SELECT 'refund' AS kind, r.source_id, r.source_name, r.source_vendor, r.source_file,
            r.source_row, r.invoice_id, NULL, r.customer_id, upper(r.currency),
            -abs(coalesce(r.amount, 0)), CAST(r.created_at AS DATE),
            CASE WHEN lower(coalesce(r.status, 'succeeded')) <> 'succeeded'
                      THEN 'status:' || lower(r.status)
-                WHEN EXISTS (SELECT 1 FROM cn WHERE cn.skip_reason IS NULL
-                             AND cn.source_vendor IS NOT DISTINCT FROM r.source_vendor
-                             AND (cn.document_id = r.credit_note_id OR
-                                  cn.document_id IN (SELECT c2.source_id FROM _b_cn c2
-                                                     WHERE c2.refund_id = r.source_id)))
+                WHEN EXISTS (SELECT 1 FROM via_cn v WHERE v.refund_id = r.source_id
+                             AND v.source_vendor IS NOT DISTINCT FROM r.source_vendor)
                      THEN 'counted-via-credit-note' END,
            r.reason
     FROM _b_refund r
@@ -547,8 +714,35 @@ WITH cn AS (
     FROM revenue_event
     WHERE invoice_status = 'uncollectible' AND billable AND {"true" if st.uncollectible == "write-off" else "false"}
     GROUP BY invoice_id, source_vendor
+), dg AS (  -- net downgrades: the proration credit of one plan change
+    SELECT proration_group, source_vendor, any_value(source_name) AS source_name,
+           any_value(source_file) AS source_file, min(source_row) AS source_row,
+           arg_min(invoice_id, (net, line_id)) AS invoice_id,
+           arg_min(line_id, (net, line_id)) AS credit_line_id,
+           any_value(customer_id) AS customer_id, any_value(subscription_id) AS subscription_id,
+           any_value(currency) AS currency, any_value(proration_net) AS net,
+           any_value(service_start) AS service_start, any_value(service_end) AS service_end
+    FROM revenue_event WHERE proration AND billable AND proration_net < 0
+    GROUP BY proration_group, source_vendor
+), avail AS (  -- what the same subscription earns in the credited days (pro rata, floored)
+    SELECT g.proration_group, g.source_vendor,
+           coalesce(sum(CAST(greatest(e.net, 0) AS HUGEINT)
+                         * (least(e.service_end, g.service_end) - greatest(e.service_start, g.service_start))
+                         // e.service_days), 0) AS available
+    FROM dg g LEFT JOIN revenue_event e
+      ON e.billable AND NOT e.proration AND e.customer_id = g.customer_id
+     AND e.source_vendor IS NOT DISTINCT FROM g.source_vendor
+     AND e.subscription_id IS NOT DISTINCT FROM g.subscription_id AND e.currency = g.currency
+     AND e.service_start < g.service_end AND e.service_end > g.service_start
+    GROUP BY g.proration_group, g.source_vendor
+), cc AS (  -- the part of a downgrade credit beyond that stays customer credit, not revenue
+    SELECT 'customer-credit', 'credit:' || g.proration_group, g.source_name, g.source_vendor,
+           g.source_file, g.source_row, g.invoice_id, g.credit_line_id, g.customer_id, g.currency,
+           CAST(-g.net - a.available AS BIGINT), g.service_start, NULL, 'downgrade credit carried'
+    FROM dg g JOIN avail a USING (proration_group, source_vendor)
+    WHERE -g.net > a.available
 )
-SELECT * FROM cn UNION ALL SELECT * FROM rf UNION ALL SELECT * FROM wo"""
+SELECT * FROM cn UNION ALL SELECT * FROM rf UNION ALL SELECT * FROM wo UNION ALL SELECT * FROM cc"""
 
 
 def _build_adjustments(con: duckdb.DuckDBPyConnection, st: BillingSettings, run_id: str) -> None:
@@ -557,13 +751,19 @@ def _build_adjustments(con: duckdb.DuckDBPyConnection, st: BillingSettings, run_
     _exec(
         con,
         """CREATE OR REPLACE TEMP TABLE _b_adj_target AS
+WITH a AS (  -- the line named, when it exists; else the invoice
+    SELECT a.*, a.invoice_line_id IS NOT NULL
+                AND EXISTS (SELECT 1 FROM revenue_event e2 WHERE e2.line_id = a.invoice_line_id
+                            AND e2.source_vendor IS NOT DISTINCT FROM a.source_vendor) AS by_line
+    FROM _b_adj_doc a
+)
 SELECT a.kind, a.document_id, a.source_vendor, e.event_id, e.line_id, e.net, e.currency AS line_currency
-FROM _b_adj_doc a JOIN revenue_event e
-  ON e.billable AND e.source_vendor IS NOT DISTINCT FROM a.source_vendor
- AND ((a.invoice_line_id IS NOT NULL AND e.line_id = a.invoice_line_id)
-      OR (a.invoice_line_id IS NULL AND e.invoice_id = a.invoice_id)
-      OR (a.invoice_line_id IS NOT NULL AND e.invoice_id = a.invoice_id
-          AND NOT EXISTS (SELECT 1 FROM revenue_event e2 WHERE e2.line_id = a.invoice_line_id)))""",
+FROM a JOIN revenue_event e ON e.line_id = a.invoice_line_id
+WHERE a.by_line AND e.billable AND e.source_vendor IS NOT DISTINCT FROM a.source_vendor
+UNION ALL
+SELECT a.kind, a.document_id, a.source_vendor, e.event_id, e.line_id, e.net, e.currency
+FROM a JOIN revenue_event e ON e.invoice_id = a.invoice_id
+WHERE NOT a.by_line AND e.billable AND e.source_vendor IS NOT DISTINCT FROM a.source_vendor""",
     )
     _exec(
         con,
@@ -608,9 +808,11 @@ SELECT concat_ws('/', a.kind, a.source_name, a.document_id) AS adjustment_id, a.
        a.amount AS document_amount, coalesce(x.alloc, a.amount) AS amount,
        a.document_date,
        a.why_not IS NULL AS counted, a.why_not AS not_counted_reason, a.reason,
-       CASE WHEN {"true" if line_period else "false"} AND e.event_id IS NOT NULL
+       CASE WHEN ({"true" if line_period else "false"} OR a.kind = 'customer-credit')
+                 AND e.event_id IS NOT NULL
             THEN e.service_start ELSE a.document_date END AS service_start,
-       CASE WHEN {"true" if line_period else "false"} AND e.event_id IS NOT NULL
+       CASE WHEN ({"true" if line_period else "false"} OR a.kind = 'customer-credit')
+                 AND e.event_id IS NOT NULL
             THEN e.service_end ELSE a.document_date + 1 END AS service_end
 FROM _b_adj_doc2 a
 LEFT JOIN _b_adj_alloc x ON x.kind = a.kind AND x.document_id = a.document_id
@@ -636,6 +838,17 @@ SELECT ?, 'billing', 'adjustment-' || not_counted_reason, 'warn', source_name, k
        invoice_id, kind || ' ' || document_id || ' not counted: ' || not_counted_reason, NULL
 FROM revenue_adjustment WHERE not_counted_reason IN ('currency-mismatch', 'invoice-not-counted')
 ORDER BY adjustment_id""",
+        [run_id],
+    )
+    _exec(
+        con,
+        """INSERT INTO finding
+SELECT ?, 'billing', 'downgrade-credit-carried', 'info', source_name, 'invoice_line',
+       invoice_line_id, customer_id,
+       'net downgrade credit of ' || CAST(document_amount AS VARCHAR) || ' ' || currency
+           || ' exceeds what the subscription earns in the credited days: kept as customer '
+           || 'credit, not negative revenue', json_object('adjustment_id', adjustment_id)
+FROM revenue_adjustment WHERE kind = 'customer-credit' AND counted ORDER BY adjustment_id""",
         [run_id],
     )
     _exec(
@@ -697,14 +910,22 @@ FROM revenue_adjustment WHERE counted)"""
 def _build_daily(
     con: duckdb.DuckDBPyConnection, st: BillingSettings, rep: str, run_id: str
 ) -> None:
-    _exec(con, f"CREATE OR REPLACE TEMP TABLE _b_item_days AS {days_sql(items_sql())}")
+    """revenue_item (what is spread), revenue_day (narrow: item_no x day, native and reporting
+    amounts) and the revenue_daily view joining the two. Day rows stay narrow (integer item key,
+    no repeated text) because there are tens of times more of them than lines."""
     _exec(
         con,
-        "CREATE OR REPLACE TEMP TABLE _b_daily_native AS SELECT * EXCLUDE (total, alloc), "
-        "alloc AS amount_minor FROM ("
-        + largest_remainder_sql("_b_item_days", ["item_id"], "total", "1", ["day"])
-        + ")",
+        f"""CREATE OR REPLACE TABLE revenue_item AS
+SELECT row_number() OVER (ORDER BY item_id) AS item_no, *
+FROM {items_sql()} ORDER BY item_no""",
     )
+    _exec(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE _b_daily_native AS
+SELECT item_no, currency, exponent, day, amount_minor
+FROM ({spread_days_sql("(SELECT item_no, currency, exponent, total, start_day, end_day FROM revenue_item)")})""",
+    )
+    drop_relation(con, "revenue_day")
     fx.convert(
         con,
         "_b_daily_native",
@@ -713,52 +934,70 @@ def _build_daily(
         "day",
         rep,
         run_id,
-        out="_b_daily_conv",
+        out="revenue_day",
         exponent_col="exponent",
         max_fallback_days=st.fx_max_fallback_days,
         stage=STAGE,
     )
+    drop_relation(con, "revenue_daily")
     _exec(
         con,
-        """CREATE OR REPLACE TABLE revenue_daily AS
-SELECT item_id, kind, event_id, adjustment_id, source_name, source_vendor, customer_id, entity_id,
-       currency, exponent, day, start_day AS service_start, end_day AS service_end, amount_minor,
-       fx_rate, fx_rate_date, fx_method, amount_reporting
-FROM _b_daily_conv ORDER BY item_id, day""",
+        """CREATE VIEW revenue_daily AS
+SELECT i.item_id, i.kind, i.event_id, i.adjustment_id, i.source_name, i.source_vendor,
+       i.customer_id, i.entity_id, d.currency, d.exponent, d.day,
+       i.start_day AS service_start, i.end_day AS service_end, d.amount_minor, d.fx_rate,
+       d.fx_rate_date, d.fx_method, d.amount_reporting
+FROM revenue_day d JOIN revenue_item i USING (item_no)""",
     )
 
 
 def revenue_sql(reporting_currency: str) -> str:
-    """The monthly contract table from revenue_daily. The reporting amount is summed exactly
-    (native minor units × daily rate) and rounded half-to-even once, to the reporting currency's
-    minor unit; it is NULL when any day of the group lacks a rate."""
+    """The monthly contract table from revenue_daily. The reporting amount is the exact sum of the
+    daily exact amounts (native minor units x that day's rate), rounded half-to-even once, to the
+    reporting currency's minor unit; it is NULL when any day of the group lacks a rate.
+
+    Aggregates in two steps: item x month first (one pass over the day rows, grouped by one key),
+    then the contract grain with the distinct line/adjustment counts over the small result."""
     from romirecon.money import exponent
 
     rexp = exponent(reporting_currency)
-    exact = fx.exact_reporting_sql("amount_minor", "fx_rate", "exponent")
-    native_major = f"(CAST(amount_minor AS DECIMAL(38,0)) * {fx.minor_factor_sql('exponent')})"
+    native_major = (
+        f"(CAST(amount_minor AS DECIMAL(38,0)) * {fx.minor_factor_sql('currency_exponent')})"
+    )
     return f"""
+WITH item_month AS (
+    SELECT i.item_no, i.month, r.kind, r.event_id, r.adjustment_id, r.customer_id, r.entity_id,
+           r.currency, r.source_vendor, r.exponent AS currency_exponent, i.* EXCLUDE (item_no, month)
+    FROM (
+        SELECT item_no, CAST(date_trunc('month', day) AS DATE) AS month,
+               sum(amount_minor) AS amount_minor, sum(amount_reporting) AS reporting_exact,
+               min(fx_rate) AS fx_rate_min, max(fx_rate) AS fx_rate_max,
+               count(*) FILTER (WHERE fx_rate IS NULL) AS fx_missing_days,
+               count(*) FILTER (WHERE fx_rate_date < day) AS fx_fallback_days
+        FROM revenue_day
+        GROUP BY item_no, month
+    ) i JOIN revenue_item r USING (item_no)
+), grp AS (
+    SELECT month, customer_id, entity_id, currency, source_vendor, currency_exponent,
+           CAST(sum(amount_minor) AS BIGINT) AS amount_minor,
+           sum(reporting_exact) AS reporting_exact, sum({native_major}) AS native_major,
+           min(fx_rate_min) AS fx_rate_min, max(fx_rate_max) AS fx_rate_max,
+           sum(fx_missing_days) AS fx_missing_days, sum(fx_fallback_days) AS fx_fallback_days,
+           count(DISTINCT event_id) FILTER (WHERE kind = 'line') AS lines,
+           count(DISTINCT adjustment_id) FILTER (WHERE kind <> 'line') AS adjustments
+    FROM item_month
+    GROUP BY month, customer_id, entity_id, currency, source_vendor, currency_exponent
+)
 SELECT month, customer_id, entity_id, currency, source_vendor, currency_exponent, amount_minor,
-       CASE WHEN fx_missing_days = 0 THEN CAST(round_even(reporting_exact, {rexp}) AS DECIMAL(38,{rexp})) END
-           AS amount_reporting,
+       CASE WHEN fx_missing_days = 0
+            THEN CAST(round_even(reporting_exact, {rexp}) AS DECIMAL(38,{rexp})) END AS amount_reporting,
        CAST($rep AS VARCHAR) AS reporting_currency,
        CASE WHEN fx_missing_days = 0 AND native_major <> 0
             THEN sign(reporting_exact) * sign(native_major)
                  * {fx.div_half_even_sql("abs(reporting_exact)", "abs(native_major)")} END AS fx_rate,
-       fx_rate_min, fx_rate_max, fx_missing_days, fx_fallback_days, lines, adjustments
-FROM (
-    SELECT CAST(date_trunc('month', day) AS DATE) AS month, customer_id, entity_id, currency,
-           source_vendor, exponent AS currency_exponent,
-           CAST(sum(amount_minor) AS BIGINT) AS amount_minor,
-           sum({exact}) AS reporting_exact, sum({native_major}) AS native_major,
-           min(fx_rate) AS fx_rate_min, max(fx_rate) AS fx_rate_max,
-           count(*) FILTER (WHERE fx_rate IS NULL) AS fx_missing_days,
-           count(*) FILTER (WHERE fx_method LIKE '%+fallback') AS fx_fallback_days,
-           count(DISTINCT event_id) FILTER (WHERE kind = 'line') AS lines,
-           count(DISTINCT adjustment_id) FILTER (WHERE kind <> 'line') AS adjustments
-    FROM revenue_daily
-    GROUP BY ALL
-)
+       fx_rate_min, fx_rate_max, CAST(fx_missing_days AS BIGINT) AS fx_missing_days,
+       CAST(fx_fallback_days AS BIGINT) AS fx_fallback_days, lines, adjustments
+FROM grp
 ORDER BY month, customer_id, currency, source_vendor NULLS FIRST, entity_id NULLS FIRST,
          currency_exponent"""
 
@@ -829,7 +1068,7 @@ def _metrics(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
         """INSERT INTO metric
 SELECT ?, 'billing', NULL, 'invoice_line', name, value, NULL, NULL, unit FROM (
     SELECT 'revenue_lines' AS name, CAST(count(*) FILTER (WHERE billable) AS DOUBLE) AS value, 'lines' AS unit FROM revenue_event
-    UNION ALL SELECT 'revenue_daily_rows', count(*), 'rows' FROM revenue_daily
+    UNION ALL SELECT 'revenue_daily_rows', count(*), 'rows' FROM revenue_day
     UNION ALL SELECT 'revenue_adjustments', count(DISTINCT adjustment_id) FILTER (WHERE counted), 'documents' FROM revenue_adjustment
     UNION ALL SELECT 'write_offs', count(DISTINCT adjustment_id) FILTER (WHERE kind = 'write-off'), 'invoices' FROM revenue_adjustment
     UNION ALL SELECT 'lines_not_counted', count(*) FILTER (WHERE decision <> 'counted'), 'lines' FROM _b_lines_all
@@ -851,6 +1090,15 @@ LEFT JOIN (SELECT entity, count(*) AS n FROM billing_duplicate GROUP BY entity) 
 ORDER BY t.entity""",
         [run_id],
     )
+    _exec(
+        con,
+        """INSERT INTO metric
+SELECT ?, 'billing', NULL, entity, 'billing_duplicate_rate',
+       CASE WHEN denominator > 0 THEN numerator / denominator END, numerator, denominator, 'ratio'
+FROM metric WHERE run_id = ? AND stage = 'billing' AND name = 'billing_duplicates'
+ORDER BY entity""",
+        [run_id, run_id],
+    )
 
 
 def run(
@@ -858,9 +1106,15 @@ def run(
     run_id: str,
     reporting_currency: str,
     settings: Mapping[str, Any] | None = None,
+    source_exponents: Mapping[str, Mapping[str, int]] | None = None,
 ) -> None:
     """Run the billing stage: read the staged billing tables, write revenue_event, revenue_daily,
-    revenue_adjustment, revenue, billing_duplicate, conversion, and metric/finding rows."""
+    revenue_adjustment, revenue, billing_duplicate, conversion, and metric/finding rows.
+
+    `settings` is the project file's `billing:` section (see `BillingSettings`).
+    `source_exponents` must be each source's mapping `exponents` ({source name: {ISK: 2}}), the
+    same overrides the contract stage used to turn amounts into minor units: the pipeline passes
+    `{s.name: s.mapping.exponents for s in project.sources}`."""
     from romirecon.stages.common import ensure_common_tables, ensure_entity_views
 
     st = parse_settings(settings)
@@ -869,7 +1123,7 @@ def run(
     ensure_entity_views(con)
     _exec(con, "DELETE FROM metric WHERE run_id = ? AND stage = ?", [run_id, STAGE])
     _exec(con, "DELETE FROM finding WHERE run_id = ? AND stage = ?", [run_id, STAGE])
-    fx.ensure_exponent_table(con, st.exponents)
+    fx.ensure_exponent_table(con, {k: dict(v) for k, v in (source_exponents or {}).items()})
     _deduplicate(con, run_id)
     _build_events(con, st, run_id)
     _build_adjustments(con, st, run_id)
@@ -881,8 +1135,8 @@ def run(
     _metrics(con, run_id)
     for t in (
         "_b_ranked", "_b_redelivered", "_b_invoice0", "_b_line0", "_b_cn", "_b_refund",
-        "_b_idem_inv", "_b_line_ids", "_b_idem_line", "_b_invoice", "_b_line",
+        "_b_idem_inv", "_b_idem_line", "_b_invoice1", "_b_mirror", "_b_invoice", "_b_line",
         "_b_lines_all", "_b_inv_disc", "_b_adj_doc", "_b_adj_target", "_b_adj_doc2",
-        "_b_adj_alloc", "_b_entity", "_b_item_days", "_b_daily_native", "_b_daily_conv",
+        "_b_adj_alloc", "_b_entity", "_b_daily_native",
     ):  # fmt: skip
         _exec(con, f"DROP TABLE IF EXISTS {ident(t)}")

@@ -182,27 +182,49 @@ def _read_file_sql(kind: str, path: Path, fmt: dict, rejects: str | None) -> str
     raise AssertionError(kind)
 
 
-def _json_records_sql(kind: str, path: Path, fmt: dict) -> str:
-    """A SELECT yielding `_json` (one record) and `_ord` for JSON / NDJSON files."""
+def _first_byte(path: Path) -> bytes:
+    """The first non-blank byte of a (possibly gzip-compressed) file: `[` for a JSON array."""
+    import gzip
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head[:1]
+
+
+def json_records_sql(kind: str, path: Path, fmt: dict) -> str:
+    """A SELECT yielding `_json` (one record as JSON text) and `_ord` (1-based) for JSON files:
+    NDJSON (a record per line), a top-level array, records under `json_path` in a wrapper
+    object (Stripe list objects: `{"object": "list", "data": [...]}`), or one object per
+    document. Each is a single streaming DuckDB read; no per-record Python."""
     p = literal(str(path))
     comp = fmt.get("compression", "auto")
     copt = f", compression = {literal(comp)}" if comp != "auto" else ""
     if kind == "ndjson":
-        base = f"SELECT json AS _doc, ordinality AS _ord FROM read_ndjson_objects({p}{copt}) WITH ORDINALITY"
-        return f"SELECT _doc AS _json, _ord FROM ({base})"
+        return (
+            f"SELECT json AS _json, ordinality AS _ord FROM read_ndjson_objects({p}{copt}) "
+            "WITH ORDINALITY"
+        )
     json_path = fmt.get("json_path")
-    docs = f"read_json_objects({p}, format = 'auto'{copt})"
     if json_path:
-        jp = "$." + ".".join(f'"{seg}"' for seg in json_path.split(".")) + "[*]"
+        first, *rest = json_path.split(".")
+        big = ", maximum_object_size = 2147483647"
+        if rest:
+            inner = "$." + ".".join(json_key(k) for k in rest)
+            cols = f"{{{literal(first)}: 'JSON'}}"
+            arr = f"CAST(json_extract(d.{ident(first)}, {literal(inner)}) AS JSON[])"
+        else:
+            cols = f"{{{literal(first)}: 'JSON[]'}}"
+            arr = f"d.{ident(first)}"
         return (
             f"SELECT u.j AS _json, (d.ordinality - 1) * 1000000000 + u.ord AS _ord "
-            f"FROM {docs} WITH ORDINALITY d, unnest(json_extract(d.json, {literal(jp)})) "
-            f"WITH ORDINALITY u(j, ord)"
+            f"FROM read_json({p}, columns = {cols}{big}{copt}) WITH ORDINALITY d, "
+            f"unnest({arr}) WITH ORDINALITY u(j, ord)"
         )
-    # a top-level array of records, or one record per document
+    layout = "array" if _first_byte(path) == b"[" else "auto"
     return (
-        f"SELECT CASE WHEN json_type(json) = 'ARRAY' THEN NULL ELSE json END AS _single, json, "
-        f"ordinality AS _ord FROM {docs} WITH ORDINALITY"
+        f"SELECT json AS _json, ordinality AS _ord FROM read_json_objects({p}, "
+        f"format = {literal(layout)}{copt}) WITH ORDINALITY"
     )
 
 
@@ -313,16 +335,7 @@ def ingest_source(
             continue  # an empty file has no header and no rows: counted as zero rows
         try:
             if kind in ("json", "ndjson"):
-                inner = _json_records_sql(kind, f.path, source.format)
-                if kind == "json" and not source.format.get("json_path"):
-                    # arrays unnest into records; single objects are records themselves
-                    inner = (
-                        f"SELECT coalesce(_single, u.j) AS _json, "
-                        f"CASE WHEN _single IS NULL THEN (_ord - 1) * 1000000000 + u.ord ELSE _ord END AS _ord "
-                        f"FROM ({inner}) d LEFT JOIN LATERAL (SELECT * FROM unnest("
-                        f"CASE WHEN _single IS NULL THEN json_extract(d.json, '$[*]') END) "
-                        f"WITH ORDINALITY AS x(j, ord)) u ON true"
-                    )
+                inner = json_records_sql(kind, f.path, source.format)
                 con.execute(
                     f"CREATE OR REPLACE TEMP TABLE {part} AS SELECT _json::VARCHAR AS _json, {prov} "
                     f"FROM ({inner}) WHERE _json IS NOT NULL ORDER BY _ord"
@@ -412,13 +425,7 @@ def header_columns(
             return [c for c in cols if c != "_ord"]
         if kind == "xlsx":
             return [c for c in _xlsx_arrow(f.path, source.format).column_names if c != "_ord"]
-        inner = _json_records_sql(kind, f.path, source.format)
-        if kind == "json" and not source.format.get("json_path"):
-            inner = (
-                f"SELECT coalesce(_single, u.j) AS _json FROM ({inner}) d LEFT JOIN LATERAL "
-                f"(SELECT * FROM unnest(CASE WHEN _single IS NULL THEN json_extract(d.json, '$[*]') END) "
-                f"AS x(j)) u ON true"
-            )
+        inner = json_records_sql(kind, f.path, source.format)
         rows = con.execute(
             f"SELECT DISTINCT k FROM (SELECT unnest(json_keys(_json::JSON)) AS k FROM "
             f"(SELECT _json FROM ({inner}) LIMIT 1000)) ORDER BY k"

@@ -671,7 +671,7 @@ def sample_ids(
         table, cols = xref
         sql = duplicate_sample_sql(table, _run_filter(cols), "is_survivor" in cols)
         params = [ent, ent, src, src, *_params(cols, run_id), SAMPLE_IDS]
-        return [r[0] for r in con.execute(sql, params).fetchall()]
+        return [r[0] for r in con.execute(sql, params).fetchall() if r[0] is not None]
     if check.metric.startswith("quarantine_rate") and "quarantine" in tables:
         cols = _columns(con, "quarantine")
         sql = f"""
@@ -690,7 +690,7 @@ def sample_ids(
     code = FINDING_METRICS.get(check.metric)
     if code and "finding" in tables:
         params = [run_id, code, src, src, ent, ent, SAMPLE_IDS]
-        return [r[0] for r in con.execute(finding_ids_sql(), params).fetchall()]
+        return [r[0] for r in con.execute(finding_ids_sql(), params).fetchall() if r[0] is not None]
     return []
 
 

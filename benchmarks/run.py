@@ -1,0 +1,262 @@
+"""`make bench`: the whole `romirecon run` on generated estates of growing size.
+
+For each size: generate an estate (cached by size and seed under benchmarks/cache/), time a bare
+DuckDB read of the same input files (the floor: nothing can be faster than reading the inputs
+once), run `romirecon run` in a child process with JSON logs, and collect wall time and peak RSS
+per stage and in total, rows per second, the ratio to the bare read, and dedup precision/recall
+against the generator's truth. Writes benchmarks/results.md and benchmarks/results.json.
+
+    python -m benchmarks.run [--sizes 10000,100000,1000000] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+HERE = Path(__file__).resolve().parent
+CACHE = HERE / "cache"
+
+
+def estate(size: int, seed: int) -> Path:
+    """A generated estate, reused across benchmark runs (same size and seed: same files)."""
+    from romirecon.generate import generate_estate
+
+    d = CACHE / f"estate-{size}-seed{seed}"
+    if (d / "truth" / "manifest.json").exists():
+        return d
+    shutil.rmtree(d, ignore_errors=True)
+    t = time.perf_counter()
+    generate_estate(d, customers=size, seed=seed)
+    print(f"  generated {size:,} customers in {time.perf_counter() - t:.1f} s", flush=True)
+    return d
+
+
+def bare_read(project_dir: Path) -> tuple[float, int]:
+    """Seconds to read every input file once with DuckDB's readers, and the rows read."""
+    from romirecon.config import load_project
+    from romirecon.stages import ingest
+
+    project = load_project(project_dir)
+    con = duckdb.connect()
+    rows = 0
+    t = time.perf_counter()
+    for source in project.sources:
+        for f in ingest.resolve_files(project, source):
+            kind = ingest.detect_type(source, f.path)
+            if kind in ("json", "ndjson"):
+                sql = ingest.json_records_sql(kind, f.path, source.format)
+            elif kind == "xlsx":
+                rows += ingest._xlsx_arrow(f.path, source.format).num_rows
+                continue
+            else:
+                sql = ingest._read_file_sql(kind, f.path, source.format, None)
+            rows += con.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+    return time.perf_counter() - t, rows
+
+
+def run_once(project_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """`romirecon run` in a child: wall time, the child's peak RSS, per-stage spans."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    shutil.rmtree(project_dir / ".romirecon", ignore_errors=True)
+    exe = Path(sys.executable).parent / "romirecon"
+    cmd = [
+        str(exe),
+        "run",
+        "--project",
+        str(project_dir),
+        "--out",
+        str(out_dir),
+        "--log-format",
+        "json",
+    ]
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = proc.stderr.read() if proc.stderr else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stages = []
+    for line in stderr.splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if ev.get("event") == "stage.end":
+            stages.append(
+                {
+                    "stage": ev["stage"],
+                    "seconds": ev["duration_ms"] / 1000,
+                    "peak_rss_mb": (ev.get("peak_rss_bytes") or 0) / 2**20,
+                    "rows_in": ev.get("rows_in"),
+                    "rows_out": ev.get("rows_out"),
+                }
+            )
+    return {
+        "exit_code": proc.returncode,
+        "wall_seconds": wall,
+        "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux: KiB
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "stages": stages,
+        "stderr_tail": stderr.splitlines()[-3:] if proc.returncode > 1 else [],
+    }
+
+
+def dedup_quality(project_dir: Path) -> dict[str, Any]:
+    """Pairwise precision/recall of the golden ids against the true entity ids, over the party
+    records (contacts/accounts) the run clustered, and recall per duplication vector."""
+    state = project_dir / ".romirecon" / "romirecon.duckdb"
+    con = duckdb.connect(str(state), read_only=True)
+    con.execute(
+        f"CREATE TEMP TABLE t AS SELECT source, source_file, source_row, entity_id, vector "
+        f"FROM read_parquet('{project_dir / 'truth' / 'records.parquet'}')"
+    )
+    con.execute(
+        """CREATE TEMP TABLE j AS
+        SELECT x.entity, x.golden_id, t.entity_id, t.vector, x.source_name, x.source_row
+        FROM entity_xref x JOIN t ON t.source = x.source_name AND t.source_file = x.source_file
+            AND t.source_row = x.source_row"""
+    )
+    q = con.execute(
+        """
+        WITH pred AS (SELECT count(*) AS n FROM j a JOIN j b ON a.entity = b.entity
+                AND a.golden_id = b.golden_id AND (a.source_name, a.source_row) < (b.source_name, b.source_row)),
+             truth AS (SELECT count(*) AS n FROM j a JOIN j b ON a.entity = b.entity
+                AND a.entity_id = b.entity_id AND (a.source_name, a.source_row) < (b.source_name, b.source_row)),
+             both_ AS (SELECT count(*) AS n FROM j a JOIN j b ON a.entity = b.entity
+                AND a.entity_id = b.entity_id AND a.golden_id = b.golden_id
+                AND (a.source_name, a.source_row) < (b.source_name, b.source_row))
+        SELECT (SELECT n FROM pred), (SELECT n FROM truth), (SELECT n FROM both_), (SELECT count(*) FROM j)
+        """
+    ).fetchone()
+    pred, truth, both, records = q
+    per_vector = con.execute(
+        """
+        SELECT b.vector, count(*) AS true_pairs, count(*) FILTER (WHERE a.golden_id = b.golden_id) AS found
+        FROM j a JOIN j b ON a.entity = b.entity AND a.entity_id = b.entity_id
+            AND (a.source_name, a.source_row) <> (b.source_name, b.source_row)
+        WHERE b.vector <> 'original'
+        GROUP BY 1 ORDER BY 1
+        """
+    ).fetchall()
+    p = both / pred if pred else 1.0
+    r = both / truth if truth else 1.0
+    return {
+        "records": records,
+        "predicted_pairs": pred,
+        "true_pairs": truth,
+        "precision": p,
+        "recall": r,
+        "f1": 2 * p * r / (p + r) if p + r else 0.0,
+        "recall_by_vector": {v: (f / n if n else 1.0) for v, n, f in per_vector},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default=os.environ.get("BENCH_SIZES", "10000,100000,1000000"))
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    results = []
+    for n in sizes:
+        print(f"estate of {n:,} customers", flush=True)
+        d = estate(n, args.seed)
+        floor, rows = bare_read(d)
+        print(f"  bare read: {rows:,} rows in {floor:.2f} s", flush=True)
+        res = run_once(d, CACHE / f"out-{n}")
+        res.update(customers=n, input_rows=rows, bare_read_seconds=floor)
+        res["rows_per_second"] = rows / res["wall_seconds"]
+        res["ratio_to_bare_read"] = res["wall_seconds"] / floor if floor else None
+        if res["exit_code"] in (0, 1):
+            res["dedup"] = dedup_quality(d)
+        print(
+            f"  run: exit {res['exit_code']}, {res['wall_seconds']:.1f} s wall, "
+            f"{res['peak_rss_mb']:.0f} MB peak RSS, {res['ratio_to_bare_read'] or 0:.1f}x bare read",
+            flush=True,
+        )
+        results.append(res)
+    write_results(results)
+    return 0
+
+
+def write_results(results: list[dict[str, Any]]) -> None:
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, DuckDB {duckdb.__version__}"
+    lines = [
+        "# Benchmark: `romirecon run` on generated estates",
+        "",
+        f"Machine: {machine}. Generated with `python -m benchmarks.run` (`make bench`).",
+        "",
+        "| customers | input rows | wall s | peak RSS MB | rows/s | bare read s | x bare read | s per n·log n (×1e6) | dedup P | dedup R | dedup F1 | exit |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        n = r["input_rows"] or 1
+        nlogn = r["wall_seconds"] / (n * math.log(n)) * 1e6
+        dd = r.get("dedup") or {}
+        lines.append(
+            f"| {r['customers']:,} | {r['input_rows']:,} | {r['wall_seconds']:.1f} | {r['peak_rss_mb']:.0f} "
+            f"| {r['rows_per_second']:,.0f} | {r['bare_read_seconds']:.2f} | {r['ratio_to_bare_read'] or 0:.1f} "
+            f"| {nlogn:.2f} | {dd.get('precision', float('nan')):.4f} | {dd.get('recall', float('nan')):.4f} "
+            f"| {dd.get('f1', float('nan')):.4f} | {r['exit_code']} |"
+        )
+    lines += ["", "Per stage (seconds / peak RSS MB so far):", ""]
+    stage_names = sorted({s["stage"] for r in results for s in r["stages"]}, key=_stage_order)
+    lines.append("| customers | " + " | ".join(stage_names) + " |")
+    lines.append("|---:|" + "---:|" * len(stage_names))
+    for r in results:
+        by = {s["stage"]: s for s in r["stages"]}
+        cells = [
+            f"{by[s]['seconds']:.1f} / {by[s]['peak_rss_mb']:.0f}" if s in by else ""
+            for s in stage_names
+        ]
+        lines.append(f"| {r['customers']:,} | " + " | ".join(cells) + " |")
+    recalls = sorted(
+        {v for r in results for v in (r.get("dedup") or {}).get("recall_by_vector", {})}
+    )
+    if recalls:
+        lines += ["", "Dedup recall per duplication vector:", ""]
+        lines.append("| customers | " + " | ".join(recalls) + " |")
+        lines.append("|---:|" + "---:|" * len(recalls))
+        for r in results:
+            rv = (r.get("dedup") or {}).get("recall_by_vector", {})
+            lines.append(
+                f"| {r['customers']:,} | "
+                + " | ".join(f"{rv[v]:.3f}" if v in rv else "" for v in recalls)
+                + " |"
+            )
+    (HERE / "results.md").write_text("\n".join(lines) + "\n")
+    (HERE / "results.json").write_text(
+        json.dumps({"machine": machine, "results": results}, indent=2) + "\n"
+    )
+    print("\n".join(lines))
+
+
+def _stage_order(name: str) -> int:
+    order = [
+        "ingest",
+        "contract",
+        "normalize",
+        "dedup",
+        "billing",
+        "reconcile",
+        "attribution",
+        "romi",
+        "publish",
+    ]
+    return order.index(name) if name in order else len(order)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
