@@ -460,3 +460,22 @@ def test_bad_settings(settings_: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ConfigError) as e:
         attribution.parse_settings(settings_)
     assert any(fragment in d for d in e.value.details), e.value.details
+
+
+def test_unmatched_paid_campaign_is_reported() -> None:
+    case = {
+        "input": merge(
+            {"contact": [{"source_id": "L", "created_at": "2024-02-01 10:00:00",
+                          "utm_source": "google", "utm_medium": "cpc",
+                          "utm_campaign": "mystery", "external_ref": "cus_1"}]},
+            one_invoice("cus_1", "2024-02-02", 1000),
+            GOOGLE_SPEND,
+        )
+    }  # fmt: skip
+    con = run_case(case)
+    # the revenue still counts for Google Ads, under the UTM name, without a campaign id
+    assert credits(con) == [("cus_1", "paid_search", "google_ads", None, Decimal(1))]
+    f = con.execute(
+        "SELECT code, other_id FROM finding WHERE stage = 'attribution' ORDER BY code"
+    ).fetchall()
+    assert f == [("campaign-unmatched", "mystery")]

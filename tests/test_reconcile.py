@@ -101,6 +101,8 @@ def con() -> duckdb.DuckDBPyConnection:
             inv(ns, "N3", "NC3", "EUR", 4000, "2024-02-01"),
             inv(ns, "N4", "NC3", "EUR", 9200, "2024-01-15", external_ref="in_5"),
             inv(ns, "N5", "NC3", "EUR", 9000, "2024-01-15", external_ref="in_6"),
+            # N6: N1 posted again by a connector retry (no external id, same customer/amount/day)
+            inv(ns, "N6", "NC3", "USD", 10000, "2024-01-10"),
         ],
     )
     insert(
@@ -158,6 +160,7 @@ def test_findings(con: duckdb.DuckDBPyConnection) -> None:
         # in_4 (EUR, 02-10) has no ERP copy: N3 is the same entity and currency but 9 days off
         ("billing-invoice-without-erp", "in_4", None, None),
         ("deal-without-invoice", "D2", None, None),
+        ("erp-invoice-duplicate", "N6", "in_1", None),
         ("erp-invoice-without-billing", "N3", None, None),
         ("lost-crm-record", "cus_2", None, None),
     ]
@@ -194,8 +197,9 @@ def test_metrics(con: duckdb.DuckDBPyConnection) -> None:
     assert m[("billing->crm", "lost_record_rate")] == (0.5, 1, 2)
     # deals judged: D1 (linked), D2 (lost); D3 pending; D4 lost deal -> 1/2
     assert m[("crm->billing", "lost_record_rate")] == (0.5, 1, 2)
-    # ERP invoices N1..N5 all old enough; N3 lost -> 1/5
-    assert m[("erp->billing", "lost_record_rate")] == (0.2, 1, 5)
+    # ERP invoices N1..N6 all old enough; N3 lost (N6 is a duplicate, not lost) -> 1/6
+    assert m[("erp->billing", "lost_record_rate")] == (1 / 6, 1, 6)
+    assert m[("erp", "erp_duplicate_invoices")] == (1 / 6, 1, 6)
     # billing in_1, in_2, in_4, in_5, in_6 (in_3 too recent, in_7 void); in_4 lost -> 1/5
     assert m[("billing->erp", "lost_record_rate")] == (0.2, 1, 5)
     assert m[("erp<->billing", "amount_mismatches")] == (2, 2, 4)

@@ -34,7 +34,9 @@ Campaigns are matched to ad-platform campaigns by id (CRM campaign id or `utm_ca
 an ad campaign id), then by normalized UTM value (lower case, runs of other characters folded to
 `_`) equal to the normalized ad campaign name, then by the optional mapping table; a touch whose
 platform is known only matches campaigns of that platform, and a value matching two campaigns is
-left unmatched (`match_method = 'ambiguous'`). A touch matched to an ad campaign takes the
+left unmatched (`match_method = 'ambiguous'`, finding `campaign-ambiguous`); a paid touch whose
+campaign matches nothing keeps its platform and UTM name without a campaign id (finding
+`campaign-unmatched`: add it to the mapping table). A touch matched to an ad campaign takes the
 platform's channel (`paid_search` for Google/Microsoft, `paid_social` for Meta/LinkedIn).
 
 Mapping table (CSV, header required): `match, value, platform, campaign_id, channel,
@@ -789,6 +791,21 @@ SELECT ?, '{STAGE}', 'campaign-ambiguous', 'warn', source_name, 'touchpoint', to
        'campaign ' || coalesce(utm_campaign, crm_campaign_id, crm_campaign_name)
            || ' matches more than one ad campaign: add it to the campaign mapping table', NULL
 FROM touchpoint WHERE match_method = 'ambiguous' ORDER BY touchpoint_id""",
+        [run_id],
+    )
+    _exec(
+        con,
+        f"""INSERT INTO finding
+SELECT ?, '{STAGE}', 'campaign-unmatched', 'info', any_value(source_name), 'touchpoint',
+       any_value(touchpoint_id), label,
+       count(*) || ' ' || platform || ' touches name campaign ' || label
+           || ' which matches no ' || platform || ' campaign by id or name: add it to the '
+           || 'campaign mapping table', NULL
+FROM (SELECT *, coalesce(utm_campaign, crm_campaign_id, crm_campaign_name) AS label
+      FROM touchpoint WHERE eligible AND platform IS NOT NULL AND campaign_id IS NULL
+        AND match_method = 'none')
+WHERE label IS NOT NULL
+GROUP BY platform, label ORDER BY platform, label""",
         [run_id],
     )
     _exec(

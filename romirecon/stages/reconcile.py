@@ -11,7 +11,8 @@ and, when dedup ran, `entity_xref` (`entity, source_name, source_id, golden_id`)
 | `reconciliation` | one typed finding with both sides' system/source/ids, amounts (native and reporting), dates and a message |
 
 plus `finding` rows (code = `finding_type`) and `metric` rows (`lost_record_rate` per system pair
-with numerator/denominator, `amount_mismatches`, `late_arrivals_pending`).
+with numerator/denominator, `erp_duplicate_invoices`, `amount_mismatches`,
+`late_arrivals_pending`).
 
 ## Linking people (`entity_link`)
 Nodes are party records keyed by (entity, vendor, source id). Edges: the dedup golden id
@@ -27,6 +28,9 @@ the entity id is the smallest node key of the component (stable while the record
   `deal_invoice_lead_days` before to `deal_invoice_window_days` after its close date.
 - `erp-invoice-without-billing` / `billing-invoice-without-erp`: an ERP invoice with no billing
   counterpart and the reverse (billing side: paid/open invoices with total > 0).
+- `erp-invoice-duplicate`: an ERP invoice no link reached that repeats a linked ERP invoice
+  (same entity and currency, total within the tolerance, within `erp_match_window_days`): a
+  connector retry posted it twice. Not counted as lost.
 - `amount-mismatch`: a linked ERP/billing invoice pair whose totals differ by more than
   max(`amount_tolerance.absolute`, `amount_tolerance.percent` % of the billing total), compared in
   the reporting currency (each side converted at its own date's rate) when the currencies differ,
@@ -416,6 +420,26 @@ UNION ALL
 SELECT erp_id, erp_vendor, billing_id, billing_vendor, 'entity+amount+date' FROM ranked WHERE re = 1 AND rb = 1"""
 
 
+def erp_duplicates_sql() -> str:
+    """ERP invoices no link reached that repeat a linked ERP invoice: same entity and currency,
+    total within the tolerance, dated within $erp_days days (a connector retry posting the same
+    invoice twice). One row per duplicate with the original (lowest id) and its billing invoice."""
+    return """
+SELECT e.source_id AS erp_id, e.vendor AS erp_vendor,
+       min(o.source_id) AS original_id, arg_min(k.billing_id, o.source_id) AS billing_id,
+       arg_min(k.billing_vendor, o.source_id) AS billing_vendor
+FROM _rc_invoice e
+JOIN _rc_invoice o ON o.source_system = 'erp' AND o.entity_id = e.entity_id
+ AND o.currency = e.currency AND o.source_id <> e.source_id
+ AND abs(o.doc_date - e.doc_date) <= CAST($erp_days AS INTEGER)
+ AND abs(o.total_major - e.total_major) <= greatest(CAST($tol_abs AS DECIMAL(38,10)),
+         o.total_major * CAST($tol_pct AS DECIMAL(38,10)) / 100)
+JOIN _rc_erp_link k ON k.erp_id = o.source_id AND k.erp_vendor = o.vendor
+WHERE e.source_system = 'erp'
+  AND NOT EXISTS (SELECT 1 FROM _rc_erp_link x WHERE x.erp_id = e.source_id AND x.erp_vendor = e.vendor)
+GROUP BY e.source_id, e.vendor"""
+
+
 RECON_COLUMNS = """finding_type VARCHAR, severity VARCHAR, entity_id VARCHAR,
     left_system VARCHAR, left_source VARCHAR, left_id VARCHAR,
     right_system VARCHAR, right_source VARCHAR, right_id VARCHAR,
@@ -460,6 +484,16 @@ SELECT 'erp-invoice-without-billing', 'warn', e.entity_id, 'erp', e.source_name,
 FROM _rc_invoice e
 WHERE e.source_system = 'erp' AND e.doc_date <= $as_of - CAST($late AS INTEGER)
   AND NOT EXISTS (SELECT 1 FROM _rc_erp_link k WHERE k.erp_id = e.source_id AND k.erp_vendor = e.vendor)
+  AND NOT EXISTS (SELECT 1 FROM _rc_erp_dup k WHERE k.erp_id = e.source_id AND k.erp_vendor = e.vendor)
+UNION ALL
+SELECT 'erp-invoice-duplicate', 'warn', e.entity_id, 'erp', e.source_name, e.source_id,
+       'billing', b.source_name, b.source_id, e.total_major, e.currency, b.total_major, b.currency,
+       e.total_reporting, b.total_reporting, NULL, $rep, e.doc_date, b.doc_date,
+       'ERP invoice ' || e.source_id || coalesce(' (' || e.number || ')', '') || ' repeats ERP invoice '
+           || d.original_id || ' (same customer, amount and date) for billing invoice ' || b.source_id
+FROM _rc_erp_dup d
+JOIN _rc_invoice e ON e.source_system = 'erp' AND e.source_id = d.erp_id AND e.vendor = d.erp_vendor
+JOIN _rc_invoice b ON b.source_system = 'billing' AND b.source_id = d.billing_id AND b.vendor = d.billing_vendor
 UNION ALL
 SELECT 'billing-invoice-without-erp', 'warn', b.entity_id, 'billing', b.source_name, b.source_id,
        'erp', NULL, NULL, b.total_major, b.currency, NULL, NULL, b.total_reporting, NULL, NULL,
@@ -562,6 +596,11 @@ def run(
     )
     _exec(
         con,
+        f"CREATE OR REPLACE TEMP TABLE _rc_erp_dup AS {erp_duplicates_sql()}",
+        {k: params[k] for k in ("erp_days", "tol_abs", "tol_pct")},
+    )
+    _exec(
+        con,
         """CREATE OR REPLACE TABLE recon_link AS
 SELECT 'deal-invoice' AS link_type, 'crm' AS left_system, deal_vendor AS left_vendor,
        deal_id AS left_id, 'billing' AS right_system, invoice_vendor AS right_vendor,
@@ -604,7 +643,10 @@ FROM ({reconciliation_output_query()})""",
         [run_id],
     )
     _metrics(con, run_id, as_of, st)
-    for t in ("_rc_inv0", "_rc_inv1", "_rc_invoice", "_rc_deal", "_rc_deal_link", "_rc_erp_link"):
+    for t in (
+        "_rc_inv0", "_rc_inv1", "_rc_invoice", "_rc_deal", "_rc_deal_link", "_rc_erp_link",
+        "_rc_erp_dup",
+    ):  # fmt: skip
         _exec(con, f"DROP TABLE IF EXISTS {ident(t)}")
 
 
@@ -644,6 +686,10 @@ FROM (
                 THEN (SELECT count(*) FROM _rc_invoice WHERE source_system = 'billing' AND doc_date <= $as_of - CAST($late AS INTEGER))
                 ELSE 0 END,
            'ratio', 4
+    UNION ALL
+    SELECT 'erp', 'invoice', 'erp_duplicate_invoices',
+           (SELECT count(*) FROM reconciliation WHERE finding_type = 'erp-invoice-duplicate'),
+           (SELECT count(*) FROM _rc_invoice WHERE source_system = 'erp'), 'ratio', 6
     UNION ALL
     SELECT 'erp<->billing', 'invoice', 'amount_mismatches',
            (SELECT count(*) FROM reconciliation WHERE finding_type = 'amount-mismatch'),
