@@ -3,8 +3,8 @@
 Reads `stg_contact` (CRM leads/contacts: lead source, HubSpot latest source, UTM fields, click
 ids), `stg_campaign_member`, `stg_deal` (primary campaign), `stg_ad_spend` (the ad-platform
 campaigns to match), billing's `conversion` (first paid invoice per billing customer, its coupon),
-`revenue_daily` (customers with revenue) and `entity_link` (built by the reconcile stage; built
-here when missing). Writes
+`revenue_daily` (customers with revenue), and writes `entity_link` afresh (the reconcile stage's
+linking, see `romirecon.stages.reconcile`). Writes
 
 | table | grain |
 |---|---|
@@ -745,8 +745,7 @@ def run(
     ensure_billing_tables(con)
     _exec(con, "DELETE FROM metric WHERE run_id = ? AND stage = ?", [run_id, STAGE])
     _exec(con, "DELETE FROM finding WHERE run_id = ? AND stage = ?", [run_id, STAGE])
-    if not _table_exists(con, "entity_link"):
-        build_entity_link(con)
+    build_entity_link(con)  # always this run's links: a state database keeps last night's
     _exec(
         con,
         f"CREATE OR REPLACE TABLE ad_campaign AS {ad_campaigns_sql()} ORDER BY platform, campaign_id",
