@@ -281,10 +281,11 @@ GROUP BY l.node, l.label""",
         con,
         """CREATE OR REPLACE TABLE entity_link AS
 SELECT r.entity, r.source_system, r.source_name, r.vendor, r.source_id, r.node,
-       'E:' || substr(sha256(l.label), 1, 16) AS entity_id,
-       coalesce((SELECT string_agg(DISTINCT e.rule, ',' ORDER BY e.rule) FROM _el_edge e
-                 WHERE e.a = r.node OR e.b = r.node), 'own-id') AS rule
+       'E:' || substr(sha256(l.label), 1, 16) AS entity_id, coalesce(k.rule, 'own-id') AS rule
 FROM _el_rec r JOIN _el_label l USING (node)
+LEFT JOIN (SELECT node, string_agg(DISTINCT rule, ',' ORDER BY rule) AS rule
+           FROM (SELECT a AS node, rule FROM _el_edge UNION ALL SELECT b, rule FROM _el_edge)
+           GROUP BY node) k USING (node)
 ORDER BY r.entity, r.vendor, r.source_id, r.source_name, r.source_system""",
     )
     for t in ("_el_rec", "_el_refs", "_el_edge", "_el_label", "_el_adj", "_el_next"):
