@@ -431,14 +431,22 @@ WITH t AS (
            row_number() OVER (ORDER BY r.source_system, r.source_name, r.source_id, r.touch_type,
                               r.touch_at, r.source_file, r.source_row) AS touch_key
     FROM _at_raw r
+), id_hits AS (  -- equi-joins only: an OR join is a nested loop over touches x campaigns
+    SELECT t.touch_key, a.platform, a.campaign_id FROM t JOIN ad_campaign a ON a.norm_id = t.n_cid
+    WHERE t.platform0 IS NULL OR t.platform0 = a.platform
+    UNION
+    SELECT t.touch_key, a.platform, a.campaign_id FROM t JOIN ad_campaign a ON a.norm_id = t.n_utm
+    WHERE t.platform0 IS NULL OR t.platform0 = a.platform
 ), by_id AS (
-    SELECT t.touch_key, a.platform, a.campaign_id, count(*) OVER (PARTITION BY t.touch_key) AS n
-    FROM t JOIN ad_campaign a ON (a.norm_id = t.n_cid OR a.norm_id = t.n_utm)
-     AND (t.platform0 IS NULL OR t.platform0 = a.platform)
+    SELECT *, count(*) OVER (PARTITION BY touch_key) AS n FROM id_hits
+), utm_hits AS (
+    SELECT t.touch_key, a.platform, a.campaign_id FROM t JOIN ad_campaign a ON a.norm_name = t.n_utm
+    WHERE t.platform0 IS NULL OR t.platform0 = a.platform
+    UNION
+    SELECT t.touch_key, a.platform, a.campaign_id FROM t JOIN ad_campaign a ON a.norm_name = t.n_cname
+    WHERE t.platform0 IS NULL OR t.platform0 = a.platform
 ), by_utm AS (
-    SELECT t.touch_key, a.platform, a.campaign_id, count(*) OVER (PARTITION BY t.touch_key) AS n
-    FROM t JOIN ad_campaign a ON (a.norm_name = t.n_utm OR a.norm_name = t.n_cname)
-     AND (t.platform0 IS NULL OR t.platform0 = a.platform)
+    SELECT *, count(*) OVER (PARTITION BY touch_key) AS n FROM utm_hits
 ), by_map AS (
     SELECT t.touch_key, m.platform, m.campaign_id, m.channel, m.campaign_name,
            count(*) OVER (PARTITION BY t.touch_key) AS n

@@ -361,17 +361,29 @@ def deal_links_sql() -> str:
     nearest the deal amount (a deal's amount is often annual while invoices are monthly)."""
     return """
 WITH bi AS (SELECT * FROM _rc_invoice WHERE source_system = 'billing'),
-by_id AS (
+id_pairs AS (  -- equi-joins only (an OR join would be a nested loop)
     SELECT d.source_id AS deal_id, d.vendor AS deal_vendor, b.source_id AS invoice_id,
-           b.vendor AS invoice_vendor,
-           CASE WHEN b.deal_ref = d.source_id THEN 'id:deal_ref'
-                WHEN d.external_ref = b.source_id THEN 'id:invoice'
-                WHEN d.external_ref = b.subscription_id THEN 'id:subscription'
-                ELSE 'id:customer' END AS rule,
-           b.doc_date, b.total_major
-    FROM _rc_deal d JOIN bi b
-      ON (b.deal_ref = d.source_id OR d.external_ref IN (b.source_id, b.subscription_id, b.customer_id))
-     AND b.doc_date BETWEEN d.close_date - CAST($lead AS INTEGER) AND d.close_date + CAST($window AS INTEGER)
+           b.vendor AS invoice_vendor, 'id:deal_ref' AS rule, 1 AS prio, b.doc_date,
+           b.total_major, d.close_date
+    FROM _rc_deal d JOIN bi b ON b.deal_ref = d.source_id
+    UNION ALL
+    SELECT d.source_id, d.vendor, b.source_id, b.vendor, 'id:invoice', 2, b.doc_date,
+           b.total_major, d.close_date
+    FROM _rc_deal d JOIN bi b ON d.external_ref = b.source_id
+    UNION ALL
+    SELECT d.source_id, d.vendor, b.source_id, b.vendor, 'id:subscription', 3, b.doc_date,
+           b.total_major, d.close_date
+    FROM _rc_deal d JOIN bi b ON d.external_ref = b.subscription_id
+    UNION ALL
+    SELECT d.source_id, d.vendor, b.source_id, b.vendor, 'id:customer', 4, b.doc_date,
+           b.total_major, d.close_date
+    FROM _rc_deal d JOIN bi b ON d.external_ref = b.customer_id
+), by_id AS (
+    SELECT deal_id, deal_vendor, invoice_id, invoice_vendor, arg_min(rule, prio) AS rule,
+           any_value(doc_date) AS doc_date, any_value(total_major) AS total_major
+    FROM id_pairs
+    WHERE doc_date BETWEEN close_date - CAST($lead AS INTEGER) AND close_date + CAST($window AS INTEGER)
+    GROUP BY deal_id, deal_vendor, invoice_id, invoice_vendor
 ), by_entity AS (
     SELECT d.source_id AS deal_id, d.vendor AS deal_vendor, b.source_id AS invoice_id,
            b.vendor AS invoice_vendor, 'entity+amount+date' AS rule, b.doc_date, b.total_major,
@@ -393,14 +405,19 @@ def erp_links_sql() -> str:
     return """
 WITH e AS (SELECT * FROM _rc_invoice WHERE source_system = 'erp'),
 b AS (SELECT * FROM _rc_invoice WHERE source_system = 'billing'),
-by_id AS (
+id_pairs AS (  -- equi-joins only (an OR join would be a nested loop)
     SELECT e.source_id AS erp_id, e.vendor AS erp_vendor, b.source_id AS billing_id,
-           b.vendor AS billing_vendor,
-           CASE WHEN e.external_ref = b.source_id THEN 'id:erp.external_ref'
-                WHEN b.external_ref = e.source_id THEN 'id:billing.external_ref'
-                ELSE 'id:number' END AS rule
-    FROM e JOIN b ON e.external_ref = b.source_id OR b.external_ref = e.source_id
-                  OR (e.number IS NOT NULL AND e.number = b.number)
+           b.vendor AS billing_vendor, 'id:erp.external_ref' AS rule, 1 AS prio
+    FROM e JOIN b ON e.external_ref = b.source_id
+    UNION ALL
+    SELECT e.source_id, e.vendor, b.source_id, b.vendor, 'id:billing.external_ref', 2
+    FROM e JOIN b ON b.external_ref = e.source_id
+    UNION ALL
+    SELECT e.source_id, e.vendor, b.source_id, b.vendor, 'id:number', 3
+    FROM e JOIN b ON e.number = b.number
+), by_id AS (
+    SELECT erp_id, erp_vendor, billing_id, billing_vendor, arg_min(rule, prio) AS rule
+    FROM id_pairs GROUP BY ALL
 ), cand AS (
     SELECT e.source_id AS erp_id, e.vendor AS erp_vendor, b.source_id AS billing_id,
            b.vendor AS billing_vendor,
