@@ -101,6 +101,8 @@ def con() -> duckdb.DuckDBPyConnection:
             inv(ns, "N3", "NC3", "EUR", 4000, "2024-02-01"),
             inv(ns, "N4", "NC3", "EUR", 9200, "2024-01-15", external_ref="in_5"),
             inv(ns, "N5", "NC3", "EUR", 9000, "2024-01-15", external_ref="in_6"),
+            # N6: N1 posted again by a connector retry (no external id, same customer/amount/day)
+            inv(ns, "N6", "NC3", "USD", 10000, "2024-01-10"),
         ],
     )
     insert(
@@ -158,11 +160,13 @@ def test_findings(con: duckdb.DuckDBPyConnection) -> None:
         # in_4 (EUR, 02-10) has no ERP copy: N3 is the same entity and currency but 9 days off
         ("billing-invoice-without-erp", "in_4", None, None),
         ("deal-without-invoice", "D2", None, None),
+        ("erp-invoice-duplicate", "N6", "in_1", None),
         ("erp-invoice-without-billing", "N3", None, None),
         ("lost-crm-record", "cus_2", None, None),
     ]
     links = con.execute(
-        "SELECT left_id, right_id, rule FROM recon_link ORDER BY link_type, left_id"
+        "SELECT left_id, right_id, rule FROM recon_link "
+        "ORDER BY link_type = 'deal-erp-invoice', link_type, left_id"
     ).fetchall()
     assert links == [
         ("D1", "in_1", "entity+amount+date"),
@@ -170,6 +174,8 @@ def test_findings(con: duckdb.DuckDBPyConnection) -> None:
         ("N2", "in_2", "id:erp.external_ref"),
         ("N4", "in_5", "id:erp.external_ref"),
         ("N5", "in_6", "id:erp.external_ref"),
+        # D1's invoice in_1 is N1 in the ERP
+        ("D1", "N1", "entity+amount+date+id:erp.external_ref"),
     ]
     codes = con.execute(
         "SELECT code, record_id FROM finding WHERE stage = 'reconcile' AND code <> 'fx-rate-missing' "
@@ -191,8 +197,9 @@ def test_metrics(con: duckdb.DuckDBPyConnection) -> None:
     assert m[("billing->crm", "lost_record_rate")] == (0.5, 1, 2)
     # deals judged: D1 (linked), D2 (lost); D3 pending; D4 lost deal -> 1/2
     assert m[("crm->billing", "lost_record_rate")] == (0.5, 1, 2)
-    # ERP invoices N1..N5 all old enough; N3 lost -> 1/5
-    assert m[("erp->billing", "lost_record_rate")] == (0.2, 1, 5)
+    # ERP invoices N1..N6 all old enough; N3 lost (N6 is a duplicate, not lost) -> 1/6
+    assert m[("erp->billing", "lost_record_rate")] == (1 / 6, 1, 6)
+    assert m[("erp", "erp_duplicate_invoices")] == (1 / 6, 1, 6)
     # billing in_1, in_2, in_4, in_5, in_6 (in_3 too recent, in_7 void); in_4 lost -> 1/5
     assert m[("billing->erp", "lost_record_rate")] == (0.2, 1, 5)
     assert m[("erp<->billing", "amount_mismatches")] == (2, 2, 4)

@@ -7,11 +7,12 @@ and, when dedup ran, `entity_xref` (`entity, source_name, source_id, golden_id`)
 | table | grain |
 |---|---|
 | `entity_link` | one party record (CRM lead/contact/account, ERP customer, billing customer, or a customer id only seen on an invoice/subscription): its `entity_id` across systems and the rule that linked it |
-| `recon_link` | one link deal -> billing invoice, or ERP invoice <-> billing invoice: both ids and the rule (`id:<field>` or `entity+amount+date`) |
+| `recon_link` | one link deal -> billing invoice, ERP invoice <-> billing invoice, or deal -> ERP invoice (through its billing invoice): both ids and the rule (`id:<field>` or `entity+amount+date`) |
 | `reconciliation` | one typed finding with both sides' system/source/ids, amounts (native and reporting), dates and a message |
 
 plus `finding` rows (code = `finding_type`) and `metric` rows (`lost_record_rate` per system pair
-with numerator/denominator, `amount_mismatches`, `late_arrivals_pending`).
+with numerator/denominator, `erp_duplicate_invoices`, `amount_mismatches`,
+`late_arrivals_pending`).
 
 ## Linking people (`entity_link`)
 Nodes are party records keyed by (entity, vendor, source id). Edges: the dedup golden id
@@ -27,6 +28,9 @@ the entity id is the smallest node key of the component (stable while the record
   `deal_invoice_lead_days` before to `deal_invoice_window_days` after its close date.
 - `erp-invoice-without-billing` / `billing-invoice-without-erp`: an ERP invoice with no billing
   counterpart and the reverse (billing side: paid/open invoices with total > 0).
+- `erp-invoice-duplicate`: an ERP invoice no link reached that repeats a linked ERP invoice
+  (same entity and currency, total within the tolerance, within `erp_match_window_days`): a
+  connector retry posted it twice. Not counted as lost.
 - `amount-mismatch`: a linked ERP/billing invoice pair whose totals differ by more than
   max(`amount_tolerance.absolute`, `amount_tolerance.percent` % of the billing total), compared in
   the reporting currency (each side converted at its own date's rate) when the currencies differ,
@@ -277,10 +281,11 @@ GROUP BY l.node, l.label""",
         con,
         """CREATE OR REPLACE TABLE entity_link AS
 SELECT r.entity, r.source_system, r.source_name, r.vendor, r.source_id, r.node,
-       'E:' || substr(sha256(l.label), 1, 16) AS entity_id,
-       coalesce((SELECT string_agg(DISTINCT e.rule, ',' ORDER BY e.rule) FROM _el_edge e
-                 WHERE e.a = r.node OR e.b = r.node), 'own-id') AS rule
+       'E:' || substr(sha256(l.label), 1, 16) AS entity_id, coalesce(k.rule, 'own-id') AS rule
 FROM _el_rec r JOIN _el_label l USING (node)
+LEFT JOIN (SELECT node, string_agg(DISTINCT rule, ',' ORDER BY rule) AS rule
+           FROM (SELECT a AS node, rule FROM _el_edge UNION ALL SELECT b, rule FROM _el_edge)
+           GROUP BY node) k USING (node)
 ORDER BY r.entity, r.vendor, r.source_id, r.source_name, r.source_system""",
     )
     for t in ("_el_rec", "_el_refs", "_el_edge", "_el_label", "_el_adj", "_el_next"):
@@ -356,17 +361,29 @@ def deal_links_sql() -> str:
     nearest the deal amount (a deal's amount is often annual while invoices are monthly)."""
     return """
 WITH bi AS (SELECT * FROM _rc_invoice WHERE source_system = 'billing'),
-by_id AS (
+id_pairs AS (  -- equi-joins only (an OR join would be a nested loop)
     SELECT d.source_id AS deal_id, d.vendor AS deal_vendor, b.source_id AS invoice_id,
-           b.vendor AS invoice_vendor,
-           CASE WHEN b.deal_ref = d.source_id THEN 'id:deal_ref'
-                WHEN d.external_ref = b.source_id THEN 'id:invoice'
-                WHEN d.external_ref = b.subscription_id THEN 'id:subscription'
-                ELSE 'id:customer' END AS rule,
-           b.doc_date, b.total_major
-    FROM _rc_deal d JOIN bi b
-      ON (b.deal_ref = d.source_id OR d.external_ref IN (b.source_id, b.subscription_id, b.customer_id))
-     AND b.doc_date BETWEEN d.close_date - CAST($lead AS INTEGER) AND d.close_date + CAST($window AS INTEGER)
+           b.vendor AS invoice_vendor, 'id:deal_ref' AS rule, 1 AS prio, b.doc_date,
+           b.total_major, d.close_date
+    FROM _rc_deal d JOIN bi b ON b.deal_ref = d.source_id
+    UNION ALL
+    SELECT d.source_id, d.vendor, b.source_id, b.vendor, 'id:invoice', 2, b.doc_date,
+           b.total_major, d.close_date
+    FROM _rc_deal d JOIN bi b ON d.external_ref = b.source_id
+    UNION ALL
+    SELECT d.source_id, d.vendor, b.source_id, b.vendor, 'id:subscription', 3, b.doc_date,
+           b.total_major, d.close_date
+    FROM _rc_deal d JOIN bi b ON d.external_ref = b.subscription_id
+    UNION ALL
+    SELECT d.source_id, d.vendor, b.source_id, b.vendor, 'id:customer', 4, b.doc_date,
+           b.total_major, d.close_date
+    FROM _rc_deal d JOIN bi b ON d.external_ref = b.customer_id
+), by_id AS (
+    SELECT deal_id, deal_vendor, invoice_id, invoice_vendor, arg_min(rule, prio) AS rule,
+           any_value(doc_date) AS doc_date, any_value(total_major) AS total_major
+    FROM id_pairs
+    WHERE doc_date BETWEEN close_date - CAST($lead AS INTEGER) AND close_date + CAST($window AS INTEGER)
+    GROUP BY deal_id, deal_vendor, invoice_id, invoice_vendor
 ), by_entity AS (
     SELECT d.source_id AS deal_id, d.vendor AS deal_vendor, b.source_id AS invoice_id,
            b.vendor AS invoice_vendor, 'entity+amount+date' AS rule, b.doc_date, b.total_major,
@@ -388,14 +405,19 @@ def erp_links_sql() -> str:
     return """
 WITH e AS (SELECT * FROM _rc_invoice WHERE source_system = 'erp'),
 b AS (SELECT * FROM _rc_invoice WHERE source_system = 'billing'),
-by_id AS (
+id_pairs AS (  -- equi-joins only (an OR join would be a nested loop)
     SELECT e.source_id AS erp_id, e.vendor AS erp_vendor, b.source_id AS billing_id,
-           b.vendor AS billing_vendor,
-           CASE WHEN e.external_ref = b.source_id THEN 'id:erp.external_ref'
-                WHEN b.external_ref = e.source_id THEN 'id:billing.external_ref'
-                ELSE 'id:number' END AS rule
-    FROM e JOIN b ON e.external_ref = b.source_id OR b.external_ref = e.source_id
-                  OR (e.number IS NOT NULL AND e.number = b.number)
+           b.vendor AS billing_vendor, 'id:erp.external_ref' AS rule, 1 AS prio
+    FROM e JOIN b ON e.external_ref = b.source_id
+    UNION ALL
+    SELECT e.source_id, e.vendor, b.source_id, b.vendor, 'id:billing.external_ref', 2
+    FROM e JOIN b ON b.external_ref = e.source_id
+    UNION ALL
+    SELECT e.source_id, e.vendor, b.source_id, b.vendor, 'id:number', 3
+    FROM e JOIN b ON e.number = b.number
+), by_id AS (
+    SELECT erp_id, erp_vendor, billing_id, billing_vendor, arg_min(rule, prio) AS rule
+    FROM id_pairs GROUP BY ALL
 ), cand AS (
     SELECT e.source_id AS erp_id, e.vendor AS erp_vendor, b.source_id AS billing_id,
            b.vendor AS billing_vendor,
@@ -414,6 +436,26 @@ by_id AS (
 SELECT erp_id, erp_vendor, billing_id, billing_vendor, rule FROM by_id
 UNION ALL
 SELECT erp_id, erp_vendor, billing_id, billing_vendor, 'entity+amount+date' FROM ranked WHERE re = 1 AND rb = 1"""
+
+
+def erp_duplicates_sql() -> str:
+    """ERP invoices no link reached that repeat a linked ERP invoice: same entity and currency,
+    total within the tolerance, dated within $erp_days days (a connector retry posting the same
+    invoice twice). One row per duplicate with the original (lowest id) and its billing invoice."""
+    return """
+SELECT e.source_id AS erp_id, e.vendor AS erp_vendor,
+       min(o.source_id) AS original_id, arg_min(k.billing_id, o.source_id) AS billing_id,
+       arg_min(k.billing_vendor, o.source_id) AS billing_vendor
+FROM _rc_invoice e
+JOIN _rc_invoice o ON o.source_system = 'erp' AND o.entity_id = e.entity_id
+ AND o.currency = e.currency AND o.source_id <> e.source_id
+ AND abs(o.doc_date - e.doc_date) <= CAST($erp_days AS INTEGER)
+ AND abs(o.total_major - e.total_major) <= greatest(CAST($tol_abs AS DECIMAL(38,10)),
+         o.total_major * CAST($tol_pct AS DECIMAL(38,10)) / 100)
+JOIN _rc_erp_link k ON k.erp_id = o.source_id AND k.erp_vendor = o.vendor
+WHERE e.source_system = 'erp'
+  AND NOT EXISTS (SELECT 1 FROM _rc_erp_link x WHERE x.erp_id = e.source_id AND x.erp_vendor = e.vendor)
+GROUP BY e.source_id, e.vendor"""
 
 
 RECON_COLUMNS = """finding_type VARCHAR, severity VARCHAR, entity_id VARCHAR,
@@ -460,6 +502,16 @@ SELECT 'erp-invoice-without-billing', 'warn', e.entity_id, 'erp', e.source_name,
 FROM _rc_invoice e
 WHERE e.source_system = 'erp' AND e.doc_date <= $as_of - CAST($late AS INTEGER)
   AND NOT EXISTS (SELECT 1 FROM _rc_erp_link k WHERE k.erp_id = e.source_id AND k.erp_vendor = e.vendor)
+  AND NOT EXISTS (SELECT 1 FROM _rc_erp_dup k WHERE k.erp_id = e.source_id AND k.erp_vendor = e.vendor)
+UNION ALL
+SELECT 'erp-invoice-duplicate', 'warn', e.entity_id, 'erp', e.source_name, e.source_id,
+       'billing', b.source_name, b.source_id, e.total_major, e.currency, b.total_major, b.currency,
+       e.total_reporting, b.total_reporting, NULL, $rep, e.doc_date, b.doc_date,
+       'ERP invoice ' || e.source_id || coalesce(' (' || e.number || ')', '') || ' repeats ERP invoice '
+           || d.original_id || ' (same customer, amount and date) for billing invoice ' || b.source_id
+FROM _rc_erp_dup d
+JOIN _rc_invoice e ON e.source_system = 'erp' AND e.source_id = d.erp_id AND e.vendor = d.erp_vendor
+JOIN _rc_invoice b ON b.source_system = 'billing' AND b.source_id = d.billing_id AND b.vendor = d.billing_vendor
 UNION ALL
 SELECT 'billing-invoice-without-erp', 'warn', b.entity_id, 'billing', b.source_name, b.source_id,
        'erp', NULL, NULL, b.total_major, b.currency, NULL, NULL, b.total_reporting, NULL, NULL,
@@ -562,6 +614,11 @@ def run(
     )
     _exec(
         con,
+        f"CREATE OR REPLACE TEMP TABLE _rc_erp_dup AS {erp_duplicates_sql()}",
+        {k: params[k] for k in ("erp_days", "tol_abs", "tol_pct")},
+    )
+    _exec(
+        con,
         """CREATE OR REPLACE TABLE recon_link AS
 SELECT 'deal-invoice' AS link_type, 'crm' AS left_system, deal_vendor AS left_vendor,
        deal_id AS left_id, 'billing' AS right_system, invoice_vendor AS right_vendor,
@@ -570,6 +627,11 @@ FROM _rc_deal_link
 UNION ALL
 SELECT 'erp-billing-invoice', 'erp', erp_vendor, erp_id, 'billing', billing_vendor, billing_id, rule
 FROM _rc_erp_link
+UNION ALL  -- the ERP invoice a deal produced: through its billing invoice
+SELECT 'deal-erp-invoice', 'crm', d.deal_vendor, d.deal_id, 'erp', e.erp_vendor, e.erp_id,
+       d.rule || '+' || e.rule
+FROM _rc_deal_link d JOIN _rc_erp_link e
+  ON e.billing_id = d.invoice_id AND e.billing_vendor = d.invoice_vendor
 ORDER BY link_type, left_vendor, left_id, right_vendor, right_id""",
     )
     _exec(con, f"CREATE OR REPLACE TABLE reconciliation ({RECON_COLUMNS})")
@@ -599,7 +661,10 @@ FROM ({reconciliation_output_query()})""",
         [run_id],
     )
     _metrics(con, run_id, as_of, st)
-    for t in ("_rc_inv0", "_rc_inv1", "_rc_invoice", "_rc_deal", "_rc_deal_link", "_rc_erp_link"):
+    for t in (
+        "_rc_inv0", "_rc_inv1", "_rc_invoice", "_rc_deal", "_rc_deal_link", "_rc_erp_link",
+        "_rc_erp_dup",
+    ):  # fmt: skip
         _exec(con, f"DROP TABLE IF EXISTS {ident(t)}")
 
 
@@ -639,6 +704,10 @@ FROM (
                 THEN (SELECT count(*) FROM _rc_invoice WHERE source_system = 'billing' AND doc_date <= $as_of - CAST($late AS INTEGER))
                 ELSE 0 END,
            'ratio', 4
+    UNION ALL
+    SELECT 'erp', 'invoice', 'erp_duplicate_invoices',
+           (SELECT count(*) FROM reconciliation WHERE finding_type = 'erp-invoice-duplicate'),
+           (SELECT count(*) FROM _rc_invoice WHERE source_system = 'erp'), 'ratio', 6
     UNION ALL
     SELECT 'erp<->billing', 'invoice', 'amount_mismatches',
            (SELECT count(*) FROM reconciliation WHERE finding_type = 'amount-mismatch'),
