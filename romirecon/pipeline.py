@@ -140,7 +140,7 @@ def _contract_one(
 
 def analyse(con: duckdb.DuckDBPyConnection, project: Project, run_id: str, log: Logger) -> None:
     """Every stage after staging: normalise, dedup, billing, reconcile, attribution and ROMI."""
-    from romirecon.stages import billing, dedup, normalize, reconcile
+    from romirecon.stages import attribution, billing, dedup, normalize, reconcile, romi
 
     dedup_cfg = project.section("dedup")
     if "source_priority" not in dedup_cfg:
@@ -170,6 +170,13 @@ def analyse(con: duckdb.DuckDBPyConnection, project: Project, run_id: str, log: 
             reconcile_cfg["as_of"] = str(project.raw["as_of"])
         reconcile.run(con, run_id, project.reporting_currency, reconcile_cfg)
         span.rows_out = _count(con, "reconciliation")
+    attribution_cfg = project.section("attribution")
+    with log.stage("attribution", con) as span:
+        attribution.run(con, run_id, attribution_cfg, base_dir=project.root)
+        span.rows_out = _count(con, "attribution_credit")
+    with log.stage("romi", con) as span:
+        romi.run(con, run_id, project.reporting_currency, attribution_cfg, base_dir=project.root)
+        span.rows_out = _count(con, "romi")
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
@@ -178,11 +185,14 @@ def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
 
 def publish(con: duckdb.DuckDBPyConnection, project: Project) -> list[Path]:
     """Write the data outputs (each file atomically)."""
-    from romirecon.stages import billing, reconcile
+    from romirecon.stages import attribution, billing, reconcile, romi
 
     out, fmts, pii = project.output_dir, project.output_formats, project.hash_pii
     salt_value = pii_salt(project.state_dir) if pii else None
     tables: list[tuple[str, str]] = [
+        ("romi", romi.romi_output_query()),
+        ("romi_lineage", romi.romi_lineage_output_query()),
+        ("attribution_credit", attribution.attribution_credit_output_query()),
         ("quarantine", quarantine_query(project, pii)),
         ("duplicates", DUPLICATES_QUERY),
         ("golden_contact", "SELECT * FROM golden_contact ORDER BY golden_id"),
