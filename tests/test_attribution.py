@@ -479,3 +479,29 @@ def test_unmatched_paid_campaign_is_reported() -> None:
         "SELECT code, other_id FROM finding WHERE stage = 'attribution' ORDER BY code"
     ).fetchall()
     assert f == [("campaign-unmatched", "mystery")]
+
+
+def test_a_record_in_two_overlapping_exports_is_one_touch() -> None:
+    # the same Salesforce lead (same id, same click) in Lead_1.csv and Lead_2.csv: one
+    # touchpoint, and its conversion's last-touch credit is exactly 1, not 2
+    from romirecon.stages.attribution import touchpoint_sql
+
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE _at_class AS SELECT * FROM (VALUES "
+        "('E1', TIMESTAMP '2026-05-02 17:30:15', 'click_id', 'paid_social', 'linkedin_ads', 'c1', "
+        " 'abm', 'id', 'linkedin', 'paid_social', 'abm', NULL, NULL, 'li1', 'linkedin_ads', 'Ads', "
+        " NULL, NULL, NULL, 'salesforce_lead', 'crm', '00Q1', 'Lead_1.csv', 167), "
+        "('E1', TIMESTAMP '2026-05-02 17:30:15', 'click_id', 'paid_social', 'linkedin_ads', 'c1', "
+        " 'abm', 'id', 'linkedin', 'paid_social', 'abm', NULL, NULL, 'li1', 'linkedin_ads', 'Ads', "
+        " NULL, NULL, NULL, 'salesforce_lead', 'crm', '00Q1', 'Lead_2.csv', 11)"
+        ") v(entity_id, touch_at, touch_type, channel, platform, campaign_id, campaign_name, "
+        "match_method, utm_source, utm_medium, utm_campaign, utm_term, utm_content, click_id, "
+        "click_platform, lead_source, crm_campaign_id, crm_campaign_name, promo_code, source_name, "
+        "source_system, source_id, source_file, source_row)"
+    )
+    rows = con.execute(
+        f"SELECT touchpoint_id, source_file, eligible FROM ({touchpoint_sql('mapped')})"
+    ).fetchall()
+    assert len(rows) == 1
+    assert rows[0][1:] == ("Lead_1.csv", True)

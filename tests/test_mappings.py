@@ -55,6 +55,8 @@ CASES: dict[str, list[str]] = {
     "stripe_credit_note_fivetran.yaml": ["stripe/fivetran/credit_note.csv"],
     "stripe_refund_fivetran.yaml": ["stripe/fivetran/refund.csv"],
     "chargebee_invoice.yaml": ["chargebee/invoices.json"],
+    "chargebee_customer.yaml": ["chargebee/customers.json"],
+    "chargebee_subscription.yaml": ["chargebee/subscriptions.json"],
     "netsuite_customer.yaml": [
         "netsuite/customers_suiteql.json",
         "netsuite/customers_savedsearch.csv",
@@ -735,3 +737,50 @@ def test_linkedin_campaign_manager_export_and_treasury_rates() -> None:
     fx = rows("treasury_fx_rate.yaml", "treasury/rates.csv", "date, base, quote, rate, rate_type")
     assert fx[0] == (date(2025, 1, 15), "EUR", "KWD", Decimal("0.3178"), "treasury")
     assert len(fx) == 3
+
+
+def test_salesforce_custom_fields_utm_and_billing_ids() -> None:
+    # the conventional custom fields: UTM / click ids on the lead, the billing ids a sync writes
+    # back on the contact and the opportunity (empty cells stay NULL)
+    leads = rows(
+        "salesforce_lead.yaml", "salesforce/Lead.csv",
+        "source_id, utm_source, utm_medium, utm_campaign, utm_term, gclid, fbclid",
+    )  # fmt: skip
+    assert leads[0] == (
+        "00Q5e00000L1m2nEAB", "google", "cpc", "brand_search_us", "data pipeline",
+        "Cj0KCQjw-EXAMPLE", None,
+    )  # fmt: skip
+    assert all(r[1:] == (None,) * 6 for r in leads[1:])
+    contacts = rows("salesforce_contact.yaml", "salesforce/Contact.csv", "source_id, external_ref")
+    assert contacts[0] == ("0035e00000A1b2cAAB", "cus_Q1aBcDeFgHiJkL")
+    deals = rows(
+        "salesforce_opportunity.yaml", "salesforce/Opportunity.csv", "source_id, external_ref"
+    )
+    assert deals[0] == ("0065e00000P1q2rAAB", "sub_1PreAaaaaaaaaaa")
+
+
+def test_chargebee_customer_and_subscription_values() -> None:
+    customers = rows(
+        "chargebee_customer.yaml", "chargebee/customers.json",
+        "source_id, first_name, last_name, email, company, postal_code, country, currency, "
+        "external_ref, is_deleted, created_at",
+    )  # fmt: skip
+    assert customers == [
+        # created_at 1764269168 = 2025-11-27 18:46:08 UTC
+        ("160VCNb0001tt1PHi", "Layla", "Schmidt", "layla.schmidt173@icloud.com", None, "78701",
+         "US", "USD", "0035g00000000IvAAI", False, ts("2025-11-27 18:46:08")),
+        ("160VCNb0002wHtObb", "Sam", "Bernard", "sam.bernard@novanetworks.com",
+         "Nova Networks Inc.", "98101", "US", "USD", "0035g00000000KRAAY", False,
+         ts("2025-12-21 11:10:47")),
+    ]  # fmt: skip
+    subs = rows(
+        "chargebee_subscription.yaml", "chargebee/subscriptions.json",
+        "source_id, customer_id, status, plan_id, quantity, currency, trial_end, canceled_at",
+    )  # fmt: skip
+    assert subs == [
+        # Chargebee "cancelled" -> canonical "canceled"; trial_end 1765479068 = 2025-12-11 18:51:08
+        ("AzqVdcm0001tt1RLR", "160VCNb0001tt1PHi", "canceled", "starter-USD-Monthly", 1, "USD",
+         ts("2025-12-11 18:51:08"), ts("2025-12-11 18:51:08")),
+        ("AzqVdcm0002wHtQfK", "160VCNb0002wHtObb", "active", "growth-USD-Monthly", 7, "USD", None,
+         None),
+    ]  # fmt: skip

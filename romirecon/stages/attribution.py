@@ -501,13 +501,19 @@ def touchpoint_sql(promo_mode: str) -> str:
         "utm_campaign, utm_term, utm_content, click_id, lead_source, promo_code, crm_campaign_id"
     )
     return f"""
-WITH c AS (
+WITH c0 AS (
     SELECT *, 'T:' || substr(sha256(concat_ws('|', source_system, source_name, source_id,
                                               touch_type, CAST(touch_at AS VARCHAR))), 1, 16)
               AS touchpoint_id,
            CASE WHEN touch_type = 'promo_code' AND NOT ({promo_ok}) THEN 'promo-code-unmapped' END
               AS why_not
     FROM _at_class
+), c AS (
+    -- one record exported twice (overlapping batch exports) is one touch, not two: keep the
+    -- first copy (dedup records the other as a duplicate)
+    SELECT * FROM c0
+    QUALIFY row_number() OVER (PARTITION BY touchpoint_id
+                               ORDER BY source_file NULLS LAST, source_row NULLS LAST) = 1
 ), d AS (
     SELECT *, first_value(touchpoint_id) OVER (PARTITION BY {same}
                   ORDER BY touch_at, source_name, source_file NULLS LAST, source_row NULLS LAST,
