@@ -18,6 +18,7 @@ from romirecon.sqlutil import literal
 
 STATE_DB = "romirecon.duckdb"
 LOCK_FILE = "run.lock"
+DEFAULT_MEMORY_LIMIT = "4GB"
 
 
 def configure(con: duckdb.DuckDBPyConnection, project: Project | None = None) -> None:
@@ -27,8 +28,9 @@ def configure(con: duckdb.DuckDBPyConnection, project: Project | None = None) ->
     con.execute("SET preserve_insertion_order = true")
     if project is None:
         return
-    if project.memory_limit:
-        con.execute(f"SET memory_limit = {literal(project.memory_limit)}")
+    # DuckDB's own default is 80% of RAM; a nightly job shares the machine, so the default
+    # here is 4 GB and DuckDB spills to the temp folder beyond it (state.memory_limit overrides)
+    con.execute(f"SET memory_limit = {literal(project.memory_limit or DEFAULT_MEMORY_LIMIT)}")
     if project.threads:
         con.execute(f"SET threads = {int(project.threads)}")
     temp = project.temp_dir or (project.state_dir / "tmp")
