@@ -11,10 +11,7 @@ own UTM campaign, every ad-spend row summed as exported), the numbers a join wit
 
 Writes benchmarks/romi_results.md and benchmarks/romi_results.json.
 
-The generated project does not yet map every export the generator writes (the Salesforce custom
-fields UTM_*__c, click ids and Stripe ids, the Google Ads CSV report, LinkedIn's campaign
-performance CSV, the ECB file name and the KWD treasury file): `adapt_project` adds those
-mappings to the estate's own copy of the project (never to the repository's mappings/).
+The estate runs exactly as generated: its romirecon.yaml and the repository's mappings.
 """
 
 from __future__ import annotations
@@ -22,162 +19,35 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import yaml
 
 HERE = Path(__file__).resolve().parent
 TOLERANCE = 0.005  # 0.5 %
 
-LEAD_EXTRA = {
-    "utm_source": {"from": "UTM_Source__c"},
-    "utm_medium": {"from": "UTM_Medium__c"},
-    "utm_campaign": {"from": "UTM_Campaign__c"},
-    "gclid": {"from": "GCLID__c"},
-    "fbclid": {"from": "FBCLID__c"},
-    "li_fat_id": {"from": "LI_FAT_ID__c"},
-    "msclkid": {"from": "MSCLKID__c"},
-}
-EXTRA_MAPPINGS: dict[str, dict[str, Any]] = {
-    "google_ads_campaign.yaml": {
-        "version": 1, "vendor": "google_ads", "object": "campaign report CSV", "entity": "ad_spend",
-        "format": {"type": "csv"},
-        "columns": {
-            "platform": {"const": "google_ads"},
-            "account_id": {"from": "customer.id", "required": True},
-            "account_name": {"from": "customer.descriptive_name"},
-            "account_timezone": {"from": "customer.time_zone"},
-            "campaign_id": {"from": "campaign.id", "required": True},
-            "campaign_name": {"from": "campaign.name"},
-            "date": {"from": "segments.date", "required": True, "formats": ["%Y-%m-%d"]},
-            "currency": {"from": "customer.currency_code", "required": True},
-            "spend": {"from": "metrics.cost_micros", "unit": "micros", "required": True},
-            "impressions": {"from": "metrics.impressions"},
-            "clicks": {"from": "metrics.clicks"},
-        },
-    },
-    "linkedin_ads_campaign.yaml": {
-        "version": 1, "vendor": "linkedin_ads", "object": "campaign performance CSV",
-        "entity": "ad_spend", "format": {"type": "csv", "skip_rows": 4},
-        "columns": {
-            "platform": {"const": "linkedin_ads"},
-            "account_name": {"from": "Account Name"},
-            "account_id": {"const": "linkedin"},
-            "campaign_group_id": {"from": "Campaign Group ID"},
-            "campaign_id": {"from": "Campaign ID", "required": True},
-            "campaign_name": {"from": "Campaign Name"},
-            "date": {"from": "Start Date (in UTC)", "required": True, "formats": ["%m/%d/%Y"]},
-            "currency": {"from": "Currency", "required": True},
-            "spend": {"from": "Total Spent", "unit": "major", "required": True},
-            "impressions": {"from": "Impressions"},
-            "clicks": {"from": "Clicks"},
-        },
-    },
-    "netsuite_customer.yaml": {
-        "version": 1, "vendor": "netsuite", "object": "customer saved search CSV",
-        "entity": "contact", "format": {"type": "csv"},
-        "columns": {
-            "source_id": {"from": "Internal ID", "required": True},
-            "record_type": {"const": "customer"},
-            "external_ref": {"from": "External ID"},
-            "company": {"from": "Company Name"},
-            "first_name": {"from": "First Name"},
-            "last_name": {"from": "Last Name"},
-            "full_name": {"from": "Name"},
-            "email": {"from": "Email"},
-            "phone": {"from": "Phone"},
-            "currency": {"from": "Currency"},
-            "created_at": {"from": "Date Created", "formats": ["%m/%d/%Y %I:%M %p"]},
-        },
-    },
-    "netsuite_invoice.yaml": {
-        "version": 1, "vendor": "netsuite", "object": "invoice saved search CSV",
-        "entity": "invoice", "format": {"type": "csv"},
-        "columns": {
-            "source_id": {"from": "Internal ID", "required": True},
-            "number": {"from": "Document Number"},
-            "customer_id": {"from": "Customer Internal ID", "required": True},
-            "status": {"from": "Status", "map": {"Paid In Full": "paid", "Open": "open"}},
-            "currency": {"from": "Currency", "required": True},
-            "total": {"from": "Amount (Foreign Currency)", "unit": "major"},
-            "tax": {"from": "Tax Total", "unit": "major"},
-            "exchange_rate": {"from": "Exchange Rate"},
-            "subsidiary": {"from": "Subsidiary"},
-            "external_ref": {"from": "External ID"},
-            "created_at": {"from": "Date", "formats": ["%m/%d/%Y"]},
-        },
-    },
-    "treasury_fx_rate.yaml": {
-        "version": 1, "vendor": "treasury", "object": "rates", "entity": "fx_rate",
-        "format": {"type": "csv"},
-        "columns": {
-            "date": {"from": "date", "required": True, "formats": ["%Y-%m-%d"]},
-            "base": {"from": "base", "required": True},
-            "quote": {"from": "quote", "required": True},
-            "rate": {"from": "rate", "required": True},
-            "rate_type": {"const": "treasury"},
-        },
-    },
-}  # fmt: skip
-
-
-def adapt_project(estate: Path) -> None:
-    """Map what the generated exports carry but the generated project does not map yet."""
-    m = estate / "mappings"
-    for name, doc in EXTRA_MAPPINGS.items():
-        (m / name).write_text(yaml.safe_dump(doc, sort_keys=False))
-    ecb = Path(__file__).resolve().parent.parent / "mappings" / "ecb_eurofxref_hist.yaml"
-    (m / "ecb_eurofxref.yaml").write_text(ecb.read_text())
-    for name, extra in (
-        ("salesforce_lead.yaml", LEAD_EXTRA),
-        ("salesforce_contact.yaml", {"external_ref": {"from": "Stripe_Customer_ID__c"}}),
-        ("salesforce_opportunity.yaml", {"external_ref": {"from": "Stripe_Subscription_ID__c"}}),
-    ):
-        doc = yaml.safe_load((m / name).read_text())
-        doc["columns"].update(extra)
-        (m / name).write_text(yaml.safe_dump(doc, sort_keys=False))
-    meta = yaml.safe_load((m / "meta_ads_insights.yaml").read_text())
-    meta["format"] = {"type": "ndjson"}  # one Insights row per line, not pages under "data"
-    (m / "meta_ads_insights.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-    proj = yaml.safe_load((estate / "romirecon.yaml").read_text())
-    proj.pop("as_of", None)
-    (estate / "romirecon.yaml").write_text(yaml.safe_dump(proj, sort_keys=False))
-
 
 def run_stages(estate: Path) -> tuple[duckdb.DuckDBPyConnection, dict[str, float]]:
+    """Every stage of `romirecon run`, in process (the pipeline's own wiring and settings)."""
+    import io
+
     from romirecon.config import load_project
-    from romirecon.pipeline import ingest_and_stage
-    from romirecon.stages import attribution, billing, dedup, normalize, reconcile, romi
+    from romirecon.db import configure
+    from romirecon.obs import Logger
+    from romirecon.pipeline import analyse, ingest_and_stage
 
     project = load_project(estate)
     con = duckdb.connect()
-    times: dict[str, float] = {}
-    t = time.perf_counter()
-    ingest_and_stage(con, project, "bench")
-    times["ingest+contract"] = time.perf_counter() - t
-    steps = [
-        ("normalize", lambda: normalize.run(con, "bench")),
-        (
-            "dedup",
-            lambda: dedup.run(
-                con,
-                "bench",
-                project.section("dedup"),
-                {s.name: s.mapping.match_keys for s in project.sources},
-            ),
-        ),
-        ("billing", lambda: billing.run(con, "bench", project.reporting_currency, {})),
-        ("reconcile", lambda: reconcile.run(con, "bench", project.reporting_currency, {})),
-        ("attribution", lambda: attribution.run(con, "bench", {})),
-        ("romi", lambda: romi.run(con, "bench", project.reporting_currency, {})),
-    ]
-    for name, fn in steps:
-        t = time.perf_counter()
-        fn()
-        times[name] = time.perf_counter() - t
+    configure(con)
+    log = Logger("bench", "text", stream=io.StringIO())
+    ingest_and_stage(con, project, "bench", log)
+    analyse(con, project, "bench", log)
+    times = dict(
+        con.execute(
+            "SELECT stage, value FROM metric WHERE name = 'stage_duration_seconds' ORDER BY stage"
+        ).fetchall()
+    )
     return con, times
 
 
@@ -321,7 +191,6 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             estate = Path(tmp) / "estate"
             generate_estate(estate, args.customers, args.seed, rate)
-            adapt_project(estate)
             con, times = run_stages(estate)
             manifest = json.loads((estate / "truth" / "manifest.json").read_text())
             res = compare(con, estate / "truth", manifest["as_of"])

@@ -14,9 +14,9 @@ from typing import IO, Any
 
 import duckdb
 
-from romirecon.config import Project, Source
+from romirecon.config import Project, Source, resolve_inside
 from romirecon.db import RunLock, open_state
-from romirecon.exitcodes import ExitCode, MissingInputError, RomireconError
+from romirecon.exitcodes import ConfigError, ExitCode, MissingInputError, RomireconError
 from romirecon.obs import Logger
 from romirecon.pii import hash_pii_columns, quarantine_query
 from romirecon.pii import salt as pii_salt
@@ -171,6 +171,14 @@ def analyse(con: duckdb.DuckDBPyConnection, project: Project, run_id: str, log: 
         reconcile.run(con, run_id, project.reporting_currency, reconcile_cfg)
         span.rows_out = _count(con, "reconciliation")
     attribution_cfg = project.section("attribution")
+    if attribution_cfg.get("campaign_mapping"):
+        problems: list[str] = []
+        resolve_inside(
+            project.root, str(attribution_cfg["campaign_mapping"]), "campaign_mapping",
+            problems, f"{project.file}: attribution.campaign_mapping",
+        )  # fmt: skip
+        if problems:
+            raise ConfigError(problems[0])
     with log.stage("attribution", con) as span:
         attribution.run(con, run_id, attribution_cfg, base_dir=project.root)
         span.rows_out = _count(con, "attribution_credit")
