@@ -247,3 +247,44 @@ def test_bad_settings(settings: dict[str, Any], fragment: str) -> None:
     with pytest.raises(ConfigError) as e:
         reconcile.parse_settings(settings)
     assert any(fragment in d for d in e.value.details)
+
+
+def test_a_deal_whose_trial_lapsed_is_not_a_lost_record() -> None:
+    from romirecon.stages.common import entity_table_ddl
+    from romirecon.stages.reconcile import run
+
+    con = duckdb.connect()
+    for e in ("contact", "account", "deal", "invoice", "subscription", "fx_rate"):
+        con.execute(entity_table_ddl(e))
+    con.execute(
+        "INSERT INTO stg_contact (source_id, email, source_name, source_system, source_vendor) VALUES "
+        "('003A', 'a@x.com', 'sf', 'crm', 'salesforce'), ('cus_A', 'a@x.com', 'stripe', 'billing', 'stripe'), "
+        "('003B', 'b@x.com', 'sf', 'crm', 'salesforce'), ('cus_B', 'b@x.com', 'stripe', 'billing', 'stripe')"
+    )
+    # both CRM contacts carry their billing id; both deals closed-won on 2024-01-10
+    con.execute("UPDATE stg_contact SET external_ref = 'cus_A' WHERE source_id = '003A'")
+    con.execute("UPDATE stg_contact SET external_ref = 'cus_B' WHERE source_id = '003B'")
+    con.execute(
+        "INSERT INTO stg_deal (source_id, contact_id, is_closed, is_won, amount, currency, close_date, "
+        "source_name, source_system, source_vendor) VALUES "
+        "('006A', '003A', true, true, 100000, 'USD', '2024-01-10', 'sfo', 'crm', 'salesforce'), "
+        "('006B', '003B', true, true, 100000, 'USD', '2024-01-10', 'sfo', 'crm', 'salesforce')"
+    )
+    # A's trial ended unpaid (canceled); B has no subscription at all
+    con.execute(
+        "INSERT INTO stg_subscription (source_id, customer_id, status, trial_end, source_name, "
+        "source_system, source_vendor) VALUES ('sub_A', 'cus_A', 'canceled', '2024-01-24', "
+        "'stripe_subs', 'billing', 'stripe')"
+    )
+    run(con, "t", "USD", {"as_of": "2024-06-30"})
+    got = con.execute(
+        "SELECT left_id, finding_type, severity FROM reconciliation ORDER BY left_id"
+    ).fetchall()
+    assert got == [
+        ("006A", "deal-trial-not-converted", "info"),
+        ("006B", "deal-without-invoice", "warn"),
+    ]
+    rate = con.execute(
+        "SELECT numerator FROM metric WHERE name = 'lost_record_rate' AND source_name = 'crm->billing'"
+    ).fetchone()
+    assert rate == (1.0,)  # only B is lost

@@ -208,7 +208,10 @@ def json_records_sql(kind: str, path: Path, fmt: dict) -> str:
     json_path = fmt.get("json_path")
     if json_path:
         first, *rest = json_path.split(".")
-        big = ", maximum_object_size = 2147483647"
+        # the wrapper document is one JSON object: DuckDB must hold it whole, and it sizes its
+        # buffer by maximum_object_size, so ask for what this file needs, not the 2 GB ceiling
+        size = path.stat().st_size * (20 if path.name.lower().endswith(".gz") else 1)
+        big = f", maximum_object_size = {min(max(size + (1 << 20), 16 << 20), 2147483647)}"
         if rest:
             inner = "$." + ".".join(json_key(k) for k in rest)
             cols = f"{{{literal(first)}: 'JSON'}}"

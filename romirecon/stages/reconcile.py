@@ -24,6 +24,8 @@ the entity id is the smallest node key of the component (stable while the record
 ## Finding types
 - `lost-crm-record`: a paying billing customer (a paid invoice with total > 0) whose entity has no
   CRM record.
+- `deal-trial-not-converted` (info, not a lost record): such a deal whose customer's trial ended
+  unpaid (a canceled subscription with a trial end): the deal did not convert.
 - `deal-without-invoice`: a closed-won deal with no paid/open billing invoice (total > 0) from
   `deal_invoice_lead_days` before to `deal_invoice_window_days` after its close date.
 - `erp-invoice-without-billing` / `billing-invoice-without-erp`: an ERP invoice with no billing
@@ -484,13 +486,23 @@ WHERE b.source_system = 'billing' AND b.status = 'paid'
 GROUP BY b.entity_id
 HAVING min(b.doc_date) <= $as_of - CAST($late AS INTEGER)
 UNION ALL
--- closed-won deals without an invoice in the window
-SELECT 'deal-without-invoice', 'warn', d.entity_id, 'crm', d.source_name, d.source_id,
+-- closed-won deals without an invoice in the window; when the deal's customer started a trial
+-- that ended without a paid invoice, nothing was lost: the deal did not convert (info)
+SELECT CASE WHEN t.entity_id IS NULL THEN 'deal-without-invoice' ELSE 'deal-trial-not-converted' END,
+       CASE WHEN t.entity_id IS NULL THEN 'warn' ELSE 'info' END,
+       d.entity_id, 'crm', d.source_name, d.source_id,
        'billing', NULL, NULL,
        d.amount_major, d.currency, NULL, NULL, NULL, NULL, NULL, $rep, d.close_date, NULL,
        'closed-won deal ' || d.source_id || ' (closed ' || strftime(d.close_date, '%Y-%m-%d')
            || ') has no invoice within ' || $window || ' days'
+           || CASE WHEN t.entity_id IS NULL THEN ''
+                   ELSE ': its customer''s trial ended unpaid (the CRM stage is optimistic)' END
 FROM _rc_deal d
+LEFT JOIN (
+    SELECT DISTINCT l.entity_id FROM stg_subscription s
+    JOIN entity_link l ON l.source_system = 'billing' AND l.source_id = s.customer_id
+    WHERE s.trial_end IS NOT NULL AND lower(s.status) IN ('canceled', 'incomplete_expired')
+) t ON t.entity_id = d.entity_id
 WHERE NOT EXISTS (SELECT 1 FROM _rc_deal_link k WHERE k.deal_id = d.source_id AND k.deal_vendor = d.vendor)
   AND d.close_date + CAST($window AS INTEGER) <= $as_of - CAST($late AS INTEGER)
 UNION ALL
@@ -652,7 +664,8 @@ ORDER BY link_type, left_vendor, left_id, right_vendor, right_id""",
         f"""INSERT INTO finding
 SELECT ?, '{STAGE}', finding_type, severity, coalesce(left_source, right_source),
        CASE WHEN finding_type = 'lost-crm-record' THEN 'contact'
-            WHEN finding_type = 'deal-without-invoice' THEN 'deal' ELSE 'invoice' END,
+            WHEN finding_type IN ('deal-without-invoice', 'deal-trial-not-converted') THEN 'deal'
+            ELSE 'invoice' END,
        left_id, right_id, message,
        json_object('entity_id', entity_id, 'left_system', left_system, 'right_system', right_system,
                    'left_amount', CAST(left_amount AS VARCHAR), 'right_amount', CAST(right_amount AS VARCHAR),
