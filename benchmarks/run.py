@@ -29,11 +29,24 @@ HERE = Path(__file__).resolve().parent
 CACHE = HERE / "cache"
 
 
+def _code_key() -> str:
+    """Estates are cached by size and seed, and by the generator and mappings that wrote them."""
+    import hashlib
+
+    root = HERE.parent
+    h = hashlib.sha256()
+    for p in sorted(
+        [*(root / "mappings").glob("*.yaml"), *(root / "romirecon" / "generate").glob("*.py")]
+    ):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:8]
+
+
 def estate(size: int, seed: int) -> Path:
     """A generated estate, reused across benchmark runs (same size and seed: same files)."""
     from romirecon.generate import generate_estate
 
-    d = CACHE / f"estate-{size}-seed{seed}"
+    d = CACHE / f"estate-{size}-seed{seed}-{_code_key()}"
     if (d / "truth" / "manifest.json").exists():
         return d
     shutil.rmtree(d, ignore_errors=True)
