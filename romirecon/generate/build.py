@@ -270,7 +270,19 @@ def write_project(out_dir: Path, as_of: date) -> list[str]:
         "outputs": {"dir": "out", "formats": ["parquet", "csv"]},
         "state": {"dir": ".romirecon"},
         "sla": {},
+        # LinkedIn's analytics API names campaigns by URN only: like a real team, the estate
+        # keeps a mapping table from its UTM campaign values to the platform's campaign ids
+        "attribution": {"campaign_mapping": "campaign_mapping.csv"},
     }
+    from romirecon.generate.world import campaigns_frame
+
+    li = campaigns_frame().filter(pl.col("platform") == "linkedin_ads")
+    lines = ["match,value,platform,campaign_id,channel,campaign_name"]
+    lines += [
+        f"utm_campaign,{name},linkedin_ads,{cid},paid_social,{name}"
+        for cid, name in li.select("campaign_id", "campaign_name").iter_rows()
+    ]
+    (out_dir / "campaign_mapping.csv").write_text("\n".join(lines) + "\n")
     text = "# Written by `romirecon generate`: a synthetic estate with its truth in truth/.\n"
     text += yaml.safe_dump(project, sort_keys=False, allow_unicode=True)
     (out_dir / "romirecon.yaml").write_text(text)
