@@ -505,3 +505,23 @@ def test_a_record_in_two_overlapping_exports_is_one_touch() -> None:
     ).fetchall()
     assert len(rows) == 1
     assert rows[0][1:] == ("Lead_1.csv", True)
+
+
+def test_one_name_per_ad_campaign_in_the_lineage() -> None:
+    # spend rows of a LinkedIn campaign carry no name (its API has none), revenue rows the mapped
+    # name: both must land in one ROMI row, under the one known name
+    from romirecon.stages.romi import canonical_names_sql
+
+    lineage = (
+        "SELECT * FROM (VALUES ('linkedin_ads', '310464002', NULL, 'spend'), "
+        "('linkedin_ads', '310464002', 'lead_gen_forms', 'revenue'), "
+        "(NULL, NULL, NULL, 'revenue')) v(platform, campaign_id, campaign_name, kind)"
+    )
+    got = (
+        duckdb.connect()
+        .execute(
+            f"SELECT kind, campaign_name FROM ({canonical_names_sql(lineage)}) ORDER BY kind, campaign_name"
+        )
+        .fetchall()
+    )
+    assert got == [("revenue", None), ("revenue", "lead_gen_forms"), ("spend", "lead_gen_forms")]

@@ -222,6 +222,20 @@ def romi_output_query() -> str:
     return f"SELECT * EXCLUDE (model_order) FROM romi ORDER BY {ROMI_ORDER}"
 
 
+def canonical_names_sql(lineage: str) -> str:
+    """One name per ad campaign: spend rows take the platform's name (none at all in LinkedIn's
+    analytics API) and revenue rows the touchpoint's (e.g. from the mapping table); left apart
+    they split one campaign's month into a spend-only and a revenue-only ROMI row."""
+    return f"""
+SELECT l.* REPLACE (CASE WHEN l.campaign_id IS NULL THEN l.campaign_name
+                         ELSE coalesce(n.name, l.campaign_name) END AS campaign_name)
+FROM ({lineage}) l
+LEFT JOIN (
+    SELECT platform, campaign_id, min(campaign_name) AS name FROM ({lineage})
+    WHERE campaign_id IS NOT NULL AND campaign_name IS NOT NULL GROUP BY ALL
+) n ON n.platform IS NOT DISTINCT FROM l.platform AND n.campaign_id = l.campaign_id"""
+
+
 def romi_lineage_output_query() -> str:
     return (
         "SELECT * FROM romi_lineage ORDER BY romi_key, kind, entity_id NULLS FIRST, "
@@ -297,7 +311,7 @@ def run(
     _exec(
         con,
         f"CREATE OR REPLACE TABLE romi_lineage AS SELECT {key_sql()} AS romi_key, * FROM "
-        f"({lineage_sql(st.period, st.models)})",
+        f"({canonical_names_sql(lineage_sql(st.period, st.models))})",
     )
     _exec(
         con,
