@@ -524,4 +524,4 @@ def test_one_name_per_ad_campaign_in_the_lineage() -> None:
         )
         .fetchall()
     )
-    assert got == [("revenue", None), ("revenue", "lead_gen_forms"), ("spend", "lead_gen_forms")]
+    assert got == [("revenue", "lead_gen_forms"), ("revenue", None), ("spend", "lead_gen_forms")]
