@@ -173,6 +173,7 @@ ENTITIES: dict[str, dict[str, Column]] = {
         ("subsidiary", "string", "ERP subsidiary"),
         ("external_ref", "string", "id of the same invoice in another system"),
         ("deal_ref", "string", "CRM opportunity / deal id if recorded"),
+        ("charge_id", "string", "the payment (Stripe charge) that paid it: refunds point at it"),
         ("livemode", "boolean", ""),
         ("created_at", "timestamp", ""),
         ("updated_at", "timestamp", ""),

@@ -705,7 +705,8 @@ WITH cn AS (
     WHERE lower(c.status) IS DISTINCT FROM 'void'
 ), rf AS (
     SELECT 'refund' AS kind, r.source_id, r.source_name, r.source_vendor, r.source_file,
-           r.source_row, r.invoice_id, NULL, r.customer_id, upper(r.currency),
+           r.source_row, coalesce(r.invoice_id, ic.source_id), NULL,
+           coalesce(r.customer_id, ic.customer_id), upper(r.currency),
            -abs(coalesce(r.amount, 0)), CAST(r.created_at AS DATE),
            CASE WHEN lower(coalesce(r.status, 'succeeded')) <> 'succeeded'
                      THEN 'status:' || lower(r.status)
@@ -714,6 +715,11 @@ WITH cn AS (
                      THEN 'counted-via-credit-note' END,
            r.reason
     FROM _b_refund r
+    LEFT JOIN (  -- a refund that names only its charge: the invoice that charge paid
+        SELECT charge_id, source_vendor, min(source_id) AS source_id, min(customer_id) AS customer_id
+        FROM _b_invoice WHERE charge_id IS NOT NULL GROUP BY ALL
+    ) ic ON r.invoice_id IS NULL AND ic.charge_id = r.charge_id
+        AND ic.source_vendor IS NOT DISTINCT FROM r.source_vendor
 ), wo AS (  -- uncollectible: the unpaid share of the invoice's net, half-to-even
     SELECT 'write-off', 'write-off:' || invoice_id, any_value(source_name), source_vendor,
            any_value(source_file), min(source_row), invoice_id, NULL, any_value(customer_id),
