@@ -34,6 +34,11 @@ def test_rerun_is_byte_identical(contact_project: Path) -> None:
     first = digest(out)
     assert run_cli("run", "--project", str(contact_project)).returncode == 0
     assert digest(out) == first
+    # no double counting, but the history records both runs
+    con = duckdb.connect(str(contact_project / ".romirecon" / "romirecon.duckdb"), read_only=True)
+    assert con.execute("SELECT count(DISTINCT run_id) FROM sla_run").fetchone() == (2,)
+    assert con.execute("SELECT count(*) FROM stg_contact").fetchone() == (1,)
+    con.close()
     assert {"quarantine.parquet", "quarantine.csv", "duplicates.parquet", "revenue.csv"} <= set(
         first
     )
