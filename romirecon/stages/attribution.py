@@ -80,6 +80,8 @@ import duckdb
 from romirecon.exitcodes import ConfigError, InputError
 from romirecon.sqlutil import ident, literal
 from romirecon.stages import fx
+from romirecon.stages.common import exec_sql as _exec
+from romirecon.stages.common import table_exists as _table_exists
 
 STAGE = "attribution"
 MODELS = (
@@ -669,17 +671,6 @@ def attribution_credit_output_query() -> str:
 
 # ---------------------------------------------------------------------------------------------
 # steps
-
-
-def _exec(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> None:
-    con.execute(sql, params) if params is not None else con.execute(sql)
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    row = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-    ).fetchone()
-    return bool(row and row[0])
 
 
 def ensure_billing_tables(con: duckdb.DuckDBPyConnection) -> None:

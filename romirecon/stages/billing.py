@@ -65,6 +65,8 @@ from romirecon.exitcodes import ConfigError
 from romirecon.sqlutil import ident
 from romirecon.stages import fx
 from romirecon.stages.common import drop_relation
+from romirecon.stages.common import exec_sql as _exec
+from romirecon.stages.common import table_exists as _table_exists
 
 STAGE = "billing"
 
@@ -226,17 +228,6 @@ FROM (
 
 # ---------------------------------------------------------------------------------------------
 # steps
-
-
-def _exec(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> None:
-    con.execute(sql, params) if params is not None else con.execute(sql)
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    row = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-    ).fetchone()
-    return bool(row and row[0])
 
 
 _DUP_COLS = """entity VARCHAR, record_id VARCHAR, source_name VARCHAR, source_file VARCHAR,

@@ -75,3 +75,18 @@ def drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
     ).fetchall()
     for (kind,) in kinds:
         con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} IF EXISTS {ident(name)}")
+
+
+def exec_sql(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> None:
+    """Execute one statement, with parameters when there are any."""
+    if params is None:
+        con.execute(sql)
+    else:
+        con.execute(sql, params)
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+    ).fetchone()
+    return bool(row and row[0])

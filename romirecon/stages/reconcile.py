@@ -68,6 +68,8 @@ import duckdb
 from romirecon.exitcodes import ConfigError
 from romirecon.sqlutil import ident
 from romirecon.stages import fx
+from romirecon.stages.common import exec_sql as _exec
+from romirecon.stages.common import table_exists as _table_exists
 
 STAGE = "reconcile"
 MAX_LINK_ITERATIONS = 64
@@ -150,17 +152,6 @@ def parse_settings(settings: Mapping[str, Any] | None) -> ReconcileSettings:
         tolerance_percent=tpct,
         **ints,
     )
-
-
-def _exec(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> None:
-    con.execute(sql, params) if params is not None else con.execute(sql)
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    row = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
-    ).fetchone()
-    return bool(row and row[0])
 
 
 def vendor_sql(alias: str) -> str:

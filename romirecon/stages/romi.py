@@ -48,6 +48,7 @@ from romirecon.stages.attribution import (
     parse_settings,
     platform_channel_sql,
 )
+from romirecon.stages.common import exec_sql as _exec
 
 STAGE = "romi"
 RATIO_SCALE = 6
@@ -242,10 +243,6 @@ def romi_lineage_output_query() -> str:
         "item_id NULLS FIRST, touchpoint_id NULLS FIRST, source_name NULLS FIRST, "
         "source_file NULLS FIRST, source_row NULLS FIRST"
     )
-
-
-def _exec(con: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> None:
-    con.execute(sql, params) if params is not None else con.execute(sql)
 
 
 def run(
