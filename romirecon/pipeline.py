@@ -212,9 +212,14 @@ def publish(con: duckdb.DuckDBPyConnection, project: Project) -> list[Path]:
     for stem, query in tables:
         if stem != "quarantine" and salt_value is not None:
             query = hash_pii_columns(con, query, salt_value)
-        written += write_table(con, query, out, stem, fmts)
+        # the lineage has a row per revenue line x model x touch: 2 GB of CSV at 100k customers
+        # that no spreadsheet opens; it is written as Parquet only
+        formats = ["parquet"] if stem in PARQUET_ONLY else fmts
+        written += write_table(con, query, out, stem, formats)
     return written
 
+
+PARQUET_ONLY = {"romi_lineage"}
 
 DUPLICATES_QUERY = (
     "SELECT * FROM duplicates ORDER BY entity, golden_id, source_name, source_id, source_file, "
