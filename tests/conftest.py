@@ -80,3 +80,19 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     return subprocess.run(
         [str(exe), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120
     )
+
+
+# the staged tables the billing stage reads
+BILLING_TABLES = (
+    "invoice", "invoice_line", "credit_note", "refund", "subscription", "billing_event", "fx_rate",
+)  # fmt: skip
+
+
+def insert_staged(con: Any, entity: str, rows: list[dict[str, Any]], **provenance: Any) -> None:
+    """Test data into `stg_<entity>`: one INSERT per hand-written row, numbered `source_row`
+    1, 2, ...; `provenance` fills the provenance columns, a row's own values win."""
+    for i, row in enumerate(rows, start=1):
+        full = {**provenance, "source_row": i, **row}
+        cols = ", ".join(f'"{c}"' for c in full)
+        marks = ", ".join("?" for _ in full)
+        con.execute(f"INSERT INTO stg_{entity} ({cols}) VALUES ({marks})", list(full.values()))

@@ -27,6 +27,7 @@ import yaml
 
 from romirecon.stages import attribution, billing, romi
 from romirecon.stages.common import entity_table_ddl
+from tests.conftest import insert_staged
 
 CASES = sorted((Path(__file__).parent / "cases" / "attribution").glob("*.yml"))
 TABLES = (
@@ -59,20 +60,11 @@ def load_case(con: duckdb.DuckDBPyConnection, case: dict[str, Any]) -> None:
     for entity in TABLES:
         con.execute(entity_table_ddl(entity))
         system = SYSTEM.get(entity, "billing")
-        for i, row in enumerate(case.get("input", {}).get(entity) or [], start=1):
-            full = {
-                "source_name": f"src_{entity}",
-                "source_system": system,
-                "source_vendor": VENDOR[system],
-                "source_file": f"{entity}.csv",
-                "source_row": i,
-                "file_sha256": "0" * 64,
-                "run_id": "case",
-                **row,
-            }
-            cols = ", ".join(f'"{c}"' for c in full)
-            marks = ", ".join("?" for _ in full)
-            con.execute(f"INSERT INTO stg_{entity} ({cols}) VALUES ({marks})", list(full.values()))
+        insert_staged(
+            con, entity, case.get("input", {}).get(entity) or [],
+            source_name=f"src_{entity}", source_system=system, source_vendor=VENDOR[system],
+            source_file=f"{entity}.csv", file_sha256="0" * 64, run_id="case",
+        )  # fmt: skip
     xref = case.get("input", {}).get("entity_xref")
     if xref is not None:
         con.execute(

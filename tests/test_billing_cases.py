@@ -28,17 +28,10 @@ import yaml
 
 from romirecon.stages import billing
 from romirecon.stages.common import entity_table_ddl
+from tests.conftest import BILLING_TABLES, insert_staged
 
 CASES = sorted((Path(__file__).parent / "cases" / "billing").glob("*.yml"))
-TABLES = (
-    "invoice",
-    "invoice_line",
-    "credit_note",
-    "refund",
-    "subscription",
-    "billing_event",
-    "fx_rate",
-)
+TABLES = BILLING_TABLES
 
 
 def load_case(con: duckdb.DuckDBPyConnection, case: dict[str, Any]) -> None:
@@ -46,20 +39,13 @@ def load_case(con: duckdb.DuckDBPyConnection, case: dict[str, Any]) -> None:
     vendor = case.get("vendor", "stripe")
     for entity in TABLES:
         con.execute(entity_table_ddl(entity))
-        for i, row in enumerate(case.get("input", {}).get(entity) or [], start=1):
-            full = {
-                "source_name": f"src_{entity}",
-                "source_system": "fx" if entity == "fx_rate" else "billing",
-                "source_vendor": "ecb" if entity == "fx_rate" else vendor,
-                "source_file": "case.csv",
-                "source_row": i,
-                "file_sha256": "0" * 64,
-                "run_id": "case",
-                **row,
-            }
-            cols = ", ".join(f'"{c}"' for c in full)
-            marks = ", ".join("?" for _ in full)
-            con.execute(f"INSERT INTO stg_{entity} ({cols}) VALUES ({marks})", list(full.values()))
+        insert_staged(
+            con, entity, case.get("input", {}).get(entity) or [],
+            source_name=f"src_{entity}",
+            source_system="fx" if entity == "fx_rate" else "billing",
+            source_vendor="ecb" if entity == "fx_rate" else vendor,
+            source_file="case.csv", file_sha256="0" * 64, run_id="case",
+        )  # fmt: skip
     xref = case.get("input", {}).get("entity_xref")
     if xref is not None:
         con.execute(

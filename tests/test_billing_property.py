@@ -13,16 +13,9 @@ from hypothesis import strategies as st
 
 from romirecon.stages import billing
 from romirecon.stages.common import entity_table_ddl
+from tests.conftest import BILLING_TABLES
 
-TABLES = (
-    "invoice",
-    "invoice_line",
-    "credit_note",
-    "refund",
-    "subscription",
-    "billing_event",
-    "fx_rate",
-)
+TABLES = BILLING_TABLES
 
 
 def reference_split(total: int, weights: list[int]) -> list[int]:

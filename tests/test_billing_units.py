@@ -12,16 +12,9 @@ import pytest
 from romirecon.exitcodes import ConfigError
 from romirecon.stages import billing
 from romirecon.stages.common import entity_table_ddl
+from tests.conftest import BILLING_TABLES, insert_staged
 
-TABLES = (
-    "invoice",
-    "invoice_line",
-    "credit_note",
-    "refund",
-    "subscription",
-    "billing_event",
-    "fx_rate",
-)
+TABLES = BILLING_TABLES
 T = dt.datetime
 
 
@@ -29,19 +22,10 @@ def _con(**rows: list[dict[str, Any]]) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     for e in TABLES:
         con.execute(entity_table_ddl(e))
-        for i, r in enumerate(rows.get(e, []), start=1):
-            full = {
-                "source_name": f"src_{e}",
-                "source_vendor": "stripe",
-                "source_file": "f.csv",
-                "source_row": i,
-                **r,
-            }
-            cols = ", ".join(full)
-            con.execute(
-                f"INSERT INTO stg_{e} ({cols}) VALUES ({', '.join('?' * len(full))})",
-                list(full.values()),
-            )
+        insert_staged(
+            con, e, rows.get(e, []), source_name=f"src_{e}", source_vendor="stripe",
+            source_file="f.csv",
+        )  # fmt: skip
     return con
 
 

@@ -12,19 +12,13 @@ import pytest
 from romirecon.exitcodes import ConfigError
 from romirecon.stages import reconcile
 from romirecon.stages.common import entity_table_ddl
+from tests.conftest import insert_staged
 
 ENTITIES = ("contact", "account", "deal", "invoice", "subscription", "fx_rate")
 
 
 def insert(con: duckdb.DuckDBPyConnection, entity: str, rows: list[dict[str, Any]]) -> None:
-    """Test data: one INSERT per hand-written row."""
-    for i, row in enumerate(rows, start=1):
-        full = {"source_file": f"{entity}.csv", "source_row": i, "run_id": "t", **row}
-        cols = ", ".join(f'"{c}"' for c in full)
-        con.execute(
-            f"INSERT INTO stg_{entity} ({cols}) VALUES ({', '.join('?' for _ in full)})",
-            list(full.values()),
-        )
+    insert_staged(con, entity, rows, source_file=f"{entity}.csv", run_id="t")
 
 
 def sf(**kw: Any) -> dict[str, Any]:
