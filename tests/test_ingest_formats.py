@@ -67,6 +67,12 @@ def _write(tmp_path: Path, kind: str) -> tuple[Path, dict | None]:
         p = tmp_path / "x.json"
         p.write_text(json.dumps(ROWS))
         return p, None
+    if kind == "jsonl-of-list-mapping":
+        # a mapping written for the API list (type json, json_path data) reads a bulk extract's
+        # .jsonl of the same records: the file's extension says one record per line
+        p = tmp_path / "x.jsonl"
+        p.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n")
+        return p, {"type": "json", "json_path": "data"}
     if kind == "json-list":
         p = tmp_path / "x.json"
         p.write_text(json.dumps({"object": "list", "data": ROWS, "has_more": False}))
@@ -87,7 +93,18 @@ def _write(tmp_path: Path, kind: str) -> tuple[Path, dict | None]:
 
 
 @pytest.mark.parametrize(
-    "kind", ["csv", "semicolon", "tsv", "csv.gz", "ndjson", "json-array", "json-list", "parquet"]
+    "kind",
+    [
+        "csv",
+        "semicolon",
+        "tsv",
+        "csv.gz",
+        "ndjson",
+        "jsonl-of-list-mapping",
+        "json-array",
+        "json-list",
+        "parquet",
+    ],
 )
 def test_format(tmp_path: Path, kind: str) -> None:
     sample, fmt = _write(tmp_path, kind)
@@ -101,3 +118,41 @@ def test_format(tmp_path: Path, kind: str) -> None:
     assert got == EXPECTED
     rows = [r[0] for r in con.execute(f"SELECT source_row FROM {t} ORDER BY source_row").fetchall()]
     assert len(rows) == 2 and rows[0] < rows[1]
+
+
+def test_json_keys_come_from_every_record_and_nested_values_stay_json_text(tmp_path: Path) -> None:
+    """Every top-level key becomes a column, also one only the 3rd record has (no sampling);
+    nested objects and arrays arrive as JSON text that dotted `from` paths read into; keys with
+    dots and quotes work; a key missing from a record is NULL, not the text 'null'."""
+    records = [
+        {"id": "il_1", "currency": "usd", "amount": 100, "meta": {"plan": {"id": "pro"}}},
+        {"id": "il_2", "currency": "eur", "amount": 200, "meta": None, "tags": ["a", "b"]},
+        {"id": "il_3", "currency": "gbp", "amount": 300, 'odd.key "q"': "x", "late": "L"},
+    ]
+    p = tmp_path / "x.jsonl"
+    p.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    mapping = {
+        "entity": "invoice_line",
+        "columns": {
+            "source_id": {"from": "id", "required": True},
+            "currency": {"from": "currency"},
+            "amount": {"from": "amount", "unit": "minor"},
+            "price_id": {"from": "meta.plan.id"},
+            "description": {"from": "late"},
+            "coupon": {"from": 'odd.key "q"'},
+        },
+    }
+    mp = tmp_path / "m.yaml"
+    mp.write_text(yaml.safe_dump(mapping))
+    con, t, q = stage_sample(mp, p, "billing", "invoice_line")
+    assert q == []
+    got = con.execute(
+        f"SELECT source_id, amount, price_id, description, coupon FROM {t} ORDER BY source_row"
+    ).fetchall()
+    assert got == [
+        ("il_1", 100, "pro", None, None),
+        ("il_2", 200, None, None, None),
+        ("il_3", 300, None, "L", "x"),
+    ]
+    raw = con.execute("SELECT meta, tags FROM raw_sample ORDER BY source_row").fetchall()
+    assert raw == [('{"plan":{"id":"pro"}}', None), (None, '["a","b"]'), (None, None)]

@@ -68,13 +68,17 @@ def drop_relation(con: duckdb.DuckDBPyConnection, name: str) -> None:
     """Drop a table or view of that name, whichever it is (a previous run may have left either)."""
     from romirecon.sqlutil import ident
 
+    # temp and persistent relations alike (an older version kept raw_* in the state database)
     kinds = con.execute(
-        "SELECT table_type FROM information_schema.tables WHERE table_name = ? "
-        "AND table_schema = current_schema()",
+        "SELECT table_catalog, table_schema, table_type FROM information_schema.tables "
+        "WHERE table_name = ? AND table_schema = current_schema()",
         [name],
     ).fetchall()
-    for (kind,) in kinds:
-        con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} IF EXISTS {ident(name)}")
+    for catalog, schema, kind in kinds:
+        con.execute(
+            f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} IF EXISTS "
+            f"{ident(catalog)}.{ident(schema)}.{ident(name)}"
+        )
 
 
 def exec_sql(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> None:

@@ -103,14 +103,20 @@ def resolve_files(project: Project, source: Source) -> list[FileInfo]:
 
 
 def detect_type(source: Source, path: Path) -> str:
-    t = source.format.get("type", "auto")
-    if t != "auto":
-        return t
+    """The reader for one file: the mapping's `format.type`, else the file's extension. A
+    `.jsonl`/`.ndjson` file is always read a record per line: a mapping says which vendor object
+    it reads (`type: json` with the API list's `json_path`), the file says how it was extracted,
+    and bulk extract tools write the same records one per line."""
     name = path.name.lower()
     for suffix in (".gz", ".zst", ".zstd"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
     ext = name.rsplit(".", 1)[-1] if "." in name else ""
+    t = source.format.get("type", "auto")
+    if t == "json" and ext in ("jsonl", "ndjson"):
+        return "ndjson"
+    if t != "auto":
+        return t
     return {
         "csv": "csv",
         "tsv": "tsv",
@@ -318,8 +324,9 @@ def ingest_source(
     rej = rejects_table(source.name)
     drop_relation(con, src_view(source.name))
     drop_relation(con, raw)
+    drop_relation(con, rej)
     con.execute(
-        f"CREATE OR REPLACE TABLE {ident(rej)} (source_file VARCHAR, line BIGINT, "
+        f"CREATE OR REPLACE TEMP TABLE {ident(rej)} (source_file VARCHAR, line BIGINT, "
         "error_type VARCHAR, error VARCHAR, raw_line VARCHAR)"
     )
     kinds = {detect_type(source, f.path) for f in files}
@@ -365,22 +372,23 @@ def ingest_source(
         except Exception as e:  # fastexcel and pyarrow errors
             raise InputError(describe_error(f.display, e)) from None
         parts.append(part)
-    if parts:
+    if res.is_json:
+        _materialise_json(con, parts, raw)
+    elif len(parts) == 1:
+        con.execute(f"ALTER TABLE {parts[0]} RENAME TO {ident(raw)}")
+    elif parts:
         union = " UNION ALL BY NAME ".join(f"SELECT * FROM {p}" for p in parts)
-        con.execute(f"CREATE TABLE {ident(raw)} AS {union}")
-        for p in parts:
-            con.execute(f"DROP TABLE {p}")
+        con.execute(f"CREATE TEMP TABLE {ident(raw)} AS {union}")
     else:
-        cols = "_json VARCHAR, " if res.is_json else ""
         con.execute(
-            f"CREATE TABLE {ident(raw)} ({cols}source_file VARCHAR, source_row BIGINT, file_sha256 VARCHAR)"
+            f"CREATE TEMP TABLE {ident(raw)} (source_file VARCHAR, source_row BIGINT, "
+            "file_sha256 VARCHAR)"
         )
+    for p in parts:
+        con.execute(f"DROP TABLE IF EXISTS {p}")
     res.rows_read = con.execute(f"SELECT count(*) FROM {ident(raw)}").fetchone()[0]
     res.rows_rejected = con.execute(f"SELECT count(*) FROM {ident(rej)}").fetchone()[0]
-    if res.is_json:
-        _create_json_view(con, source.name)
-    else:
-        con.execute(f"CREATE VIEW {ident(src_view(source.name))} AS SELECT * FROM {ident(raw)}")
+    con.execute(f"CREATE TEMP VIEW {ident(src_view(source.name))} AS SELECT * FROM {ident(raw)}")
     res.columns = [
         r[0]
         for r in con.execute(f"DESCRIBE {ident(src_view(source.name))}").fetchall()
@@ -389,24 +397,37 @@ def ingest_source(
     return res
 
 
-def _create_json_view(con: duckdb.DuckDBPyConnection, source: str) -> None:
-    """Expose each top-level key of the JSON records as a VARCHAR column (nested values as JSON
-    text), so mappings address JSON and flat exports the same way."""
-    raw = ident(raw_table(source))
+def _materialise_json(con: duckdb.DuckDBPyConnection, parts: list[str], raw: str) -> None:
+    """`raw` from the JSON parts (`_json` + provenance): every top-level key of the records
+    becomes a VARCHAR column (nested values as JSON text), so mappings address JSON and flat
+    exports the same way. The keys are those of all records, not of a sample. Each record is
+    parsed once for all its keys (`json_extract_string` with a list of paths), not once per
+    column: a 30-key export read per column parsed every record 30 times."""
+    if not parts:
+        con.execute(
+            f"CREATE TEMP TABLE {ident(raw)} (_json VARCHAR, source_file VARCHAR, "
+            "source_row BIGINT, file_sha256 VARCHAR)"
+        )
+        return
+    union = " UNION ALL ".join(f"SELECT * FROM {p}" for p in parts)
     keys = [
         r[0]
         for r in con.execute(
-            f"SELECT DISTINCT k FROM (SELECT unnest(json_keys(_json::JSON)) AS k FROM {raw}) "
+            f"SELECT DISTINCT k FROM (SELECT unnest(json_keys(_json)) AS k FROM ({union})) "
             "WHERE k IS NOT NULL ORDER BY k"
         ).fetchall()
     ]
     keys = [k for k in keys if k not in PROVENANCE_RAW and k != "_json"]
-    cols = [
-        f"json_extract_string(_json::JSON, {literal('$.' + json_key(k))}) AS {ident(k)}"
-        for k in keys
-    ]
-    select = ", ".join([*cols, "_json", *PROVENANCE_RAW])
-    con.execute(f"CREATE VIEW {ident(src_view(source))} AS SELECT {select} FROM {raw}")
+    if not keys:
+        con.execute(f"CREATE TEMP TABLE {ident(raw)} AS {union}")
+        return
+    paths = ", ".join(literal("$." + json_key(k)) for k in keys)
+    cols = ", ".join(f"_l[{i}] AS {ident(k)}" for i, k in enumerate(keys, start=1))
+    con.execute(
+        f"CREATE TEMP TABLE {ident(raw)} AS SELECT {cols}, _json, "
+        f"{', '.join(PROVENANCE_RAW)} FROM (SELECT json_extract_string(_json, [{paths}]) AS _l, "
+        f"* FROM ({union}))"
+    )
 
 
 def json_key(key: str) -> str:
