@@ -26,6 +26,10 @@ from typing import Any
 import duckdb
 
 HERE = Path(__file__).resolve().parent
+# API-list exports one record per line (.jsonl), as bulk extract tools write them: a Stripe list
+# document for a 1M-customer estate would be one 1.8 GB JSON value, past DuckDB's 2 GB-per-object
+# reader limit with the next size up, and no real extract of that size is one API page
+JSON_LAYOUT = "ndjson"
 CACHE = HERE / "cache"
 
 
@@ -46,12 +50,12 @@ def estate(size: int, seed: int) -> Path:
     """A generated estate, reused across benchmark runs (same size and seed: same files)."""
     from romirecon.generate import generate_estate
 
-    d = CACHE / f"estate-{size}-seed{seed}-{_code_key()}"
+    d = CACHE / f"estate-{size}-seed{seed}-{JSON_LAYOUT}-{_code_key()}"
     if (d / "truth" / "manifest.json").exists():
         return d
     shutil.rmtree(d, ignore_errors=True)
     t = time.perf_counter()
-    generate_estate(d, customers=size, seed=seed)
+    generate_estate(d, customers=size, seed=seed, json_layout=JSON_LAYOUT)
     print(f"  generated {size:,} customers in {time.perf_counter() - t:.1f} s", flush=True)
     return d
 

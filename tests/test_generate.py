@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from romirecon.cli import main
@@ -431,3 +432,49 @@ def test_romi_spend_truth_matches_the_exports_converted_at_ecb_rates(estate: Pat
     joined = joined.filter(pl.col("spend").is_not_null())  # months with spend
     assert joined.height == 2 * 12  # two campaigns, twelve months
     assert (joined["spend"] - joined["spend_right"]).abs().max() < 0.006
+
+
+def test_ndjson_layout_writes_the_same_records_one_per_line(estate: Path, tmp_path: Path) -> None:
+    """`--json-layout ndjson` (the benchmark's estates) writes each API-list export as a .jsonl
+    of the very records the list document holds, and the project reads those files."""
+    from romirecon.generate import layout_path
+
+    nd = tmp_path / "nd"
+    generate_estate(nd, customers=400, seed=11, dup_rate=0.2, json_layout="ndjson")
+    doc = yaml.safe_load((nd / "romirecon.yaml").read_text())
+    paths = {s["name"]: s["path"] for s in doc["sources"]}
+    changed = 0
+    for name, _system, _entity, _mapping, path in SOURCES:
+        if name not in paths:
+            continue
+        assert paths[name] == layout_path(path, "ndjson")
+        if paths[name] == path:
+            continue
+        changed += 1
+        listed = json.loads((estate / path).read_text())
+        key = next(k for k in ("data", "results", "items", "list") if k in listed)
+        lines = (nd / paths[name]).read_text().splitlines()
+        assert [json.loads(x) for x in lines] == listed[key], name
+    assert changed >= 10  # Stripe x7, HubSpot, Chargebee x3, NetSuite x2 (those mapped here)
+    truth_api = pl.read_parquet(estate / "truth/records.parquet")
+    truth_nd = pl.read_parquet(nd / "truth/records.parquet")
+    assert truth_nd.with_columns(pl.col("source_file").str.replace(r"\.jsonl$", ".json")).equals(
+        truth_api
+    )
+    # and both files stage into the same canonical rows through the one mapping
+    from romirecon.testing import stage_sample
+
+    for name in ("stripe_invoice", "hubspot_contact", "chargebee_invoice"):
+        _n, system, entity, mapping, path = next(s for s in SOURCES if s[0] == name)
+        staged = []
+        for root, rel in ((estate, path), (nd, paths[name])):
+            con, table, quarantine = stage_sample(
+                root / "mappings" / mapping, root / rel, system, entity
+            )
+            assert quarantine == []
+            staged.append(
+                con.execute(
+                    f"SELECT * EXCLUDE (source_file, file_sha256) FROM {table} ORDER BY source_row"
+                ).fetchall()
+            )
+        assert staged[0] == staged[1] and len(staged[0]) > 100, name

@@ -30,6 +30,18 @@ from romirecon.exitcodes import ConfigError
 DEFAULT_AS_OF = date(2026, 10, 31)
 REPORTING_CURRENCY = "USD"
 MARKER = ".romirecon-estate"
+# how the API-list exports (Stripe, HubSpot, Chargebee, NetSuite SuiteQL) are written:
+# "api" = one list document per file, as the API pages them; "ndjson" = one record per line in a
+# `.jsonl` file, as bulk extract tools (Airbyte, Singer taps, Fivetran files) write them
+JSON_LAYOUTS = ("api", "ndjson")
+
+
+def layout_path(path: str, json_layout: str) -> str:
+    """The file an export path names under a JSON layout (`x.json` -> `x.jsonl` for ndjson)."""
+    if json_layout == "ndjson" and path.endswith(".json") and "*" not in path:
+        return path[: -len(".json")] + ".jsonl"
+    return path
+
 
 # source name -> (system, entity, mapping file, path glob)
 SOURCES: list[tuple[str, str, str, str, str]] = [
@@ -94,6 +106,7 @@ def generate_estate(
     seed: int,
     dup_rate: float = 0.05,
     as_of: date | None = None,
+    json_layout: str = "api",
 ) -> GenerateResult:
     """Write a whole synthetic estate with its ground truth into out_dir (see module doc)."""
     if customers < 1:
@@ -102,11 +115,22 @@ def generate_estate(
         raise ConfigError(f"--dup-rate must be between 0 and 1, got {dup_rate}")
     if seed < 0:
         raise ConfigError(f"--seed must be non-negative, got {seed}")
+    if json_layout not in JSON_LAYOUTS:
+        raise ConfigError(
+            f"--json-layout must be one of {', '.join(JSON_LAYOUTS)}, got {json_layout}"
+        )
     from romirecon.generate.build import build_estate
 
     out_dir = Path(out_dir)
     _prepare(out_dir)
-    return build_estate(out_dir, customers, seed, dup_rate, as_of or DEFAULT_AS_OF)
+    return build_estate(out_dir, customers, seed, dup_rate, as_of or DEFAULT_AS_OF, json_layout)
 
 
-__all__ = ["DEFAULT_AS_OF", "SOURCES", "GenerateResult", "generate_estate", "repo_mappings_dir"]
+__all__ = [
+    "DEFAULT_AS_OF",
+    "JSON_LAYOUTS",
+    "SOURCES",
+    "GenerateResult",
+    "generate_estate",
+    "repo_mappings_dir",
+]

@@ -17,6 +17,7 @@ from romirecon.generate import (
     REPORTING_CURRENCY,
     SOURCES,
     GenerateResult,
+    layout_path,
     repo_mappings_dir,
 )
 from romirecon.generate import ads as ads_mod
@@ -45,7 +46,7 @@ def _year_start(as_of: date) -> date:
 
 
 def build_estate(
-    out_dir: Path, customers: int, seed: int, dup_rate: float, as_of: date
+    out_dir: Path, customers: int, seed: int, dup_rate: float, as_of: date, json_layout: str = "api"
 ) -> GenerateResult:
     rng = np.random.default_rng(seed)
     t0 = [time.perf_counter()]
@@ -76,7 +77,7 @@ def build_estate(
     factors, f_first = fx_mod.factor_table(rates, currencies, REPORTING_CURRENCY, fx_first, fx_last)
     _lap("billing+fx")
 
-    est = Estate(out_dir)
+    est = Estate(out_dir, json_layout=json_layout)
     people = write_salesforce(
         est,
         rng,
@@ -190,13 +191,14 @@ def build_estate(
     }
     counts["people"] = world.people.height
     counts["subscriptions"] = subs.height
-    missing = write_project(out_dir, as_of)
+    missing = write_project(out_dir, as_of, json_layout)
     manifest = {
         "generator": "romirecon generate",
         "customers": customers,
         "seed": seed,
         "dup_rate": dup_rate,
         "as_of": as_of.isoformat(),
+        "json_layout": json_layout,
         "window_start": _year_start(as_of).isoformat(),
         "reporting_currency": REPORTING_CURRENCY,
         "counts": counts,
@@ -243,7 +245,7 @@ def billing_cases(billing, subs: pl.DataFrame, inv: pl.DataFrame) -> pl.DataFram
     return pl.concat(cases).sort("case", "object", "object_id")
 
 
-def write_project(out_dir: Path, as_of: date) -> list[str]:
+def write_project(out_dir: Path, as_of: date, json_layout: str = "api") -> list[str]:
     """romirecon.yaml plus the mapping files it names (copied from the repo's mappings/)."""
     src_dir = repo_mappings_dir()
     mdir = out_dir / "mappings"
@@ -260,7 +262,7 @@ def write_project(out_dir: Path, as_of: date) -> list[str]:
             missing.append(mapping)
             continue
         sources.append({"name": name, "system": system, "entity": entity,
-                        "mapping": f"mappings/{mapping}", "path": path})  # fmt: skip
+                        "mapping": f"mappings/{mapping}", "path": layout_path(path, json_layout)})  # fmt: skip
     project = {
         "version": 1,
         "name": "synthetic estate (romirecon generate)",

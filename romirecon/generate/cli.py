@@ -45,12 +45,28 @@ from romirecon.cli import handle_errors
     default=None,
     help="Business date the estate ends on (default 2026-10-31).",
 )
+@click.option(
+    "--json-layout",
+    type=click.Choice(["api", "ndjson"]),
+    default="api",
+    show_default=True,
+    help="API-list exports as list documents (api) or one record per line in .jsonl (ndjson).",
+)
 @handle_errors
-def generate(out: Path, customers: int, seed: int, dup_rate: float, as_of: datetime | None) -> None:
+def generate(
+    out: Path,
+    customers: int,
+    seed: int,
+    dup_rate: float,
+    as_of: datetime | None,
+    json_layout: str,
+) -> None:
     """Write a synthetic estate (vendor exports, romirecon.yaml, truth/) with known duplicates."""
     from romirecon.generate import generate_estate
 
-    result = generate_estate(out, customers, seed, dup_rate, as_of.date() if as_of else None)
+    result = generate_estate(
+        out, customers, seed, dup_rate, as_of.date() if as_of else None, json_layout=json_layout
+    )
     click.echo(f"wrote {len(result.files)} export files, project {result.project_file}")
     if result.missing_mappings:
         click.echo(

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from romirecon.generate import layout_path
 from romirecon.generate.util import (
     epoch_to_str,
     salesforce_ids,
@@ -60,9 +61,11 @@ class Estate:
     root: Path
     truth: list[pl.DataFrame] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    json_layout: str = "api"
 
     def record(self, source: str, rel: str, df: pl.DataFrame, id_col: str) -> None:
         """Register a written file: its rows, in file order, with their truth columns."""
+        rel = layout_path(rel, self.json_layout)
         self.files.append(rel)
         self.truth.append(
             df.select(
@@ -77,7 +80,7 @@ class Estate:
         )
 
     def path(self, rel: str) -> Path:
-        return self.root / rel
+        return self.root / layout_path(rel, self.json_layout)
 
 
 def _orig(df: pl.DataFrame) -> pl.DataFrame:

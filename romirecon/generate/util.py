@@ -154,7 +154,14 @@ def write_json_records(
     """One JSON document holding the records as an array under `key`, as REST APIs page them.
 
     `before` / `after` are the envelope's other members (written before / after the array).
+    A `.jsonl` path gets the records alone, one per line (the estate's "ndjson" layout).
     """
+    if path.suffix == ".jsonl":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        records.write_ndjson(tmp)
+        os.replace(tmp, path)
+        return
     buf = io.BytesIO()
     records.write_ndjson(buf)
     # JSON text never holds a raw newline inside a value, so each line is one record
