@@ -398,27 +398,34 @@ def stage_source(
         else "[]::STRUCT(reason VARCHAR, column_name VARCHAR, value VARCHAR)[]"
     )
     src_cols = [c for c in columns if c not in ("source_file", "source_row", "file_sha256")]
-    if ingest.is_json and not mapping.unpivot:
-        record = "_json"
-    else:
-        record = (
+
+    def record_expr(alias: str) -> str:
+        """The original values of a row (the quarantine's `record`), as JSON text."""
+        if ingest.is_json and not mapping.unpivot:
+            return f"{alias}._json"
+        return (
             "to_json(struct_pack("
-            + ", ".join(f"{ident(c)} := {ident(c)}" for c in src_cols if c != "_json")
+            + ", ".join(f"{ident(c)} := {alias}.{ident(c)}" for c in src_cols if c != "_json")
             + "))"
         )
+
+    # the original record is only needed for quarantined rows: it is looked up by (source_file,
+    # source_row) then, instead of copying every row's text through the check table. An
+    # unpivoted export has several rows per source row, so there it rides along.
+    carry_record = bool(mapping.unpivot)
     text_sel = ", ".join(f"{e} AS {ident('_v_' + n)}" for n, e in texts.items())
     filter_sel = f", ({mapping.filter}) AS _filter" if mapping.filter else ""
+    record_sel = f", {record_expr('_s')} AS _record" if carry_record else ""
     inner = (
-        f"SELECT {text_sel}{', ' if text_sel else ''}source_file, source_row, file_sha256, "
-        f"{record} AS _record{filter_sel} FROM {rel}"
+        f"SELECT {text_sel}{', ' if text_sel else ''}source_file, source_row, file_sha256"
+        f"{record_sel}{filter_sel} FROM {rel} _s"
     )
     typed_sel = ", ".join(f"{e} AS {ident(n)}" for n, e in typed.items())
     checked = table_name("chk", source.name)
     sql = (
         f"CREATE OR REPLACE TEMP TABLE {ident(checked)} AS SELECT {typed_sel}, "
-        f"_t.source_file, _t.source_row, _t.file_sha256, _t._record, "
-        + ", ".join(f"_t.{ident('_v_' + n)}" for n in texts)
-        + f", {reasons} AS _reasons FROM ({inner}) _t {' '.join(joins)}"
+        f"_t.source_file, _t.source_row, _t.file_sha256{', _t._record' if carry_record else ''}, "
+        f"{reasons} AS _reasons FROM ({inner}) _t {' '.join(joins)}"
     )
     try:
         con.execute(sql)
@@ -477,6 +484,13 @@ def stage_source(
         + " ".join(f"WHEN {literal(k)} THEN {literal(m)}" for k, m in MESSAGES.items())
         + " ELSE r.reason END"
     )
+    failed = f"SELECT *, _reasons[1] AS r FROM {ident(checked)} WHERE len(_reasons) > 0"
+    quarantined = (
+        failed
+        if carry_record
+        else f"SELECT c.*, {record_expr('_s')} AS _record FROM ({failed}) c JOIN {rel} _s "
+        "ON _s.source_file = c.source_file AND _s.source_row = c.source_row"
+    )
     con.execute(
         f"""
         INSERT INTO quarantine
@@ -484,7 +498,7 @@ def stage_source(
             concat_ws(' ', r.column_name, CASE WHEN r.value IS NOT NULL THEN '''' || left(r.value, 80) || '''' END, {msg_case}),
             list_transform(_reasons, lambda x: x.reason || coalesce(':' || x.column_name, '')),
             _record
-        FROM (SELECT *, _reasons[1] AS r FROM {ident(checked)} WHERE len(_reasons) > 0)
+        FROM ({quarantined})
         ORDER BY source_file, source_row
         """,
         [run_id, source.name, mapping.entity],
