@@ -456,6 +456,13 @@ def test_ndjson_layout_writes_the_same_records_one_per_line(estate: Path, tmp_pa
         lines = (nd / paths[name]).read_text().splitlines()
         assert [json.loads(x) for x in lines] == listed[key], name
     assert changed >= 10  # Stripe x7, HubSpot, Chargebee x3, NetSuite x2 (those mapped here)
+    # every source of the project finds its files, the ad platforms' globs included
+    from romirecon.config import load_project
+    from romirecon.stages.ingest import resolve_files
+
+    project = load_project(nd)
+    for source in project.sources:
+        assert resolve_files(project, source), source.name
     truth_api = pl.read_parquet(estate / "truth/records.parquet")
     truth_nd = pl.read_parquet(nd / "truth/records.parquet")
     assert truth_nd.with_columns(pl.col("source_file").str.replace(r"\.jsonl$", ".json")).equals(

@@ -37,8 +37,10 @@ JSON_LAYOUTS = ("api", "ndjson")
 
 
 def layout_path(path: str, json_layout: str) -> str:
-    """The file an export path names under a JSON layout (`x.json` -> `x.jsonl` for ndjson)."""
-    if json_layout == "ndjson" and path.endswith(".json") and "*" not in path:
+    """The file an export path names under a JSON layout (`x.json` -> `x.jsonl` for ndjson).
+    Only the single-file API-list exports change; the ad platforms' per-account/month files
+    (globs in SOURCES) stay as their APIs write them."""
+    if json_layout == "ndjson" and path in _LISTED:
         return path[: -len(".json")] + ".jsonl"
     return path
 
@@ -98,6 +100,9 @@ def _prepare(out_dir: Path) -> None:
         shutil.rmtree(out_dir / sub, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MARKER).write_text("written by romirecon generate; safe to regenerate\n")
+
+
+_LISTED = {p for *_, p in SOURCES if p.endswith(".json") and "*" not in p}
 
 
 def generate_estate(
