@@ -49,3 +49,10 @@ class LockedError(RomireconError):
     """Another run holds the state folder's lock."""
 
     exit_code = ExitCode.RUNTIME
+
+
+class ResourceError(RomireconError):
+    """The run needs more memory or temp space than the project allows (state.memory_limit,
+    state.temp_dir): the message says which setting to raise."""
+
+    exit_code = ExitCode.RUNTIME

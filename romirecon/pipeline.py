@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import io
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,13 @@ import duckdb
 
 from romirecon.config import Project, Source, resolve_inside
 from romirecon.db import RunLock, open_state
-from romirecon.exitcodes import ConfigError, ExitCode, MissingInputError, RomireconError
+from romirecon.exitcodes import (
+    ConfigError,
+    ExitCode,
+    MissingInputError,
+    ResourceError,
+    RomireconError,
+)
 from romirecon.obs import Logger
 from romirecon.pii import hash_pii_columns, quarantine_query
 from romirecon.pii import salt as pii_salt
@@ -262,12 +269,13 @@ def run(
             try:
                 # one transaction for the data stages: a crash leaves the state database as the
                 # last finished run left it, and the WAL is synced once instead of per statement
-                con.execute("BEGIN TRANSACTION")
-                summaries = ingest_and_stage(con, project, run_id, log)
-                analyse(con, project, run_id, log)
-                con.execute("COMMIT")
-                with log.stage("publish", con):
-                    written = publish(con, project)
+                with resource_errors(project):
+                    con.execute("BEGIN TRANSACTION")
+                    summaries = ingest_and_stage(con, project, run_id, log)
+                    analyse(con, project, run_id, log)
+                    con.execute("COMMIT")
+                    with log.stage("publish", con):
+                        written = publish(con, project)
             except RomireconError as e:
                 _rollback(con)
                 # CI still gets a junit <error> and cron a metrics.prom with the failure
@@ -301,6 +309,31 @@ def run(
     return RunResult(
         run_id, code, project.output_dir, summaries, written + report_files, by_reason, report
     )
+
+
+@contextlib.contextmanager
+def resource_errors(project: Project) -> Iterator[None]:
+    """DuckDB spills to state.temp_dir beyond state.memory_limit; when even that is not enough
+    (an operator that cannot spill, or a full disk) say which setting to change, not a trace."""
+    from romirecon.db import DEFAULT_MEMORY_LIMIT
+
+    limit = project.memory_limit or DEFAULT_MEMORY_LIMIT
+    temp = project.temp_dir or (project.state_dir / "tmp")
+    try:
+        yield
+    except duckdb.OutOfMemoryException as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ResourceError(
+            f"out of memory within state.memory_limit {limit} (DuckDB spills to {temp}, "
+            f"but this step could not): raise state.memory_limit ({first[:160]})"
+        ) from None
+    except duckdb.IOException as e:
+        if "no space left" not in str(e).lower():
+            raise
+        raise ResourceError(
+            f"no space left on the device while writing (temp files go to {temp}): free space "
+            "or point state.temp_dir at a larger disk"
+        ) from None
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:

@@ -75,3 +75,38 @@ def test_shuffled_inputs_give_identical_outputs(baseline: Path, seed: int) -> No
         )
         for name in SAME:
             assert (proj / "out" / name).read_bytes() == (baseline / name).read_bytes(), name
+
+
+def _with_state(proj: Path, **state: object) -> Path:
+    import yaml
+
+    doc = yaml.safe_load((proj / "romirecon.yaml").read_text())
+    doc.setdefault("state", {}).update(state)
+    (proj / "romirecon.yaml").write_text(yaml.safe_dump(doc))
+    return proj
+
+
+def test_a_tight_memory_limit_and_one_thread_give_identical_outputs(
+    baseline: Path, tmp_path: Path
+) -> None:
+    """state.memory_limit / state.threads change how DuckDB works (spilling to state.temp_dir,
+    one thread), never what it computes: every data output is byte-identical."""
+    proj = _with_state(_copy(tmp_path / "demo"), memory_limit="256MB", threads=1)
+    assert run_cli("run", "--project", str(proj), "--out", str(proj / "out")).returncode in (0, 1)
+    data = sorted(
+        p.name for p in baseline.iterdir() if p.suffix in (".parquet", ".csv")
+    )  # sla_report.*, junit.xml and metrics.prom carry timings
+    assert len(data) >= 15
+    for name in data:
+        assert (proj / "out" / name).read_bytes() == (baseline / name).read_bytes(), name
+
+
+def test_a_memory_limit_too_small_to_work_in_is_a_one_line_error(tmp_path: Path) -> None:
+    proj = _with_state(_copy(tmp_path / "demo"), memory_limit="8MB", threads=1)
+    r = run_cli("run", "--project", str(proj), "--out", str(proj / "out"))
+    assert r.returncode == 3, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "state.memory_limit 8MB" in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    # CI still gets its junit <error>
+    assert "<error" in (proj / "out" / "junit.xml").read_text()

@@ -429,6 +429,8 @@ def stage_source(
     )
     try:
         con.execute(sql)
+    except duckdb.OutOfMemoryException:
+        raise  # not the file's fault: pipeline.resource_errors names the setting
     except duckdb.Error as e:
         msg = str(e).strip().splitlines()[0]
         raise ConfigError(

@@ -365,6 +365,8 @@ def ingest_source(
                     _collect_rejects(con, scratch, rej, f)
                     con.execute(f"DROP TABLE IF EXISTS {scratch}")
                     con.execute(f"DROP TABLE IF EXISTS {scratch}_scan")
+        except duckdb.OutOfMemoryException:
+            raise  # not the file's fault: pipeline.resource_errors names the setting
         except duckdb.Error as e:
             raise InputError(describe_error(f.display, e)) from None
         except InputError:
@@ -455,6 +457,8 @@ def header_columns(
             f"(SELECT _json FROM ({inner}) LIMIT 1000)) ORDER BY k"
         ).fetchall()
         return [r[0] for r in rows]
+    except duckdb.OutOfMemoryException:
+        raise  # not the file's fault: pipeline.resource_errors names the setting
     except duckdb.Error as e:
         raise InputError(describe_error(f.display, e)) from None
     except Exception as e:
