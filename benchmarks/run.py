@@ -12,6 +12,8 @@ against the generator's truth. Writes benchmarks/results.md and benchmarks/resul
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import math
 import os
@@ -19,6 +21,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -98,11 +101,15 @@ def run_once(project_dir: Path, out_dir: Path) -> dict[str, Any]:
         "--log-format",
         "json",
     ]
+    load_before = os.getloadavg()[0]
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    spill = _SpillWatch(project_dir / ".romirecon" / "tmp")
+    spill.start()
     stderr = proc.stderr.read() if proc.stderr else ""
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
+    spill.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)
     stages = []
     for line in stderr.splitlines():
@@ -126,8 +133,39 @@ def run_once(project_dir: Path, out_dir: Path) -> dict[str, Any]:
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux: KiB
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "stages": stages,
+        # DuckDB's spill files in state.temp_dir (sampled every 0.5 s): memory_limit at work
+        "peak_temp_mb": spill.peak / 2**20,
+        "state_db_mb": _size(project_dir / ".romirecon" / "romirecon.duckdb") / 2**20,
+        "load_average_before": load_before,
         "stderr_tail": stderr.splitlines()[-3:] if proc.returncode > 1 else [],
     }
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(root, f)).st_size
+    return total
+
+
+class _SpillWatch(threading.Thread):
+    """The largest size the temp folder reached while the run was going."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(daemon=True)
+        self.folder, self.peak, self._stop_event = folder, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.5):
+            self.peak = max(self.peak, _size(self.folder))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
 
 
 def dedup_quality(project_dir: Path) -> dict[str, Any]:
@@ -215,8 +253,8 @@ def write_results(results: list[dict[str, Any]]) -> None:
         "",
         f"Machine: {machine}. Generated with `python -m benchmarks.run` (`make bench`).",
         "",
-        "| customers | input rows | wall s | peak RSS MB | rows/s | bare read s | x bare read | s per n·log n (×1e6) | dedup P | dedup R | dedup F1 | exit |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| customers | input rows | wall s | peak RSS MB | rows/s | bare read s | x bare read | s per n·log n (×1e6) | peak spill MB | dedup P | dedup R | dedup F1 | exit | load avg |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         n = r["input_rows"] or 1
@@ -225,9 +263,30 @@ def write_results(results: list[dict[str, Any]]) -> None:
         lines.append(
             f"| {r['customers']:,} | {r['input_rows']:,} | {r['wall_seconds']:.1f} | {r['peak_rss_mb']:.0f} "
             f"| {r['rows_per_second']:,.0f} | {r['bare_read_seconds']:.2f} | {r['ratio_to_bare_read'] or 0:.1f} "
-            f"| {nlogn:.2f} | {dd.get('precision', float('nan')):.4f} | {dd.get('recall', float('nan')):.4f} "
-            f"| {dd.get('f1', float('nan')):.4f} | {r['exit_code']} |"
+            f"| {nlogn:.2f} | {r.get('peak_temp_mb', float('nan')):.0f} "
+            f"| {dd.get('precision', float('nan')):.4f} | {dd.get('recall', float('nan')):.4f} "
+            f"| {dd.get('f1', float('nan')):.4f} | {r['exit_code']} "
+            f"| {r.get('load_average_before', float('nan')):.1f} |"
         )
+    if len(results) > 1:
+        lines += [
+            "",
+            "Growth between sizes (cost no worse than n·log n means the wall-time factor stays at "
+            "or below the n·log n factor):",
+            "",
+            "| from → to | input rows × | wall time × | n·log n × | exponent k (time ∝ n^k) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for a, b in itertools.pairwise(results):
+            na, nb = a["input_rows"] or 1, b["input_rows"] or 1
+            rows_x = nb / na
+            wall_x = b["wall_seconds"] / a["wall_seconds"]
+            nlogn_x = (nb * math.log(nb)) / (na * math.log(na))
+            k = math.log(wall_x) / math.log(rows_x) if rows_x > 1 else float("nan")
+            lines.append(
+                f"| {a['customers']:,} → {b['customers']:,} | {rows_x:.1f} | {wall_x:.1f} "
+                f"| {nlogn_x:.1f} | {k:.2f} |"
+            )
     lines += ["", "Per stage (seconds / peak RSS MB so far):", ""]
     stage_names = sorted({s["stage"] for r in results for s in r["stages"]}, key=_stage_order)
     lines.append("| customers | " + " | ".join(stage_names) + " |")
