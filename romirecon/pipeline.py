@@ -79,15 +79,19 @@ def ingest_and_stage(
     project: Project,
     run_id: str,
     log: Logger | None = None,
+    files: dict[str, list[ingest.FileInfo]] | None = None,
 ) -> list[SourceSummary]:
-    """Ingest + contract for every source; `stg_<entity>` views; ingest metrics."""
+    """Ingest + contract for every source; `stg_<entity>` views; ingest metrics. `files`: each
+    source's files as `ingest.resolve_all` found and hashed them (else resolved here)."""
     log = log or Logger(run_id, "text", stream=io.StringIO())
     ensure_common_tables(con)
     contract.ensure_tables(con)
     loaded: list[tuple[Source, ingest.IngestResult]] = []
     with log.stage("ingest", con) as span:
         for source in project.sources:
-            res = ingest.ingest_source(con, project, source, run_id)
+            res = ingest.ingest_source(
+                con, project, source, run_id, files.get(source.name) if files else None
+            )
             if source.required and res.files and res.rows_read + res.rows_rejected == 0:
                 raise MissingInputError(
                     f"source '{source.name}': {', '.join(f.display for f in res.files)} "
@@ -247,7 +251,7 @@ def run(
 
     started = datetime.now(UTC)
     try:
-        files = {s.name: ingest.resolve_files(project, s) for s in project.sources}
+        files = ingest.resolve_all(project)
     except MissingInputError as e:
         # the most common cron failure (an export did not arrive) still gets its junit
         # <error> and a metrics.prom that carries the last success forward
@@ -271,7 +275,7 @@ def run(
                 # last finished run left it, and the WAL is synced once instead of per statement
                 with resource_errors(project):
                     con.execute("BEGIN TRANSACTION")
-                    summaries = ingest_and_stage(con, project, run_id, log)
+                    summaries = ingest_and_stage(con, project, run_id, log, files)
                     analyse(con, project, run_id, log)
                     con.execute("COMMIT")
                     with log.stage("publish", con):
