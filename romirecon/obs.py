@@ -185,28 +185,22 @@ class Logger:
     @contextmanager
     def stage(self, name: str, con: Any = None) -> Iterator[Span]:
         """Time a stage, log its start and end (or error), append its metrics to `metric`."""
-        self._seq += 1
-        span = Span(self, name, self._span_id(name, self._seq))
-        t0 = time.perf_counter()
-        r0 = resource.getrusage(resource.RUSAGE_SELF)
-        span.event("stage.start")
-        try:
+        pieces = self.stage_in_pieces(name, con)
+        with pieces.piece() as span:
             yield span
-        except BaseException as exc:
-            span._close_progress()
-            elapsed = time.perf_counter() - t0
-            span.event(
-                "stage.error",
-                "error",
-                duration_ms=round(elapsed * 1000, 3),
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            raise
-        span._close_progress()
-        elapsed = time.perf_counter() - t0
+        pieces.end()
+
+    def stage_in_pieces(self, name: str, con: Any = None) -> StagePieces:
+        """A stage whose work comes in pieces interleaved with another stage's (ingest and
+        contract alternate source by source, so one source's raw rows exist at a time): one
+        stage.start now, one stage.end at `end()` with the pieces' summed time and CPU."""
+        self._seq += 1
+        return StagePieces(self, Span(self, name, self._span_id(name, self._seq)), con)
+
+    def _end_stage(self, span: Span, con: Any, elapsed: float, cpu: float) -> None:
         r1 = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
         rss = _rss_bytes(r1.ru_maxrss)
+        name = span.name
         rows = span.rows_in if span.rows_in is not None else span.rows_out
         rate = (rows / elapsed) if rows is not None and elapsed > 0 else None
         span.event(
@@ -229,6 +223,41 @@ class Logger:
                 rows_out=span.rows_out,
                 rows_per_second=rate,
             )
+
+
+class StagePieces:
+    """See `Logger.stage_in_pieces`."""
+
+    def __init__(self, logger: Logger, span: Span, con: Any) -> None:
+        self.logger, self.span, self.con = logger, span, con
+        self.elapsed = 0.0
+        self.cpu = 0.0
+        span.event("stage.start")
+
+    @contextmanager
+    def piece(self) -> Iterator[Span]:
+        span = self.span
+        t0 = time.perf_counter()
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        try:
+            yield span
+        except BaseException as exc:
+            span._close_progress()
+            self.elapsed += time.perf_counter() - t0
+            span.event(
+                "stage.error",
+                "error",
+                duration_ms=round(self.elapsed * 1000, 3),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            raise
+        self.elapsed += time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        self.cpu += (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
+    def end(self) -> None:
+        self.span._close_progress()
+        self.logger._end_stage(self.span, self.con, self.elapsed, self.cpu)
 
 
 def record_stage_metrics(

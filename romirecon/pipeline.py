@@ -86,9 +86,15 @@ def ingest_and_stage(
     log = log or Logger(run_id, "text", stream=io.StringIO())
     ensure_common_tables(con)
     contract.ensure_tables(con)
-    loaded: list[tuple[Source, ingest.IngestResult]] = []
-    with log.stage("ingest", con) as span:
-        for source in project.sources:
+    # source by source: read one export, stage it, drop its raw rows. Reading every export
+    # before staging any held all raw text at once (16 GB spilled at 1M customers); now the
+    # largest single export bounds it. Ingest and contract still report as two stages.
+    ingest_stage = log.stage_in_pieces("ingest", con)
+    contract_stage = log.stage_in_pieces("contract", con)
+    rows_read = 0
+    summaries = []
+    for source in project.sources:
+        with ingest_stage.piece():
             res = ingest.ingest_source(
                 con, project, source, run_id, files.get(source.name) if files else None
             )
@@ -97,15 +103,17 @@ def ingest_and_stage(
                     f"source '{source.name}': {', '.join(f.display for f in res.files)} "
                     "contain no data rows (empty input)"
                 )
-            loaded.append((source, res))
-        span.rows_out = sum(r.rows_read + r.rows_rejected for _, r in loaded)
-    summaries = []
-    with log.stage("contract", con) as span:
-        span.rows_in = sum(r.rows_read + r.rows_rejected for _, r in loaded)
-        for source, res in loaded:
+            rows_read += res.rows_read + res.rows_rejected
+        with contract_stage.piece():
             summaries.append(_contract_one(con, source, res, run_id, project.timezone))
+            ingest.drop_raw(con, source.name)
+    with contract_stage.piece():
         contract.create_entity_views(con, project.sources)
-        span.rows_out = sum(s.rows_staged for s in summaries)
+    ingest_stage.span.rows_out = rows_read
+    contract_stage.span.rows_in = rows_read
+    contract_stage.span.rows_out = sum(s.rows_staged for s in summaries)
+    ingest_stage.end()
+    contract_stage.end()
     return summaries
 
 

@@ -140,6 +140,8 @@ def test_json_keys_come_from_every_record_and_nested_values_stay_json_text(tmp_p
             "price_id": {"from": "meta.plan.id"},
             "description": {"from": "late"},
             "coupon": {"from": 'odd.key "q"'},
+            "plan_id": {"from": "meta"},
+            "subscription_id": {"from": "tags"},
         },
     }
     mp = tmp_path / "m.yaml"
@@ -154,5 +156,5 @@ def test_json_keys_come_from_every_record_and_nested_values_stay_json_text(tmp_p
         ("il_2", 200, None, None, None),
         ("il_3", 300, None, "L", "x"),
     ]
-    raw = con.execute("SELECT meta, tags FROM raw_sample ORDER BY source_row").fetchall()
+    raw = con.execute(f"SELECT plan_id, subscription_id FROM {t} ORDER BY source_row").fetchall()
     assert raw == [('{"plan":{"id":"pro"}}', None), (None, '["a","b"]'), (None, None)]

@@ -425,6 +425,12 @@ def ingest_source(
     return res
 
 
+def drop_raw(con: duckdb.DuckDBPyConnection, source: str) -> None:
+    """Free a source's raw rows once contract has staged them (they live for the run only)."""
+    for name in (src_view(source), raw_table(source), rejects_table(source)):
+        drop_relation(con, name)
+
+
 def _materialise_json(con: duckdb.DuckDBPyConnection, parts: list[str], raw: str) -> None:
     """`raw` from the JSON parts (`_json` + provenance): every top-level key of the records
     becomes a VARCHAR column (nested values as JSON text), so mappings address JSON and flat
