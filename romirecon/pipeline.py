@@ -30,7 +30,7 @@ from romirecon.pii import salt as pii_salt
 from romirecon.publish import write_table
 from romirecon.sqlutil import ident
 from romirecon.stages import contract, ingest
-from romirecon.stages.common import add_metric, ensure_common_tables
+from romirecon.stages.common import add_metric, ensure_common_tables, transaction
 
 
 @dataclass
@@ -94,6 +94,9 @@ def ingest_and_stage(
     rows_read = 0
     summaries = []
     for source in project.sources:
+        # ingest writes temp tables only, statement by statement (a reader error it recovers
+        # from, e.g. the CSV sniffer on mixed line endings, would abort an open transaction);
+        # contract writes the source's staged table and quarantine rows in one transaction
         with ingest_stage.piece():
             res = ingest.ingest_source(
                 con, project, source, run_id, files.get(source.name) if files else None
@@ -105,9 +108,10 @@ def ingest_and_stage(
                 )
             rows_read += res.rows_read + res.rows_rejected
         with contract_stage.piece():
-            summaries.append(_contract_one(con, source, res, run_id, project.timezone))
-            ingest.drop_raw(con, source.name)
-    with contract_stage.piece():
+            with transaction(con):
+                summaries.append(_contract_one(con, source, res, run_id, project.timezone))
+            ingest.drop_raw(con, source.name)  # after the commit: freed now (see transaction)
+    with contract_stage.piece(), transaction(con):
         contract.create_entity_views(con, project.sources)
     ingest_stage.span.rows_out = rows_read
     contract_stage.span.rows_in = rows_read
@@ -165,16 +169,16 @@ def analyse(con: duckdb.DuckDBPyConnection, project: Project, run_id: str, log: 
     if "source_priority" not in dedup_cfg:
         # survivorship follows `sources[].priority` (lower wins; file order by default)
         dedup_cfg["source_priority"] = {s.name: s.priority for s in project.sources}
-    with log.stage("normalize", con):
+    with log.stage("normalize", con), transaction(con):
         normalize.run(
             con, run_id,
             default_region=str(dedup_cfg.get("default_region", "US")),
             gmail_canonical=bool(dedup_cfg.get("gmail_canonical", False)),
         )  # fmt: skip
-    with log.stage("dedup", con) as span:
+    with log.stage("dedup", con) as span, transaction(con):
         dedup.run(con, run_id, dedup_cfg, {s.name: s.mapping.match_keys for s in project.sources})
         span.rows_out = _count(con, "entity_xref")
-    with log.stage("billing", con) as span:
+    with log.stage("billing", con) as span, transaction(con):
         billing_cfg = project.section("billing")
         if project.raw.get("as_of") and "as_of" not in billing_cfg:
             billing_cfg["as_of"] = str(project.raw["as_of"])
@@ -183,7 +187,7 @@ def analyse(con: duckdb.DuckDBPyConnection, project: Project, run_id: str, log: 
             source_exponents={s.name: s.mapping.exponents for s in project.sources},
         )  # fmt: skip
         span.rows_out = _count(con, "revenue_daily")
-    with log.stage("reconcile", con) as span:
+    with log.stage("reconcile", con) as span, transaction(con):
         reconcile_cfg = project.section("reconcile")
         if project.raw.get("as_of") and "as_of" not in reconcile_cfg:
             reconcile_cfg["as_of"] = str(project.raw["as_of"])
@@ -198,10 +202,10 @@ def analyse(con: duckdb.DuckDBPyConnection, project: Project, run_id: str, log: 
         )  # fmt: skip
         if problems:
             raise ConfigError(problems[0])
-    with log.stage("attribution", con) as span:
+    with log.stage("attribution", con) as span, transaction(con):
         attribution.run(con, run_id, attribution_cfg, base_dir=project.root)
         span.rows_out = _count(con, "attribution_credit")
-    with log.stage("romi", con) as span:
+    with log.stage("romi", con) as span, transaction(con):
         romi.run(con, run_id, project.reporting_currency, attribution_cfg, base_dir=project.root)
         span.rows_out = _count(con, "romi")
 
@@ -279,13 +283,10 @@ def run(
         con = open_state(project)
         try:
             try:
-                # one transaction for the data stages: a crash leaves the state database as the
-                # last finished run left it, and the WAL is synced once instead of per statement
                 with resource_errors(project):
-                    con.execute("BEGIN TRANSACTION")
+                    # a transaction per stage (per source in ingest/contract): see transaction()
                     summaries = ingest_and_stage(con, project, run_id, log, files)
                     analyse(con, project, run_id, log)
-                    con.execute("COMMIT")
                     with log.stage("publish", con):
                         written = publish(con, project)
             except RomireconError as e:
@@ -349,7 +350,8 @@ def resource_errors(project: Project) -> Iterator[None]:
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
-    """Leave the state database as the last finished run left it."""
+    """Undo the failed stage's work. Stages before it stay committed: every per-run table is
+    rebuilt by the next run, and the output files are only replaced once all stages finished."""
     with contextlib.suppress(duckdb.Error):  # no transaction open
         con.execute("ROLLBACK")
 

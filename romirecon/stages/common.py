@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import duckdb
 
 METRIC_DDL = """
@@ -94,3 +97,22 @@ def table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
         "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
     ).fetchone()
     return bool(row and row[0])
+
+
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One transaction around a piece of work (a stage; one source's ingest + contract).
+
+    DuckDB keeps the data of every table dropped inside a transaction until that transaction
+    commits (a rollback could bring it back), temp tables included. The scratch tables of a whole
+    run inside one transaction therefore all stayed alive: 19 GB spilled at 1M customers. A
+    transaction per piece frees them at its end, and still syncs the WAL once per piece rather
+    than once per statement. On an error the piece is rolled back."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
