@@ -3,7 +3,7 @@
 Reads `stg_contact` (CRM leads/contacts: lead source, HubSpot latest source, UTM fields, click
 ids), `stg_campaign_member`, `stg_deal` (primary campaign), `stg_ad_spend` (the ad-platform
 campaigns to match), billing's `conversion` (first paid invoice per billing customer, its coupon),
-`revenue_daily` (customers with revenue), and writes `entity_link` afresh (the reconcile stage's
+`revenue_item` (customers with revenue), and writes `entity_link` afresh (the reconcile stage's
 linking, see `romirecon.stages.reconcile`). Writes
 
 | table | grain |
@@ -563,11 +563,13 @@ WITH paid AS (
            c.first_paid_date AS day, c.first_paid_invoice_id AS invoice_id, c.coupon
     FROM conversion c {_entity_join("el", cv, "c.customer_id")} WHERE c.first_paid_date IS NOT NULL
 ), rev AS (
-    -- first day with revenue per billing customer, then its entity (one lookup per customer)
+    -- first day with revenue per billing customer, then its entity (one lookup per customer):
+    -- an item's first day has a positive amount exactly when its total is positive (the
+    -- largest-remainder spread puts the leftover units on the earliest days)
     SELECT {_entity_expr("el", "r.vendor", "r.customer_id")} AS entity_id, r.customer_id,
            min(r.day) AS day
-    FROM (SELECT {rv} AS vendor, r.customer_id, min(r.day) AS day
-          FROM revenue_daily r WHERE r.amount_minor > 0 GROUP BY ALL) r
+    FROM (SELECT {rv} AS vendor, r.customer_id, min(r.start_day) AS day
+          FROM revenue_item r WHERE r.total > 0 AND r.end_day > r.start_day GROUP BY ALL) r
     {_entity_join("el", "r.vendor", "r.customer_id")}
     GROUP BY ALL
 ), p AS (
@@ -682,8 +684,8 @@ def attribution_credit_output_query() -> str:
 
 
 def ensure_billing_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Empty `conversion` / `revenue_daily` when the billing stage did not run, with the
-    columns this stage and romi read."""
+    """Empty `conversion` / `revenue_item` / `revenue_fx_day` / `revenue_daily` when the billing
+    stage did not run, with the columns this stage and romi read."""
     if not _table_exists(con, "conversion"):
         _exec(
             con,
@@ -699,6 +701,20 @@ def ensure_billing_tables(con: duckdb.DuckDBPyConnection) -> None:
             "customer_id VARCHAR, entity_id VARCHAR, currency VARCHAR, exponent INTEGER, "
             "day DATE, amount_minor BIGINT, fx_rate DECIMAL(38,10), "
             "amount_reporting DECIMAL(38,10))",
+        )
+    if not _table_exists(con, "revenue_item"):
+        _exec(
+            con,
+            "CREATE TEMP TABLE revenue_item (item_no BIGINT, item_id VARCHAR, kind VARCHAR, "
+            "event_id VARCHAR, adjustment_id VARCHAR, source_name VARCHAR, "
+            "source_vendor VARCHAR, customer_id VARCHAR, entity_id VARCHAR, currency VARCHAR, "
+            "exponent INTEGER, total BIGINT, start_day DATE, end_day DATE)",
+        )
+    if not _table_exists(con, "revenue_fx_day"):
+        _exec(
+            con,
+            "CREATE TEMP TABLE revenue_fx_day (currency VARCHAR, day DATE, "
+            "fx_rate DECIMAL(38,10), fx_rate_date DATE, fx_method VARCHAR, last_published DATE)",
         )
 
 

@@ -1,7 +1,8 @@
 """The ROMI table: period x channel x platform x campaign x attribution model, with its lineage.
 
-Reads `attribution_credit` and `attribution_conversion` (attribution stage), `revenue_daily`
-(billing stage; revenue recognized per service day in the reporting currency) or, with
+Reads `attribution_credit` and `attribution_conversion` (attribution stage), `revenue_item` and
+`revenue_fx_day` (billing stage; revenue recognized per service day in the reporting currency,
+summed per item and period by `billing.item_periods_sql`) or, with
 `revenue_basis: closed_won`, `stg_deal`; `stg_ad_spend`, `ad_campaign`, `entity_link` and
 `stg_fx_rate`. Writes
 
@@ -46,7 +47,7 @@ import duckdb
 
 from romirecon.money import exponent
 from romirecon.sqlutil import ident, literal
-from romirecon.stages import fx
+from romirecon.stages import billing, fx
 from romirecon.stages.attribution import (
     AttributionSettings,
     parse_settings,
@@ -121,9 +122,9 @@ SELECT * EXCLUDE (rn), CAST(NULL AS VARCHAR) AS _x FROM (
 
 
 def revenue_items_sql(basis: str, grain: str) -> str:
-    """Revenue per (entity, period, line): the rows the ROMI revenue is attributed from. The day
-    rows are summed per (item, period) first; the entity is then joined once per item (not
-    looked up per day row)."""
+    """Revenue per (entity, period, line): the rows the ROMI revenue is attributed from. Reads
+    `_rm_item_period` (billing's `item_periods_sql` at the ROMI period grain: the exact sum of
+    each item's day amounts that have a rate, per period) and joins the entity once per item."""
     from romirecon.stages.attribution import _entity_expr, _entity_join
     from romirecon.stages.reconcile import vendor_sql
 
@@ -136,16 +137,17 @@ SELECT {_entity_expr("el", vd, "d.contact_id")} AS entity_id,
        d.source_row, d.amount_reporting AS amount
 FROM _rm_deals d {_entity_join("el", vd, "d.contact_id")}
 WHERE d.amount_reporting IS NOT NULL"""
-    rv = vendor_sql("r")
+    vi = vendor_sql("i")
     return f"""
 SELECT {_entity_expr("el", "r.vendor", "r.customer_id")} AS entity_id,
        r.period, r.item_id, r.event_id, r.customer_id,
        r.source_name, CAST(NULL AS VARCHAR) AS source_file, CAST(NULL AS BIGINT) AS source_row,
        sum(r.amount) AS amount
 FROM (
-    SELECT {rv} AS vendor, {period_sql("r.day", grain)} AS period, r.item_id, r.event_id,
-           r.customer_id, r.source_name, sum(r.amount_reporting) AS amount
-    FROM revenue_daily r WHERE r.amount_reporting IS NOT NULL
+    SELECT {vi} AS vendor, p.period, i.item_id, i.event_id, i.customer_id, i.source_name,
+           sum(p.amount_reporting) AS amount
+    FROM _rm_item_period p JOIN revenue_item i USING (item_no)
+    WHERE p.amount_reporting IS NOT NULL
     GROUP BY ALL
 ) r {_entity_join("el", "r.vendor", "r.customer_id")}
 GROUP BY ALL"""
@@ -399,6 +401,8 @@ def run(
             max_fallback_days=st.fx_max_fallback_days,
             stage=STAGE,
         )
+    if st.revenue_basis != "closed_won":
+        billing.build_item_periods(con, st.period, "_rm_item_period")
     _exec(
         con,
         f"CREATE OR REPLACE TEMP TABLE _rm_rev AS {revenue_items_sql(st.revenue_basis, st.period)}",
@@ -434,5 +438,8 @@ SELECT ?, '{STAGE}', NULL, 'ad_spend', 'ad_spend_duplicate_rows', CAST(n AS DOUB
 FROM (SELECT coalesce(sum(copies - 1), 0) AS n, coalesce(sum(copies), 0) AS total FROM ad_spend_daily)""",
         [run_id],
     )
-    for t in ("_rm_spend0", "_rm_spend1", "_rm_deals0", "_rm_deals", "_rm_rev", "_rm_names"):
+    for t in (
+        "_rm_spend0", "_rm_spend1", "_rm_deals0", "_rm_deals", "_rm_rev", "_rm_names",
+        "_rm_item_period",
+    ):  # fmt: skip
         _exec(con, f"DROP TABLE IF EXISTS {ident(t)}")
