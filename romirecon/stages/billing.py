@@ -473,14 +473,24 @@ WHERE (coalesce(unique_id, source_id) IS NULL
     )
 
 
-def _exponent_sql(alias: str) -> str:
-    """The exponent the contract stage used for row `alias`'s money: the source's mapping
-    override (`exponents:` in the mapping file, e.g. Stripe ISK = 2), else ISO 4217, else 2."""
-    a = alias
-    return f"""coalesce(
-        (SELECT exponent FROM currency_exponent WHERE scope = 'source' AND key = {a}.source_name AND currency = upper({a}.currency)),
-        (SELECT exponent FROM currency_exponent WHERE scope = 'iso' AND currency = upper({a}.currency)),
-        2)"""
+def _exponent_join(alias: str, p: str = "_xe") -> str:
+    """LEFT JOINs binding the exponent candidates of row `alias` (see `_exponent_sql`): hash
+    joins instead of two correlated lookups per line."""
+    cur = f"upper({alias}.currency)"
+    return (
+        "LEFT JOIN (SELECT key, currency, min(exponent) AS exponent FROM currency_exponent "
+        f"WHERE scope = 'source' GROUP BY key, currency) {p}s ON {p}s.key = {alias}.source_name "
+        f"AND {p}s.currency = {cur} "
+        "LEFT JOIN (SELECT currency, min(exponent) AS exponent FROM currency_exponent "
+        f"WHERE scope = 'iso' GROUP BY currency) {p}i ON {p}i.currency = {cur}"
+    )
+
+
+def _exponent_sql(p: str = "_xe") -> str:
+    """The exponent the contract stage used for a row's money (joined by `_exponent_join`): the
+    source's mapping override (`exponents:` in the mapping file, e.g. Stripe ISK = 2), else ISO
+    4217, else 2."""
+    return f"coalesce({p}s.exponent, {p}i.exponent, 2)"
 
 
 def lines_sql(st: BillingSettings) -> str:
@@ -578,7 +588,7 @@ SELECT l.event_id, l.source_name, l.source_system, l.source_vendor, l.source_fil
             ELSE coalesce(l.line_type, 'line') END AS event_type,
        coalesce(l.proration, false) AS proration,
        coalesce(l.amount, 0) <> 0 AS billable,
-       l.currency, {_exponent_sql("l")} AS exponent,
+       l.currency, {_exponent_sql()} AS exponent,
        coalesce(l.amount, 0) AS amount,
        coalesce(l.discount, 0) AS line_discount,
        coalesce(d.invoice_discount, 0) AS invoice_discount,
@@ -592,7 +602,7 @@ SELECT l.event_id, l.source_name, l.source_system, l.source_vendor, l.source_fil
        CAST(l.period_end AS DATE) - l.start_day > {int(st.max_service_days)} AS period_too_long,
        l.coupon, CAST(l.invoice_created_at AS DATE) AS invoice_date,
        l.invoice_total, l.invoice_amount_paid
-FROM _b_lines_all l LEFT JOIN _b_inv_disc d USING (event_id)
+FROM _b_lines_all l LEFT JOIN _b_inv_disc d USING (event_id) {_exponent_join("l")}
 WHERE l.decision = 'counted'
 ORDER BY l.event_id""",
         [run_id],
@@ -813,7 +823,7 @@ SELECT concat_ws('/', a.kind, a.source_name, a.document_id) AS adjustment_id, a.
        a.document_id, a.source_name, a.source_vendor, a.source_file, a.source_row,
        CAST(? AS VARCHAR) AS run_id, a.invoice_id, a.invoice_line_id,
        x.event_id, coalesce(e.customer_id, a.customer_id) AS customer_id,
-       a.currency, coalesce(e.exponent, {_exponent_sql("a")}) AS exponent,
+       a.currency, coalesce(e.exponent, {_exponent_sql()}) AS exponent,
        a.amount AS document_amount, coalesce(x.alloc, a.amount) AS amount,
        a.document_date,
        a.why_not IS NULL AS counted, a.why_not AS not_counted_reason, a.reason,
@@ -827,6 +837,7 @@ FROM _b_adj_doc2 a
 LEFT JOIN _b_adj_alloc x ON x.kind = a.kind AND x.document_id = a.document_id
      AND x.source_vendor IS NOT DISTINCT FROM a.source_vendor AND x.alloc <> 0
 LEFT JOIN revenue_event e ON e.event_id = x.event_id
+{_exponent_join("a")}
 ORDER BY adjustment_id, x.event_id NULLS FIRST""",
         [run_id],
     )

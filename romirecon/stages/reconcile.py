@@ -165,14 +165,25 @@ def node_key_sql(entity: str, vendor: str, source_id: str) -> str:
     return f"concat_ws('|', {entity}, {vendor}, CAST({source_id} AS VARCHAR))"
 
 
-def exponent_sql(alias: str) -> str:
-    """A row's currency exponent: per-source override, vendor, ISO 4217, then 2 (as billing)."""
-    a = alias
-    return f"""coalesce(
-        (SELECT exponent FROM currency_exponent WHERE scope = 'source' AND key = {a}.source_name AND currency = upper({a}.currency)),
-        (SELECT exponent FROM currency_exponent WHERE scope = 'vendor' AND key = lower({a}.source_vendor) AND currency = upper({a}.currency)),
-        (SELECT exponent FROM currency_exponent WHERE scope = 'iso' AND currency = upper({a}.currency)),
-        2)"""
+def exponent_join_sql(alias: str, p: str = "_xe") -> str:
+    """LEFT JOINs binding the currency exponent candidates of row `alias` (read them with
+    `exponent_sql(p)`): hash joins on currency_exponent instead of three correlated lookups per
+    row."""
+    cur = f"upper({alias}.currency)"
+    scope = "(SELECT key, currency, min(exponent) AS exponent FROM currency_exponent WHERE scope = '{s}' GROUP BY key, currency)"
+    return (
+        f"LEFT JOIN {scope.format(s='source')} {p}s ON {p}s.key = {alias}.source_name "
+        f"AND {p}s.currency = {cur} "
+        f"LEFT JOIN {scope.format(s='vendor')} {p}v ON {p}v.key = lower({alias}.source_vendor) "
+        f"AND {p}v.currency = {cur} "
+        f"LEFT JOIN {scope.format(s='iso')} {p}i ON {p}i.currency = {cur}"
+    )
+
+
+def exponent_sql(p: str = "_xe") -> str:
+    """A row's currency exponent: per-source override, vendor, ISO 4217, then 2 (as billing),
+    from the joins of `exponent_join_sql(alias, p)`."""
+    return f"coalesce({p}s.exponent, {p}v.exponent, {p}i.exponent, 2)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,10 +362,11 @@ SELECT *, CAST(total AS DECIMAL(38,0)) * {fx.minor_factor_sql("exponent")} AS to
 FROM (
     SELECT i.source_system, i.source_name, i.source_vendor, i.vendor, i.source_id, i.number,
            i.customer_id, i.subscription_id, i.external_ref, i.deal_ref,
-           upper(i.currency) AS currency, i.total, {exponent_sql("i")} AS exponent,
+           upper(i.currency) AS currency, i.total, {exponent_sql()} AS exponent,
            CAST(coalesce(i.created_at, i.period_start) AS DATE) AS doc_date,
            lower(i.status) AS status, i.source_file, i.source_row, el.entity_id
     FROM i {entity_join_sql("el", "'contact'", "i.vendor", "i.customer_id")}
+    {exponent_join_sql("i")}
     WHERE i.rn = 1 AND lower(coalesce(i.status, 'open')) NOT IN ('draft', 'void')
       AND i.livemode IS DISTINCT FROM false AND coalesce(i.total, 0) > 0
 )"""
@@ -373,12 +385,13 @@ WITH d AS (
 )
 SELECT d.source_system, d.source_name, d.source_vendor, d.vendor, d.source_id, d.contact_id,
        d.account_id, d.external_ref, upper(d.currency) AS currency, d.amount,
-       CAST(d.amount AS DECIMAL(38,0)) * {fx.minor_factor_sql(exponent_sql("d"))} AS amount_major,
+       CAST(d.amount AS DECIMAL(38,0)) * {fx.minor_factor_sql(exponent_sql())} AS amount_major,
        d.close_date,
        coalesce(ec.entity_id, ea.entity_id) AS entity_id,
        d.source_file, d.source_row
 FROM d {entity_join_sql("ec", "'contact'", "d.vendor", "d.contact_id")}
 {entity_join_sql("ea", "'account'", "d.vendor", "d.account_id")}
+{exponent_join_sql("d")}
 WHERE d.rn = 1 AND d.is_won IS true AND d.is_deleted IS DISTINCT FROM true
   AND d.close_date IS NOT NULL"""
 
