@@ -186,7 +186,7 @@ def analyse(con: duckdb.DuckDBPyConnection, project: Project, run_id: str, log: 
             con, run_id, project.reporting_currency, billing_cfg,
             source_exponents={s.name: s.mapping.exponents for s in project.sources},
         )  # fmt: skip
-        span.rows_out = _count(con, "revenue_daily")
+        span.rows_out = billing.daily_row_count(con)  # the day rows, without expanding them
     with log.stage("reconcile", con) as span, transaction(con):
         reconcile_cfg = project.section("reconcile")
         if project.raw.get("as_of") and "as_of" not in reconcile_cfg:

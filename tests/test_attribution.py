@@ -508,20 +508,19 @@ def test_a_record_in_two_overlapping_exports_is_one_touch() -> None:
 
 
 def test_one_name_per_ad_campaign_in_the_lineage() -> None:
-    # spend rows of a LinkedIn campaign carry no name (its API has none), revenue rows the mapped
+    # spend rows of a LinkedIn campaign carry no name (its API has none), credits the mapped
     # name: both must land in one ROMI row, under the one known name
-    from romirecon.stages.romi import canonical_names_sql
+    from romirecon.stages.romi import campaign_names_sql, canonical_name_sql, names_join_sql
 
-    lineage = (
+    rows = (
         "SELECT * FROM (VALUES ('linkedin_ads', '310464002', NULL, 'spend'), "
-        "('linkedin_ads', '310464002', 'lead_gen_forms', 'revenue'), "
-        "(NULL, NULL, NULL, 'revenue')) v(platform, campaign_id, campaign_name, kind)"
+        "('linkedin_ads', '310464002', 'lead_gen_forms', 'credit'), "
+        "(NULL, NULL, NULL, 'credit')) v(platform, campaign_id, campaign_name, kind)"
     )
-    got = (
-        duckdb.connect()
-        .execute(
-            f"SELECT kind, campaign_name FROM ({canonical_names_sql(lineage)}) ORDER BY kind, campaign_name"
-        )
-        .fetchall()
-    )
-    assert got == [("revenue", "lead_gen_forms"), ("revenue", None), ("spend", "lead_gen_forms")]
+    con = duckdb.connect()
+    con.execute(f"CREATE TEMP TABLE _rm_names AS {campaign_names_sql(rows)}")
+    got = con.execute(
+        f"SELECT v.kind, {canonical_name_sql('v', 'v.campaign_name')} AS name FROM ({rows}) v "
+        f"{names_join_sql('v')} ORDER BY kind, name"
+    ).fetchall()
+    assert got == [("credit", "lead_gen_forms"), ("credit", None), ("spend", "lead_gen_forms")]

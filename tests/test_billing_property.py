@@ -265,3 +265,68 @@ def test_credit_notes_are_allocated_without_loss(
         credits
     )
     assert one("SELECT sum(amount_minor) FROM revenue") == sum(a for a, _ in lines) - sum(credits)
+
+
+item_rows = st.lists(
+    st.tuples(
+        st.integers(-(10**9), 10**9),  # total (minor units)
+        st.integers(0, 80),  # start: days after 2024-01-25
+        st.integers(1, 70),  # days
+        st.sampled_from(["USD", "EUR", "JPY", None]),
+        st.sampled_from([0, 2, 3, None]),  # exponent
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(item_rows, st.sampled_from(billing.PERIOD_GRAINS), st.integers(0, 2**32))
+def test_item_periods_equal_the_sum_of_the_day_rows(
+    items: list[tuple[int, int, int, str | None, int | None]], grain: str, seed: int
+) -> None:
+    """item_periods_sql (no day rows) gives, per item and period, what summing the revenue_daily
+    day rows gives: native units, exact reporting amount over the days with a rate (NULL when
+    none has one), rate min/max, missing and fallback day counts."""
+    con = duckdb.connect()
+    base = dt.date(2024, 1, 25)
+    con.execute(
+        "CREATE TABLE revenue_item (item_no BIGINT, item_id VARCHAR, kind VARCHAR, "
+        "event_id VARCHAR, adjustment_id VARCHAR, source_name VARCHAR, source_vendor VARCHAR, "
+        "customer_id VARCHAR, entity_id VARCHAR, currency VARCHAR, exponent INTEGER, "
+        "total BIGINT, start_day DATE, end_day DATE)"
+    )
+    con.executemany(
+        "INSERT INTO revenue_item VALUES (?, ?, 'line', ?, NULL, 's', NULL, 'c', NULL, ?, ?, ?, ?, ?)",
+        [
+            (n, f"i{n}", f"i{n}", cur, exp, total, base + dt.timedelta(start),
+             base + dt.timedelta(start + days))
+            for n, (total, start, days, cur, exp) in enumerate(items, start=1)
+        ],
+    )  # fmt: skip
+    # day rates: random, some days missing (NULL) and some carried from an earlier day
+    rnd = random.Random(seed)
+    con.execute(
+        "CREATE TABLE revenue_fx_day (currency VARCHAR, day DATE, fx_rate DECIMAL(38,10), "
+        "fx_rate_date DATE, fx_method VARCHAR, last_published DATE)"
+    )
+    rates = []
+    for cur in ("USD", "EUR", "JPY"):
+        for d in range(160):
+            day = base + dt.timedelta(d)
+            kind = rnd.random()
+            rate = None if kind < 0.15 else f"{rnd.randint(1, 3 * 10**10) / 10**10:.10f}"
+            lag = rnd.randint(1, 3) if 0.15 <= kind < 0.4 else 0
+            rates.append((cur, day, rate, None if rate is None else day - dt.timedelta(lag)))
+    con.executemany("INSERT INTO revenue_fx_day VALUES (?, ?, ?, ?, 'x', NULL)", rates)
+    con.execute(f"CREATE VIEW revenue_daily AS {billing.revenue_daily_sql()}")
+    billing.build_item_periods(con, grain, "got")
+    trunc = "day" if grain == "day" else f"date_trunc('{grain}', day)"
+    want = con.execute(
+        f"""SELECT i.item_no, CAST({trunc} AS DATE) AS period, sum(d.amount_minor),
+       sum(d.amount_reporting), min(d.fx_rate), max(d.fx_rate),
+       count(*) FILTER (WHERE d.fx_rate IS NULL), count(*) FILTER (WHERE d.fx_rate_date < d.day)
+FROM revenue_daily d JOIN revenue_item i USING (item_id) GROUP BY ALL ORDER BY 1, 2"""
+    ).fetchall()
+    got = con.execute("SELECT * FROM got ORDER BY 1, 2").fetchall()
+    assert got == want

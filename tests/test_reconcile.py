@@ -282,3 +282,21 @@ def test_a_deal_whose_trial_lapsed_is_not_a_lost_record() -> None:
         "SELECT numerator FROM metric WHERE name = 'lost_record_rate' AND source_name = 'crm->billing'"
     ).fetchone()
     assert rate == (1.0,)  # only B is lost
+
+
+def test_entity_link_is_built_once_per_run_and_connection(con: duckdb.DuckDBPyConnection) -> None:
+    """The attribution stage reuses the entity_link this run's reconcile stage built on this
+    connection (same inputs), and builds it afresh for another run id."""
+    from romirecon.stages import attribution
+
+    reconcile.run(con, "r1", "USD", SETTINGS)
+    n = con.execute("SELECT count(*) FROM entity_link").fetchone()[0]
+    # a marker row: survives only if attribution does not rebuild the table
+    con.execute("INSERT INTO entity_link (entity, source_id, entity_id) VALUES ('x', 'x', 'E:x')")
+    attribution.run(con, "r1", {})
+    assert con.execute("SELECT count(*) FROM entity_link").fetchone()[0] == n + 1
+    assert reconcile.entity_link_built(con, "r1")
+    assert not reconcile.entity_link_built(con, "r2")
+    attribution.run(con, "r2", {})
+    assert con.execute("SELECT count(*) FROM entity_link").fetchone()[0] == n
+    assert not reconcile.entity_link_built(duckdb.connect(), "r1")  # another connection

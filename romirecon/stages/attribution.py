@@ -3,7 +3,7 @@
 Reads `stg_contact` (CRM leads/contacts: lead source, HubSpot latest source, UTM fields, click
 ids), `stg_campaign_member`, `stg_deal` (primary campaign), `stg_ad_spend` (the ad-platform
 campaigns to match), billing's `conversion` (first paid invoice per billing customer, its coupon),
-`revenue_daily` (customers with revenue), and writes `entity_link` afresh (the reconcile stage's
+`revenue_item` (customers with revenue), and writes `entity_link` afresh (the reconcile stage's
 linking, see `romirecon.stages.reconcile`). Writes
 
 | table | grain |
@@ -321,13 +321,17 @@ def classify_sql(
     return platform, channel
 
 
-def _entity_sql(entity: str, vendor: str, source_id: str) -> str:
-    from romirecon.stages.reconcile import entity_of_sql
+def _entity_join(alias: str, vendor: str, source_id: str) -> str:
+    """LEFT JOIN binding `<alias>.entity_id` of a contact id (see `_entity_expr`)."""
+    from romirecon.stages.reconcile import entity_join_sql
 
-    return (
-        f"coalesce({entity_of_sql(entity, vendor, source_id)}, "
-        f"'R:' || {vendor} || ':' || CAST({source_id} AS VARCHAR))"
-    )
+    return entity_join_sql(alias, "'contact'", vendor, source_id)
+
+
+def _entity_expr(alias: str, vendor: str, source_id: str) -> str:
+    """A contact's golden entity: its `entity_link` id joined by `_entity_join(alias, ...)`, else
+    a stand-in `R:<vendor>:<id>` (a customer no party record knows)."""
+    return f"coalesce({alias}.entity_id, 'R:' || {vendor} || ':' || CAST({source_id} AS VARCHAR))"
 
 
 def raw_touches_sql() -> str:
@@ -336,9 +340,9 @@ def raw_touches_sql() -> str:
 
     v = vendor_sql("c")
     rec = f"""
-SELECT c.*, {v} AS vendor, {_entity_sql("'contact'", v, "c.source_id")} AS entity_id,
+SELECT c.*, {v} AS vendor, {_entity_expr("el", v, "c.source_id")} AS entity_id,
        {click_platform_sql("c")} AS click_platform, {click_id_sql("c")} AS click_id
-FROM stg_contact c WHERE c.source_system = 'crm' AND c.source_id IS NOT NULL"""
+FROM stg_contact c {_entity_join("el", v, "c.source_id")} WHERE c.source_system = 'crm' AND c.source_id IS NOT NULL"""
     has_visit = (
         "(click_id IS NOT NULL OR coalesce(nullif(trim(utm_source), ''), nullif(trim(utm_medium), ''),"
         " nullif(trim(utm_campaign), ''), nullif(trim(utm_term), ''), nullif(trim(utm_content), '')) IS NOT NULL)"
@@ -372,18 +376,18 @@ FROM ranked WHERE nullif(trim(latest_source), '') IS NOT NULL
   AND {norm_sql("latest_source")} IS DISTINCT FROM {norm_sql("lead_source")}
   AND coalesce(updated_at, created_at) IS NOT NULL
 UNION ALL
-SELECT {_entity_sql("'contact'", vm, "m.contact_id")}, coalesce(m.responded_at, m.created_at),
+SELECT {_entity_expr("el", vm, "m.contact_id")}, coalesce(m.responded_at, m.created_at),
        'campaign_member', NULL, NULL, m.utm_source, m.utm_medium, m.utm_campaign, NULL, NULL, NULL,
        m.campaign_id, m.campaign_name, NULL, m.source_name, m.source_system,
        CAST(m.source_id AS VARCHAR), m.source_file, m.source_row
-FROM stg_campaign_member m
+FROM stg_campaign_member m {_entity_join("el", vm, "m.contact_id")}
 WHERE m.contact_id IS NOT NULL AND m.is_deleted IS DISTINCT FROM true
   AND m.has_responded IS DISTINCT FROM false AND coalesce(m.responded_at, m.created_at) IS NOT NULL
 UNION ALL
-SELECT {_entity_sql("'contact'", vd, "d.contact_id")}, d.created_at, 'deal_campaign',
+SELECT {_entity_expr("el", vd, "d.contact_id")}, d.created_at, 'deal_campaign',
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, d.campaign_id, NULL, NULL, d.source_name,
        d.source_system, CAST(d.source_id AS VARCHAR), d.source_file, d.source_row
-FROM stg_deal d
+FROM stg_deal d {_entity_join("el", vd, "d.contact_id")}
 WHERE nullif(trim(d.campaign_id), '') IS NOT NULL AND d.is_deleted IS DISTINCT FROM true
   AND d.created_at IS NOT NULL AND d.contact_id IS NOT NULL
 UNION ALL
@@ -547,21 +551,27 @@ def conversions_sql(basis: str) -> str:
 SELECT entity_id AS conversion_id, entity_id, min(close_date) AS converted_on, true AS is_paying,
        arg_min(source_id, (close_date, source_id)) AS first_customer_id,
        CAST(NULL AS VARCHAR) AS first_invoice_id, CAST(NULL AS VARCHAR) AS coupon
-FROM (SELECT d.*, {_entity_sql("'contact'", vd, "d.contact_id")} AS entity_id
-      FROM stg_deal d WHERE d.is_won IS true AND d.is_deleted IS DISTINCT FROM true
+FROM (SELECT d.*, {_entity_expr("el", vd, "d.contact_id")} AS entity_id
+      FROM stg_deal d {_entity_join("el", vd, "d.contact_id")} WHERE d.is_won IS true AND d.is_deleted IS DISTINCT FROM true
       AND d.close_date IS NOT NULL AND d.contact_id IS NOT NULL)
 GROUP BY entity_id"""
     cv = "lower(coalesce(nullif(trim(c.source_vendor), ''), 'billing'))"
     rv = vendor_sql("r")
     return f"""
 WITH paid AS (
-    SELECT {_entity_sql("'contact'", cv, "c.customer_id")} AS entity_id, c.customer_id,
+    SELECT {_entity_expr("el", cv, "c.customer_id")} AS entity_id, c.customer_id,
            c.first_paid_date AS day, c.first_paid_invoice_id AS invoice_id, c.coupon
-    FROM conversion c WHERE c.first_paid_date IS NOT NULL
+    FROM conversion c {_entity_join("el", cv, "c.customer_id")} WHERE c.first_paid_date IS NOT NULL
 ), rev AS (
-    SELECT {_entity_sql("'contact'", rv, "r.customer_id")} AS entity_id, r.customer_id,
+    -- first day with revenue per billing customer, then its entity (one lookup per customer):
+    -- an item's first day has a positive amount exactly when its total is positive (the
+    -- largest-remainder spread puts the leftover units on the earliest days)
+    SELECT {_entity_expr("el", "r.vendor", "r.customer_id")} AS entity_id, r.customer_id,
            min(r.day) AS day
-    FROM revenue_daily r WHERE r.amount_minor > 0 GROUP BY ALL
+    FROM (SELECT {rv} AS vendor, r.customer_id, min(r.start_day) AS day
+          FROM revenue_item r WHERE r.total > 0 AND r.end_day > r.start_day GROUP BY ALL) r
+    {_entity_join("el", "r.vendor", "r.customer_id")}
+    GROUP BY ALL
 ), p AS (
     SELECT entity_id, min(day) AS converted_on,
            arg_min(customer_id, (day, customer_id)) AS first_customer_id,
@@ -674,8 +684,8 @@ def attribution_credit_output_query() -> str:
 
 
 def ensure_billing_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Empty `conversion` / `revenue_daily` when the billing stage did not run, with the
-    columns this stage and romi read."""
+    """Empty `conversion` / `revenue_item` / `revenue_fx_day` / `revenue_daily` when the billing
+    stage did not run, with the columns this stage and romi read."""
     if not _table_exists(con, "conversion"):
         _exec(
             con,
@@ -691,6 +701,20 @@ def ensure_billing_tables(con: duckdb.DuckDBPyConnection) -> None:
             "customer_id VARCHAR, entity_id VARCHAR, currency VARCHAR, exponent INTEGER, "
             "day DATE, amount_minor BIGINT, fx_rate DECIMAL(38,10), "
             "amount_reporting DECIMAL(38,10))",
+        )
+    if not _table_exists(con, "revenue_item"):
+        _exec(
+            con,
+            "CREATE TEMP TABLE revenue_item (item_no BIGINT, item_id VARCHAR, kind VARCHAR, "
+            "event_id VARCHAR, adjustment_id VARCHAR, source_name VARCHAR, "
+            "source_vendor VARCHAR, customer_id VARCHAR, entity_id VARCHAR, currency VARCHAR, "
+            "exponent INTEGER, total BIGINT, start_day DATE, end_day DATE)",
+        )
+    if not _table_exists(con, "revenue_fx_day"):
+        _exec(
+            con,
+            "CREATE TEMP TABLE revenue_fx_day (currency VARCHAR, day DATE, "
+            "fx_rate DECIMAL(38,10), fx_rate_date DATE, fx_method VARCHAR, last_published DATE)",
         )
 
 
@@ -742,7 +766,7 @@ def run(
     """Build `ad_campaign`, `touchpoint`, `attribution_conversion` and `attribution_credit`
     (plus `finding`/`metric` rows of stage 'attribution')."""
     from romirecon.stages.common import ensure_common_tables, ensure_entity_views
-    from romirecon.stages.reconcile import build_entity_link
+    from romirecon.stages.reconcile import build_entity_link, entity_link_built
 
     st = parse_settings(settings, base_dir)
     ensure_common_tables(con)
@@ -750,7 +774,10 @@ def run(
     ensure_billing_tables(con)
     _exec(con, "DELETE FROM metric WHERE run_id = ? AND stage = ?", [run_id, STAGE])
     _exec(con, "DELETE FROM finding WHERE run_id = ? AND stage = ?", [run_id, STAGE])
-    build_entity_link(con)  # always this run's links: a state database keeps last night's
+    if not entity_link_built(con, run_id):
+        # always this run's links (a state database keeps last night's), built once per run:
+        # the reconcile stage of this run already did when it ran on this connection
+        build_entity_link(con, run_id)
     _exec(
         con,
         f"CREATE OR REPLACE TABLE ad_campaign AS {ad_campaigns_sql()} ORDER BY platform, campaign_id",

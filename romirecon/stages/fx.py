@@ -126,9 +126,11 @@ def build_daily_rates(
     max_fallback_days: int = DEFAULT_MAX_FALLBACK_DAYS,
     rates_table: str = "stg_fx_rate",
     forward_from: date | None = None,
+    temp: bool = True,
 ) -> None:
     """Create table `out` (currency, day, fx_rate, fx_rate_date, fx_method) for the DISTINCT
-    (currency, day) rows of the query/relation text `pairs`."""
+    (currency, day) rows of the query/relation text `pairs` (a temp table unless `temp` is
+    false)."""
     rep = reporting_currency.upper()
     q = f"{out}__quotes"
     con.execute(
@@ -136,7 +138,7 @@ def build_daily_rates(
     )
     pairs_rel = f"(SELECT DISTINCT upper(currency) AS currency, day FROM ({pairs}) WHERE day IS NOT NULL AND currency IS NOT NULL)"
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {ident(out)} AS "
+        f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {ident(out)} AS "
         f"{daily_rates_sql(pairs_rel, ident(q))} ORDER BY currency, day",
         {"rep": rep, "max_days": int(max_fallback_days), "forward_from": forward_from},
     )

@@ -1,7 +1,8 @@
 """The ROMI table: period x channel x platform x campaign x attribution model, with its lineage.
 
-Reads `attribution_credit` and `attribution_conversion` (attribution stage), `revenue_daily`
-(billing stage; revenue recognized per service day in the reporting currency) or, with
+Reads `attribution_credit` and `attribution_conversion` (attribution stage), `revenue_item` and
+`revenue_fx_day` (billing stage; revenue recognized per service day in the reporting currency,
+summed per item and period by `billing.item_periods_sql`) or, with
 `revenue_basis: closed_won`, `stg_deal`; `stg_ad_spend`, `ad_campaign`, `entity_link` and
 `stg_fx_rate`. Writes
 
@@ -9,7 +10,7 @@ Reads `attribution_credit` and `attribution_conversion` (attribution stage), `re
 |---|---|
 | `ad_spend_daily` | one ad-platform row per (platform, account, campaign, day) after removing re-exported copies: native and reporting spend |
 | `romi` | period x channel x platform x campaign x model (the contract table) |
-| `romi_lineage` | one row per contribution to a romi row: a revenue line's attributed share (entity, conversion, touchpoint, credit, billing line), a new customer's credit, or a spend row |
+| `romi_lineage` | the contributions, factored (`kind`): a revenue line's revenue in a period (`revenue`), an attribution credit in its ROMI campaign (`credit`), or a spend row (`spend`) |
 
 Money: spend is converted with the billing stage's FX rules (`fx.convert`: the spend day's rate,
 last-published fallback, missing -> NULL and an `fx-rate-missing` finding, never 1.0). Revenue and
@@ -24,9 +25,13 @@ period (exact integers for single-touch models, fractions for linear/time-decay/
 `platform_conversions` is what the ad platform itself reported for that campaign and period; it
 is per platform by construction (every row has one platform) and never summed across platforms.
 
-Every row sums with its lineage: `revenue` = round(sum(attributed) of its revenue lineage rows),
-`spend` = round(sum(amount) of its spend lineage rows), `new_customers` = round(sum(credit) of its
-new-customer rows).
+Every row sums with its lineage (`romi_from_lineage_sql`): `revenue` = round(sum over the revenue
+rows of its period x the credit rows of its model and campaign with the same entity_id of
+amount x credit), `spend` = round(sum(amount) of the spend rows of its period and campaign),
+`new_customers` = round(sum(credit) of the credit rows of its model and campaign whose period is
+its period). The lineage is factored this way (rather than a row per revenue line x model x
+touch, 5.8M rows at 100k customers) so that it grows with lines + credits + spend rows, not with
+their product.
 
 Settings: the `attribution:` section (`period`, `revenue_basis`, `contribution_margin`,
 `fx_max_fallback_days`, `models`; see `romirecon.stages.attribution`).
@@ -42,7 +47,7 @@ import duckdb
 
 from romirecon.money import exponent
 from romirecon.sqlutil import ident, literal
-from romirecon.stages import fx
+from romirecon.stages import billing, fx
 from romirecon.stages.attribution import (
     AttributionSettings,
     parse_settings,
@@ -117,60 +122,171 @@ SELECT * EXCLUDE (rn), CAST(NULL AS VARCHAR) AS _x FROM (
 
 
 def revenue_items_sql(basis: str, grain: str) -> str:
-    """Revenue per (entity, period, line): the rows the ROMI revenue is attributed from."""
-    from romirecon.stages.attribution import _entity_sql
+    """Revenue per (entity, period, line): the rows the ROMI revenue is attributed from. Reads
+    `_rm_item_period` (billing's `item_periods_sql` at the ROMI period grain: the exact sum of
+    each item's day amounts that have a rate, per period) and joins the entity once per item."""
+    from romirecon.stages.attribution import _entity_expr, _entity_join
     from romirecon.stages.reconcile import vendor_sql
 
     if basis == "closed_won":
         vd = vendor_sql("d")
         return f"""
-SELECT {_entity_sql("'contact'", vd, "d.contact_id")} AS entity_id,
+SELECT {_entity_expr("el", vd, "d.contact_id")} AS entity_id,
        {period_sql("d.close_date", grain)} AS period, 'deal:' || d.source_id AS item_id,
        d.source_id AS event_id, d.contact_id AS customer_id, d.source_name, d.source_file,
        d.source_row, d.amount_reporting AS amount
-FROM _rm_deals d WHERE d.amount_reporting IS NOT NULL"""
-    rv = vendor_sql("r")
+FROM _rm_deals d {_entity_join("el", vd, "d.contact_id")}
+WHERE d.amount_reporting IS NOT NULL"""
+    vi = vendor_sql("i")
     return f"""
-SELECT {_entity_sql("'contact'", rv, "r.customer_id")} AS entity_id,
-       {period_sql("r.day", grain)} AS period, r.item_id, r.event_id, r.customer_id,
+SELECT {_entity_expr("el", "r.vendor", "r.customer_id")} AS entity_id,
+       r.period, r.item_id, r.event_id, r.customer_id,
        r.source_name, CAST(NULL AS VARCHAR) AS source_file, CAST(NULL AS BIGINT) AS source_row,
-       sum(r.amount_reporting) AS amount
-FROM revenue_daily r WHERE r.amount_reporting IS NOT NULL
+       sum(r.amount) AS amount
+FROM (
+    SELECT {vi} AS vendor, p.period, i.item_id, i.event_id, i.customer_id, i.source_name,
+           sum(p.amount_reporting) AS amount
+    FROM _rm_item_period p JOIN revenue_item i USING (item_no)
+    WHERE p.amount_reporting IS NOT NULL
+    GROUP BY ALL
+) r {_entity_join("el", "r.vendor", "r.customer_id")}
 GROUP BY ALL"""
 
 
+LINEAGE_COLUMNS = (
+    "kind", "period", "model", "channel", "platform", "campaign_id", "campaign_name",
+    "entity_id", "conversion_id", "touchpoint_id", "credit", "item_id", "event_id", "customer_id",
+    "source_name", "source_file", "source_row", "amount",
+)  # fmt: skip
+
+
+def name_sources_sql() -> str:
+    """(platform, campaign_id, campaign_name) of every contribution that names a campaign:
+    credits of entities with revenue, credits of paying conversions, spend rows."""
+    return """
+SELECT k.platform, k.campaign_id, k.campaign_name FROM attribution_credit k
+WHERE k.entity_id IN (SELECT entity_id FROM _rm_rev)
+UNION ALL
+SELECT k.platform, k.campaign_id, k.campaign_name
+FROM attribution_credit k JOIN attribution_conversion c USING (conversion_id)
+WHERE c.is_paying
+UNION ALL
+SELECT s.platform, s.campaign_id, coalesce(a.campaign_name, s.campaign_name)
+FROM ad_spend_daily s
+LEFT JOIN ad_campaign a ON a.platform = s.platform AND a.campaign_id = s.campaign_id"""
+
+
+def campaign_names_sql(sources: str) -> str:
+    """(platform, campaign_id, name): one name per ad campaign, the smallest name its
+    contributions (`sources`, see `name_sources_sql`) give it. Spend rows take the platform's
+    name (none at all in LinkedIn's analytics API) and credits the touchpoint's (e.g. from the
+    mapping table); left apart they would split one campaign's month into a spend-only and a
+    revenue-only ROMI row."""
+    return f"""
+SELECT platform, campaign_id, min(campaign_name) AS name FROM ({sources})
+WHERE campaign_id IS NOT NULL AND campaign_name IS NOT NULL
+GROUP BY ALL"""
+
+
+def canonical_name_sql(alias: str, name: str) -> str:
+    """The campaign name of a contribution `alias` whose own name is `name`: its campaign's one
+    name from the names table joined by `names_join_sql(alias)`."""
+    return f"CASE WHEN {alias}.campaign_id IS NULL THEN {name} ELSE coalesce(n.name, {name}) END"
+
+
+def names_join_sql(alias: str, names: str = "_rm_names") -> str:
+    return (
+        f"LEFT JOIN {ident(names)} n ON n.platform IS NOT DISTINCT FROM {alias}.platform "
+        f"AND n.campaign_id = {alias}.campaign_id"
+    )
+
+
 def lineage_sql(grain: str, models: tuple[str, ...]) -> str:
-    """Every contribution to a romi row (before rounding)."""
+    """Every contribution to the romi rows, factored so that it grows with lines + credits +
+    spend rows, not with their product (see `romi_from_lineage_sql` for how they combine):
+
+    - `revenue`: one per (period, entity, revenue line): the line's exact revenue in the period;
+    - `credit`: one per attribution credit (model, campaign, entity, touchpoint, credit) and one
+      `unattributed` credit of 1 per model for an entity with revenue but no conversion; `period`
+      is the period the conversion became a paying customer (NULL when it did not);
+    - `spend`: one per ad-platform spend row (after removing re-exported copies), every model's.
+    """
     model_rows = " UNION ALL ".join(
         f"SELECT {literal(m)} AS model, {i} AS model_order" for i, m in enumerate(models)
     )
     return f"""
-SELECT r.period, k.model, k.channel, k.platform, k.campaign_id, k.campaign_name,
-       'revenue' AS kind, r.entity_id, k.conversion_id, k.touchpoint_id, k.credit,
-       r.item_id, r.event_id, r.customer_id, r.source_name, r.source_file, r.source_row,
-       r.amount AS amount, CAST(r.amount * k.credit AS DECIMAL(38,20)) AS attributed
-FROM _rm_rev r JOIN attribution_credit k ON k.entity_id = r.entity_id
+SELECT 'revenue' AS kind, r.period, CAST(NULL AS VARCHAR) AS model,
+       CAST(NULL AS VARCHAR) AS channel, CAST(NULL AS VARCHAR) AS platform,
+       CAST(NULL AS VARCHAR) AS campaign_id, CAST(NULL AS VARCHAR) AS campaign_name, r.entity_id,
+       c.conversion_id, CAST(NULL AS VARCHAR) AS touchpoint_id,
+       CAST(NULL AS DECIMAL(38,10)) AS credit, r.item_id, r.event_id, r.customer_id,
+       r.source_name, r.source_file, r.source_row, r.amount
+FROM _rm_rev r
+LEFT JOIN (SELECT DISTINCT entity_id, conversion_id FROM attribution_credit) c
+       ON c.entity_id = r.entity_id
+UNION ALL
+SELECT 'credit', CASE WHEN c.is_paying THEN {period_sql("c.converted_on", grain)} END, k.model,
+       k.channel, k.platform, k.campaign_id, {canonical_name_sql("k", "k.campaign_name")}, k.entity_id,
+       k.conversion_id, k.touchpoint_id, k.credit, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM attribution_credit k LEFT JOIN attribution_conversion c USING (conversion_id)
+{names_join_sql("k")}
 UNION ALL
 -- revenue of no converting entity (e.g. a refund billing could not tie to a customer): kept,
 -- unattributed, so that every model still distributes all the revenue
-SELECT r.period, m.model, 'unattributed', NULL, NULL, NULL, 'revenue', r.entity_id, NULL, NULL,
-       CAST(1 AS DECIMAL(38,10)), r.item_id, r.event_id, r.customer_id, r.source_name,
-       r.source_file, r.source_row, r.amount, CAST(r.amount AS DECIMAL(38,20))
-FROM _rm_rev r CROSS JOIN ({model_rows}) m
-WHERE NOT EXISTS (SELECT 1 FROM attribution_credit k WHERE k.entity_id = r.entity_id)
+SELECT 'credit', NULL, m.model, 'unattributed', NULL, NULL, NULL, e.entity_id, NULL, NULL,
+       CAST(1 AS DECIMAL(38,10)), NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM (SELECT DISTINCT entity_id FROM _rm_rev r
+      WHERE NOT EXISTS (SELECT 1 FROM attribution_credit k WHERE k.entity_id = r.entity_id)) e
+CROSS JOIN ({model_rows}) m
 UNION ALL
-SELECT {period_sql("k.converted_on", grain)}, k.model, k.channel, k.platform, k.campaign_id,
-       k.campaign_name, 'new_customer', k.entity_id, k.conversion_id, k.touchpoint_id, k.credit,
-       NULL, NULL, c.first_customer_id, NULL, NULL, NULL, NULL, NULL
-FROM attribution_credit k JOIN attribution_conversion c USING (conversion_id)
-WHERE c.is_paying
-UNION ALL
-SELECT {period_sql("s.date", grain)}, m.model, {platform_channel_sql("s.platform")}, s.platform,
-       s.campaign_id, coalesce(a.campaign_name, s.campaign_name), 'spend', NULL, NULL, NULL, NULL,
-       NULL, NULL, NULL, s.source_name, s.source_file, s.source_row,
-       s.amount_reporting, CAST(s.amount_reporting AS DECIMAL(38,20))
-FROM ad_spend_daily s CROSS JOIN ({model_rows}) m
-LEFT JOIN ad_campaign a ON a.platform = s.platform AND a.campaign_id = s.campaign_id"""
+SELECT 'spend', {period_sql("s.date", grain)}, NULL, {platform_channel_sql("s.platform")},
+       s.platform, s.campaign_id, {canonical_name_sql("s", "coalesce(a.campaign_name, s.campaign_name)")},
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, s.source_name, s.source_file, s.source_row,
+       s.amount_reporting
+FROM ad_spend_daily s
+LEFT JOIN ad_campaign a ON a.platform = s.platform AND a.campaign_id = s.campaign_id
+{names_join_sql("s")}"""
+
+
+def romi_from_lineage_sql(lineage: str, models: tuple[str, ...]) -> str:
+    """SELECT period, model, channel, platform, campaign_id, campaign_name, revenue_x, spend_x,
+    new_x, spend_rows, spend_fx_missing: the exact (unrounded) sums of every romi row, from a
+    lineage relation (the table, or its published Parquet file):
+
+    - revenue: each revenue row x each credit row of its entity (NULL matching NULL: revenue of
+      no customer at all), amount x credit exact at 20 decimals, summed per (revenue row's period, credit row's model and campaign);
+    - new customers: credit rows summed per (their period, model, campaign);
+    - spend: spend rows summed per (period, campaign), the same in every model.
+    The romi table rounds these once; the lineage tests recompute them from the file."""
+    model_rows = " UNION ALL ".join(f"SELECT {literal(m)} AS model" for m in models)
+    cell = "channel, platform, campaign_id, campaign_name"
+    return f"""
+SELECT period, model, {cell},
+       coalesce(sum(revenue_x), 0) AS revenue_x, coalesce(sum(spend_x), 0) AS spend_x,
+       coalesce(sum(new_x), 0) AS new_x, coalesce(sum(spend_rows), 0) AS spend_rows,
+       coalesce(bool_or(spend_fx_missing), false) AS spend_fx_missing
+FROM (
+    SELECT r.period, k.model, k.channel, k.platform, k.campaign_id, k.campaign_name,
+           sum(CAST(r.amount * k.credit AS DECIMAL(38,20))) AS revenue_x,
+           CAST(NULL AS DECIMAL(38,20)) AS spend_x, CAST(NULL AS DECIMAL(38,10)) AS new_x,
+           CAST(NULL AS BIGINT) AS spend_rows, CAST(NULL AS BOOLEAN) AS spend_fx_missing
+    FROM (SELECT * FROM {lineage} WHERE kind = 'revenue') r
+    JOIN (SELECT * FROM {lineage} WHERE kind = 'credit') k
+      ON k.entity_id IS NOT DISTINCT FROM r.entity_id  -- NULL: revenue of no customer at all
+    GROUP BY ALL
+    UNION ALL
+    SELECT period, model, {cell}, NULL, NULL, sum(credit), NULL, NULL
+    FROM {lineage} WHERE kind = 'credit' AND period IS NOT NULL
+    GROUP BY ALL
+    UNION ALL
+    SELECT s.period, m.model, s.channel, s.platform, s.campaign_id, s.campaign_name, NULL,
+           s.spend_x, NULL, s.spend_rows, s.spend_fx_missing
+    FROM (SELECT period, {cell}, sum(CAST(amount AS DECIMAL(38,20))) AS spend_x,
+                 count(*) AS spend_rows, bool_or(amount IS NULL) AS spend_fx_missing
+          FROM {lineage} WHERE kind = 'spend' GROUP BY ALL) s
+    CROSS JOIN ({model_rows}) m
+)
+GROUP BY ALL"""
 
 
 def romi_sql(st: AttributionSettings, reporting_currency: str) -> str:
@@ -184,13 +300,7 @@ def romi_sql(st: AttributionSettings, reporting_currency: str) -> str:
     )
     return f"""
 WITH agg AS (
-    SELECT period, model, channel, platform, campaign_id, campaign_name,
-           coalesce(sum(attributed) FILTER (WHERE kind = 'spend'), 0) AS spend_x,
-           coalesce(sum(attributed) FILTER (WHERE kind = 'revenue'), 0) AS revenue_x,
-           coalesce(sum(credit) FILTER (WHERE kind = 'new_customer'), 0) AS new_x,
-           count(*) FILTER (WHERE kind = 'spend') AS spend_rows,
-           bool_or(kind = 'spend' AND attributed IS NULL) AS spend_fx_missing
-    FROM romi_lineage GROUP BY ALL
+    {romi_from_lineage_sql("romi_lineage", st.models)}
 ), conv AS (
     SELECT {period_sql("date", st.period)} AS period, platform, campaign_id,
            sum(conversions) AS platform_conversions
@@ -223,26 +333,16 @@ def romi_output_query() -> str:
     return f"SELECT * EXCLUDE (model_order) FROM romi ORDER BY {ROMI_ORDER}"
 
 
-def canonical_names_sql(lineage: str) -> str:
-    """One name per ad campaign: spend rows take the platform's name (none at all in LinkedIn's
-    analytics API) and revenue rows the touchpoint's (e.g. from the mapping table); left apart
-    they split one campaign's month into a spend-only and a revenue-only ROMI row."""
-    return f"""
-SELECT l.* REPLACE (CASE WHEN l.campaign_id IS NULL THEN l.campaign_name
-                         ELSE coalesce(n.name, l.campaign_name) END AS campaign_name)
-FROM ({lineage}) l
-LEFT JOIN (
-    SELECT platform, campaign_id, min(campaign_name) AS name FROM ({lineage})
-    WHERE campaign_id IS NOT NULL AND campaign_name IS NOT NULL GROUP BY ALL
-) n ON n.platform IS NOT DISTINCT FROM l.platform AND n.campaign_id = l.campaign_id"""
+LINEAGE_ORDER = (
+    "kind, period NULLS FIRST, model NULLS FIRST, channel NULLS FIRST, platform NULLS FIRST, "
+    "campaign_id NULLS FIRST, campaign_name NULLS FIRST, entity_id NULLS FIRST, "
+    "item_id NULLS FIRST, touchpoint_id NULLS FIRST, source_name NULLS FIRST, "
+    "source_file NULLS FIRST, source_row NULLS FIRST"
+)
 
 
 def romi_lineage_output_query() -> str:
-    return (
-        "SELECT * FROM romi_lineage ORDER BY romi_key, kind, entity_id NULLS FIRST, "
-        "item_id NULLS FIRST, touchpoint_id NULLS FIRST, source_name NULLS FIRST, "
-        "source_file NULLS FIRST, source_row NULLS FIRST"
-    )
+    return f"SELECT * FROM romi_lineage ORDER BY {LINEAGE_ORDER}"
 
 
 def run(
@@ -301,14 +401,18 @@ def run(
             max_fallback_days=st.fx_max_fallback_days,
             stage=STAGE,
         )
+    if st.revenue_basis != "closed_won":
+        billing.build_item_periods(con, st.period, "_rm_item_period")
     _exec(
         con,
         f"CREATE OR REPLACE TEMP TABLE _rm_rev AS {revenue_items_sql(st.revenue_basis, st.period)}",
     )
     _exec(
+        con, f"CREATE OR REPLACE TEMP TABLE _rm_names AS {campaign_names_sql(name_sources_sql())}"
+    )
+    _exec(
         con,
-        f"CREATE OR REPLACE TABLE romi_lineage AS SELECT {key_sql()} AS romi_key, * FROM "
-        f"({canonical_names_sql(lineage_sql(st.period, st.models))})",
+        f"CREATE OR REPLACE TABLE romi_lineage AS {lineage_sql(st.period, st.models)}",
     )
     _exec(
         con,
@@ -317,13 +421,14 @@ def run(
     _exec(
         con,
         f"""INSERT INTO finding
-SELECT ?, '{STAGE}', 'revenue-unattributable', 'warn', any_value(source_name), 'revenue',
-       NULL, NULL, count(DISTINCT item_id) || ' revenue lines (' || CAST(sum(attributed) AS VARCHAR)
+SELECT ?, '{STAGE}', 'revenue-unattributable', 'warn', min(source_name), 'revenue',
+       NULL, NULL, count(DISTINCT item_id) || ' revenue lines ('
+           || CAST(sum(CAST(amount AS DECIMAL(38,20))) AS VARCHAR)
            || ' in the reporting currency) belong to no converting customer: reported as unattributed',
        NULL
-FROM romi_lineage WHERE kind = 'revenue' AND conversion_id IS NULL AND model = ?
+FROM romi_lineage WHERE kind = 'revenue' AND conversion_id IS NULL
 HAVING count(*) > 0""",
-        [run_id, st.models[0]],
+        [run_id],
     )
     _exec(
         con,
@@ -333,5 +438,8 @@ SELECT ?, '{STAGE}', NULL, 'ad_spend', 'ad_spend_duplicate_rows', CAST(n AS DOUB
 FROM (SELECT coalesce(sum(copies - 1), 0) AS n, coalesce(sum(copies), 0) AS total FROM ad_spend_daily)""",
         [run_id],
     )
-    for t in ("_rm_spend0", "_rm_spend1", "_rm_deals0", "_rm_deals", "_rm_rev"):
+    for t in (
+        "_rm_spend0", "_rm_spend1", "_rm_deals0", "_rm_deals", "_rm_rev", "_rm_names",
+        "_rm_item_period",
+    ):  # fmt: skip
         _exec(con, f"DROP TABLE IF EXISTS {ident(t)}")
