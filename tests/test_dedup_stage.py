@@ -279,3 +279,47 @@ def test_guard_and_blocking_metrics_are_reported(con: duckdb.DuckDBPyConnection)
         ).fetchall()
     }
     assert {"oversized_clusters", "guard_unclustered_records", "blocking_skipped_records"} <= names
+
+
+def test_block_size_cap_is_applied_and_reported() -> None:
+    """Issue #8: no quadratic candidate-pair blow-up. A blocking key shared by more records
+    than `max_block_size` is skipped (not expanded into pairs) and the run's metrics carry the
+    cap, the largest block and the largest block that was scored."""
+    con = duckdb.connect()
+    con.execute(entity_table_ddl("contact"))
+    people = [
+        ("ann", "lee", "springfield"), ("bob", "ray", "springfield"),
+        ("cid", "fox", "springfield"), ("dan", "kim", "springfield"),
+        ("eve", "orr", "springfield"), ("fay", "poe", "springfield"),
+        ("gus", "roe", "shelbyville"), ("gus", "roe", "shelbyville"),
+        ("hal", "sun", "capital"), ("ivy", "tao", "ogdenville"),
+    ]  # fmt: skip
+    con.executemany(
+        "INSERT INTO stg_contact (source_name, source_system, source_file, source_row, "
+        "source_id, first_name, last_name, email, city, country) "
+        "VALUES ('crm', 'crm', 'c.csv', ?, ?, ?, ?, ?, ?, 'US')",
+        [
+            [i + 1, f"C{i + 1}", f, last, f"{f}.{last}.{i}@example.org", city]
+            for i, (f, last, city) in enumerate(people)
+        ],
+    )
+    normalize.run(con, "r1")
+    dedup.run(con, "r1", {"max_block_size": 4}, {"crm": [["source_id"]]})
+    got = dict(
+        con.execute(
+            "SELECT name, value FROM metric WHERE stage = 'dedup' AND entity = 'contact' "
+            "AND source_name IS NULL AND name LIKE 'blocking_%'"
+        ).fetchall()
+    )
+    # blocks by value: city springfield 6 records (> cap 4: skipped), shelbyville 2; first
+    # name gus 2, last name roe 2; emails all distinct. The city rule is chosen (its
+    # shelbyville block gives 1 pair within the cap), so the largest block is springfield's 6,
+    # and every scored block has 2 records
+    assert got["blocking_max_block_size"] == 4.0
+    assert got["blocking_largest_block"] == 6.0
+    assert got["blocking_largest_scored_block"] == 2.0
+    assert got["blocking_skipped_blocks"] == 1.0
+    assert got["blocking_skipped_records"] == 6.0
+    # only 2-record blocks are scored: every candidate pair is (gus, gus) or the shelbyville
+    # pair, which are the same two records: 1 pair, not the 6*5/2 = 15 of springfield
+    assert got["blocking_candidate_pairs"] == 1.0

@@ -16,7 +16,10 @@ Writes `entity_xref`, `duplicates`, `golden_contact`, `golden_account`, `golden_
 `metric` rows: `duplicate_rate`, `duplicate_groups`, `duplicate_rows` per source and per entity
 (the entity line sums the sources, as the SLA stage defines it: a cross-system link is not a
 duplicate), `cross_source_merge_rate` per entity ((rows - golden ids) / rows over all sources),
-`oversized_clusters`, `guard_unclustered_records`, `blocking_skipped_records`.
+`oversized_clusters`, `guard_unclustered_records`, `blocking_skipped_records`; where fuzzy
+matching ran, the block-size cap and what it did: `blocking_max_block_size`,
+`blocking_largest_block`, `blocking_largest_scored_block`, `blocking_skipped_blocks`,
+`blocking_candidate_pairs`.
 
 Settings (the project file's `dedup:` section): `threshold` (0.9), `max_cluster_size` (1000),
 `max_block_size` (5000), `source_priority` (list of source names, first wins, or a mapping name ->
@@ -195,10 +198,9 @@ def dedupe_entity(
     party = entity in PARTY
     if party and f"norm_{entity}" not in _tables(con):
         normalize.normalize_entity(con, entity)
-    # party entities carry every column (the golden table needs them); the others only what
-    # their evidence and survivorship read
-    keep = None if party else record_columns(columns, keys_by_source)
-    con.execute(q.record_table_sql(entity, columns, party, keep))
+    # only the columns evidence and survivorship read (materializing every staged column cost
+    # more than all the rest of the record table); the golden table reads stg_<entity> itself
+    con.execute(q.record_table_sql(entity, columns, party, record_columns(columns, keys_by_source)))
     n = int((con.execute(f"SELECT count(*) FROM {q.R}").fetchall()[0] or (0,))[0])
 
     # 1. exact evidence
@@ -225,9 +227,10 @@ def dedupe_entity(
         con.execute(q.declared_key_sql(list(key), srcs, party))
 
     # 2. fuzzy evidence
-    skipped = 0
+    blocks: list[Any] = []  # blocking.RuleStats of each rule, when fuzzy matching ran
     if party and cfg["fuzzy"] and n >= 3:
-        skipped = _fuzzy_edges(con, entity, n, cfg)
+        blocks = _fuzzy_edges(con, entity, n, cfg)
+    skipped = sum(st.skipped_records for st in blocks)
 
     # 3. clusters over all evidence
     labels, guard = _cluster(con, n, cfg)
@@ -254,6 +257,7 @@ def dedupe_entity(
         (run_id, STAGE, None, entity, "blocking_skipped_records", float(skipped), None, None,
          "rows"),
     ]  # fmt: skip
+    rows += blocking_metric_rows(run_id, entity, cfg["max_block_size"], blocks)
     _insert_metrics(con, rows)
     con.unregister("_dd_labels")
 
@@ -278,9 +282,34 @@ def record_columns(columns: list[str], keys_by_source: dict[str, list[list[str]]
     return [c for c in columns if c in need]
 
 
-def _fuzzy_edges(con: duckdb.DuckDBPyConnection, entity: str, n: int, cfg: dict[str, Any]) -> int:
-    """Fuzzy links at or above the threshold into the edge table; returns the records in
-    blocks skipped for exceeding `max_block_size` (counted per rule)."""
+def blocking_metric_rows(run_id: str, entity: str, cap: int, blocks: list[Any]) -> list[MetricRow]:
+    """What blocking cost and what the block cap left out (issue #8: no quadratic candidate-pair
+    blow-ups): the cap, the largest block of any rule before the cap, the largest block that
+    was scored (its pairs grow as k(k-1)/2), the blocks skipped, and the candidate pairs each
+    rule produced. Nothing when fuzzy matching did not run."""
+    if not blocks:
+        return []
+    out: list[MetricRow] = [
+        (run_id, STAGE, None, entity, "blocking_max_block_size", float(cap), None, None,
+         "records"),
+        (run_id, STAGE, None, entity, "blocking_largest_block",
+         float(max(b.largest_block for b in blocks)), None, None, "records"),
+        (run_id, STAGE, None, entity, "blocking_largest_scored_block",
+         float(max(b.largest_kept_block for b in blocks)), None, None, "records"),
+        (run_id, STAGE, None, entity, "blocking_skipped_blocks",
+         float(sum(b.skipped_blocks for b in blocks)), None, None, "blocks"),
+        (run_id, STAGE, None, entity, "blocking_candidate_pairs",
+         float(sum(b.new_pairs for b in blocks)), None, None, "pairs"),
+    ]  # fmt: skip
+    return out
+
+
+def _fuzzy_edges(
+    con: duckdb.DuckDBPyConnection, entity: str, n: int, cfg: dict[str, Any]
+) -> list[Any]:
+    """Fuzzy links at or above the threshold into the edge table; returns the blocking
+    statistics of each rule (`romirecon.dedup.blocking.RuleStats`: block sizes, blocks and
+    records skipped for exceeding `max_block_size`)."""
     from romirecon.dedup import engine
     from romirecon.dedup.comparisons import LEVELS
     from romirecon.dedup.spec import TF_DEFAULT, FieldSpec, Settings
@@ -291,7 +320,7 @@ def _fuzzy_edges(con: duckdb.DuckDBPyConnection, entity: str, n: int, cfg: dict[
         if row and row[0] >= 2:
             present.append(FieldSpec(col, kind, TF_DEFAULT[kind]))
     if len(present) < 2:
-        return 0
+        return []
     con.execute(
         "CREATE OR REPLACE TEMP VIEW _dd_fz AS SELECT rid AS _rid, "
         + ", ".join(ident(f.column) for f in present)
@@ -306,7 +335,7 @@ def _fuzzy_edges(con: duckdb.DuckDBPyConnection, entity: str, n: int, cfg: dict[
     try:
         res = engine.link(con, "_dd_fz", "_rid", present, None, s)
     except ConfigError:
-        return 0  # no usable blocking rule on these data: exact evidence only
+        return []  # no usable blocking rule on these data: exact evidence only
     keep = res.weight >= engine.threshold_weight(cfg["threshold"])
     import pyarrow as pa
 
@@ -332,7 +361,7 @@ def _fuzzy_edges(con: duckdb.DuckDBPyConnection, entity: str, n: int, cfg: dict[
     )
     con.unregister("_dd_fuzzy")
     # the engine's record table is keyed like _dd_r (rid order = _rid order)
-    return sum(st.skipped_records for st in res.rule_stats)
+    return list(res.rule_stats)
 
 
 def _cluster(con: duckdb.DuckDBPyConnection, n: int, cfg: dict[str, Any]) -> tuple[np.ndarray, Any]:
@@ -474,26 +503,36 @@ GOLDEN_NORM = (
 
 
 def golden_table_sql(entity: str, order: str, columns: list[str]) -> str:
-    """One window ranks each golden entity's records in survivorship order (`_rank`); each
-    column is then the value of the best-ranked record where it is not NULL: `arg_min` over a
-    hash aggregate instead of one ordered aggregate (a sort) per column."""
+    """One window ranks each golden entity's records in survivorship order (`_rank`, over the
+    narrow record table); each column is then the value of the best-ranked record where it is
+    not NULL: `arg_min` in one hash aggregate over `stg_<entity>` joined on provenance, instead
+    of one ordered aggregate (a sort) per column over a materialized copy of every column."""
+    # first non-NULL value in rank order: a NULL ranks after every value (2^32 > any rank), so
+    # arg_min returns NULL only when every record's value is NULL; as `FILTER (WHERE c IS NOT
+    # NULL)` would, at half its cost
     vals = [
-        f"arg_min({ident(c)}, _rank) FILTER (WHERE {ident(c)} IS NOT NULL) AS {ident(c)}"
+        f"arg_min({ident(c)}, _rank + ({ident(c)} IS NULL)::BIGINT * 4294967296) AS {ident(c)}"
         for c in [*columns, *GOLDEN_NORM]
         if c not in GOLDEN_SKIP
     ]
-    # the survivor's source and id (one survivor per cluster; ties broken by the rank)
-    surv = "(NOT is_survivor, source_name, _rank)"
+    on = " AND ".join(
+        f"s.{c} IS NOT DISTINCT FROM x.{c}" for c in ("source_name", "source_file", "source_row")
+    )
     return (
         f"CREATE OR REPLACE TABLE {ident('golden_' + entity)} AS "
-        "WITH x AS (SELECT r.*, m.is_survivor, g.golden_id, "
+        "WITH x AS (SELECT r.source_name, r.source_file, r.source_row, "
+        f"{', '.join('r.' + ident(c) for c in GOLDEN_NORM)}, m.is_survivor, g.golden_id, "
         f"row_number() OVER (PARTITION BY g.golden_id ORDER BY {order}) AS _rank "
-        f"FROM {q.R} r JOIN _dd_m m USING (rid) JOIN _dd_gid g USING (label)) "
-        f"SELECT golden_id, arg_min(source_name, {surv}) AS survivor_source_name, "
-        f"arg_min(CAST(source_id AS VARCHAR), {surv}) AS survivor_source_id, "
-        "count(*) AS n_records, "
+        f"FROM {q.R} r JOIN _dd_m m USING (rid) JOIN _dd_gid g USING (label)), "
+        "y AS (SELECT s.* EXCLUDE (source_name), x.* EXCLUDE (source_file, source_row) "
+        f"FROM {ident('stg_' + entity)} s JOIN x ON {on}) "
+        # the survivor's source and id (one survivor per cluster; ties broken by the rank)
+        "SELECT golden_id, arg_min(source_name, (NOT is_survivor, source_name, _rank)) "
+        "AS survivor_source_name, "
+        "arg_min(CAST(source_id AS VARCHAR), (NOT is_survivor, source_name, _rank)) "
+        "AS survivor_source_id, count(*) AS n_records, "
         "list_sort(list_distinct(list(source_name))) AS source_names, "
-        f"{', '.join(vals)} FROM x GROUP BY golden_id ORDER BY golden_id"
+        f"{', '.join(vals)} FROM y GROUP BY golden_id ORDER BY golden_id"
     )
 
 
