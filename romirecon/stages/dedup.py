@@ -414,15 +414,17 @@ def assign_sql(entity: str, order: str) -> list[str]:
         f"CREATE OR REPLACE TEMP TABLE _dd_m AS SELECT r.rid, coalesce(k.label, r.rid) AS label, "
         "coalesce(k.k = 1, true) AS is_survivor, k.rid IS NULL AS single, r.record_key "
         f"FROM {q.R} r LEFT JOIN _dd_k k USING (rid)",
-        # best evidence per record: its strongest link inside its own cluster (both ends in one
-        # multi-record cluster, so both are in _dd_labels)
+        # best evidence per non-survivor (the only records whose rule, probability and
+        # explanation are written): its strongest link inside its own cluster (both ends in
+        # one multi-record cluster, so both are in _dd_labels); ties go to the rule name
         "CREATE OR REPLACE TEMP TABLE _dd_best AS "
         "WITH e AS (SELECT a AS rid, b AS other, rule, priority, prob, explanation FROM _dd_edges "
         "UNION ALL SELECT b, a, rule, priority, prob, explanation FROM _dd_edges), "
-        "s AS (SELECT e.* FROM e JOIN _dd_labels x ON x.rid = e.rid "
-        "JOIN _dd_labels y ON y.rid = e.other WHERE x.label = y.label) "
-        "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY rid ORDER BY priority, "
-        "prob DESC, other) AS k FROM s) WHERE k = 1",
+        "s AS (SELECT e.* FROM e JOIN _dd_k x ON x.rid = e.rid AND x.k > 1 "
+        "JOIN _dd_labels y ON y.rid = e.other AND y.label = x.label) "
+        "SELECT rid, b.* FROM (SELECT rid, arg_min({'other': other, 'rule': rule, "
+        "'priority': priority, 'prob': prob, 'explanation': explanation}, "
+        "(priority, coalesce(-prob, 'inf'::DOUBLE), other, rule)) AS b FROM s GROUP BY rid)",
         # golden ids: each previous id goes to the cluster holding most of its records (ties: the
         # smaller label); each cluster keeps its best-claimed previous id (ties: the smaller id);
         # clusters with none get a new id from their first key
