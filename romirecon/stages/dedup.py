@@ -75,8 +75,8 @@ DUPLICATES_DDL = """CREATE OR REPLACE TABLE duplicates (
     match_probability DOUBLE, matched_source_name VARCHAR, matched_source_id VARCHAR,
     survivor_source_name VARCHAR, survivor_source_id VARCHAR, explanation VARCHAR)"""
 
-# One row per (entity, record_key): the stage writes each key once per run (GROUP BY, then an
-# UPDATE of known keys and an anti-join INSERT of new ones). No PRIMARY KEY: its index made
+# One row per (entity, record_key): the stage writes each key once per run (GROUP BY, then the
+# old rows of those keys deleted and the new ones appended). No PRIMARY KEY: its index made
 # every insert several times slower (3M keys: 18 s with it, 4 s without) and keys are unique
 # by construction.
 MAP_DDL = """CREATE TABLE IF NOT EXISTS golden_id_map (
@@ -468,20 +468,23 @@ def assign_sql(entity: str, order: str) -> list[str]:
 
 
 def _write_map(con: duckdb.DuckDBPyConnection, entity: str, run_id: str) -> None:
-    """Upsert `_dd_newmap` into golden_id_map: keys seen before get their (usually unchanged)
-    golden id and this run as last run; new keys are appended. An UPDATE plus an anti-join
-    INSERT, not INSERT OR REPLACE: the table has no index to maintain (see MAP_DDL)."""
+    """Write `_dd_newmap` into golden_id_map: each key seen in this run gets its golden id, its
+    first run (kept from the old row) and this run as last run. The keys' old rows are
+    deleted and the new ones appended: an UPDATE of millions of rows took minutes (DuckDB
+    versions every updated value), INSERT OR REPLACE needs the index that made inserts slow."""
     con.execute(
-        "UPDATE golden_id_map AS o SET golden_id = n.golden_id, last_run_id = ? "
-        "FROM _dd_newmap n WHERE o.entity = ? AND o.record_key = n.record_key",
-        [run_id, entity],
-    )
-    con.execute(
-        "INSERT INTO golden_id_map SELECT ?, n.record_key, n.golden_id, ?, ? FROM _dd_newmap n "
-        "WHERE NOT EXISTS (SELECT 1 FROM golden_id_map o WHERE o.entity = ? "
-        "AND o.record_key = n.record_key)",
+        "CREATE OR REPLACE TEMP TABLE _dd_maprows AS SELECT ? AS entity, n.record_key, "
+        "n.golden_id, coalesce(o.first_run_id, ?) AS first_run_id, ? AS last_run_id "
+        "FROM _dd_newmap n LEFT JOIN golden_id_map o ON o.entity = ? "
+        "AND o.record_key = n.record_key",
         [entity, run_id, run_id, entity],
     )
+    con.execute(
+        "DELETE FROM golden_id_map WHERE entity = ? AND record_key IN "
+        "(SELECT record_key FROM _dd_newmap)",
+        [entity],
+    )
+    con.execute("INSERT INTO golden_id_map SELECT * FROM _dd_maprows")
 
 
 def _golden_table(
