@@ -323,3 +323,34 @@ def test_block_size_cap_is_applied_and_reported() -> None:
     # only 2-record blocks are scored: every candidate pair is (gus, gus) or the shelbyville
     # pair, which are the same two records: 1 pair, not the 6*5/2 = 15 of springfield
     assert got["blocking_candidate_pairs"] == 1.0
+
+
+def test_old_golden_id_map_with_primary_key_is_kept_and_rebuilt(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    """A state database from before keeps golden_id_map with a PRIMARY KEY: its ids are still
+    used, the table is rebuilt without the key, and every key stays once after two runs."""
+    con.execute(
+        "CREATE TABLE golden_id_map (entity VARCHAR, record_key VARCHAR, golden_id VARCHAR, "
+        "first_run_id VARCHAR, last_run_id VARCHAR, PRIMARY KEY (entity, record_key))"
+    )
+    con.execute(
+        "INSERT INTO golden_id_map VALUES ('contact', 'erp:C-10', 'contact_zed', 'r0', 'r0')"
+    )
+    _run(con, "r1")
+    _run(con, "r2")
+    pk = con.execute(
+        "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'golden_id_map' "
+        "AND constraint_type = 'PRIMARY KEY'"
+    ).fetchall()[0][0]
+    assert pk == 0
+    # Zed (erp C-10, alone) keeps the id the old map gave it, first seen in r0
+    assert _xref(con)[("erp", "e.csv", 2)][0] == "contact_zed"
+    assert con.execute(
+        "SELECT first_run_id, last_run_id FROM golden_id_map WHERE record_key = 'erp:C-10'"
+    ).fetchall() == [("r0", "r2")]
+    # 10 records, 9 keys (003A is exported twice): each once
+    dup = con.execute(
+        "SELECT count(*), count(DISTINCT (entity, record_key)) FROM golden_id_map"
+    ).fetchall()[0]
+    assert dup == (9, 9)
