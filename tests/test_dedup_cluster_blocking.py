@@ -73,6 +73,8 @@ def test_block_size_cap_skips_and_reports() -> None:
     )
     assert list(zip(left.tolist(), right.tolist(), strict=True)) == [(3, 4)]
     assert (stats[0].skipped_blocks, stats[0].skipped_records) == (1, 3)
+    # block sizes: smith 3 (the largest, skipped), jones 2 (the largest one scored)
+    assert (stats[0].largest_block, stats[0].largest_kept_block) == (3, 2)
 
 
 def test_prefix_key() -> None:
@@ -107,7 +109,7 @@ def test_choose_rules_skips_costly_and_superset_rules() -> None:
 def test_pairs_within_groups_equals_brute_force(keys: list[int], cap: int) -> None:
     rid = np.arange(len(keys), dtype=np.int64)[::-1].copy()  # any rid order
     h = np.array(keys, dtype=np.uint64)
-    lr, skipped_groups, skipped_records = blocking.pairs_within_groups(rid, h, cap)
+    lr, skipped_groups, skipped_records, largest, kept = blocking.pairs_within_groups(rid, h, cap)
     sizes = {k: keys.count(k) for k in set(keys)}
     expect = sorted(
         (min(rid[i], rid[j]), max(rid[i], rid[j]))
@@ -119,3 +121,5 @@ def test_pairs_within_groups_equals_brute_force(keys: list[int], cap: int) -> No
     assert all(a < b for a, b in got)
     assert skipped_groups == sum(1 for v in sizes.values() if v > cap)
     assert skipped_records == sum(v for v in sizes.values() if v > cap)
+    assert largest == max(sizes.values(), default=0)
+    assert kept == max((v for v in sizes.values() if v <= cap), default=0)

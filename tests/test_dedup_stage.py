@@ -279,3 +279,78 @@ def test_guard_and_blocking_metrics_are_reported(con: duckdb.DuckDBPyConnection)
         ).fetchall()
     }
     assert {"oversized_clusters", "guard_unclustered_records", "blocking_skipped_records"} <= names
+
+
+def test_block_size_cap_is_applied_and_reported() -> None:
+    """Issue #8: no quadratic candidate-pair blow-up. A blocking key shared by more records
+    than `max_block_size` is skipped (not expanded into pairs) and the run's metrics carry the
+    cap, the largest block and the largest block that was scored."""
+    con = duckdb.connect()
+    con.execute(entity_table_ddl("contact"))
+    people = [
+        ("ann", "lee", "springfield"), ("bob", "ray", "springfield"),
+        ("cid", "fox", "springfield"), ("dan", "kim", "springfield"),
+        ("eve", "orr", "springfield"), ("fay", "poe", "springfield"),
+        ("gus", "roe", "shelbyville"), ("gus", "roe", "shelbyville"),
+        ("hal", "sun", "capital"), ("ivy", "tao", "ogdenville"),
+    ]  # fmt: skip
+    con.executemany(
+        "INSERT INTO stg_contact (source_name, source_system, source_file, source_row, "
+        "source_id, first_name, last_name, email, city, country) "
+        "VALUES ('crm', 'crm', 'c.csv', ?, ?, ?, ?, ?, ?, 'US')",
+        [
+            [i + 1, f"C{i + 1}", f, last, f"{f}.{last}.{i}@example.org", city]
+            for i, (f, last, city) in enumerate(people)
+        ],
+    )
+    normalize.run(con, "r1")
+    dedup.run(con, "r1", {"max_block_size": 4}, {"crm": [["source_id"]]})
+    got = dict(
+        con.execute(
+            "SELECT name, value FROM metric WHERE stage = 'dedup' AND entity = 'contact' "
+            "AND source_name IS NULL AND name LIKE 'blocking_%'"
+        ).fetchall()
+    )
+    # blocks by value: city springfield 6 records (> cap 4: skipped), shelbyville 2; first
+    # name gus 2, last name roe 2; emails all distinct. The city rule is chosen (its
+    # shelbyville block gives 1 pair within the cap), so the largest block is springfield's 6,
+    # and every scored block has 2 records
+    assert got["blocking_max_block_size"] == 4.0
+    assert got["blocking_largest_block"] == 6.0
+    assert got["blocking_largest_scored_block"] == 2.0
+    assert got["blocking_skipped_blocks"] == 1.0
+    assert got["blocking_skipped_records"] == 6.0
+    # only 2-record blocks are scored: every candidate pair is (gus, gus) or the shelbyville
+    # pair, which are the same two records: 1 pair, not the 6*5/2 = 15 of springfield
+    assert got["blocking_candidate_pairs"] == 1.0
+
+
+def test_old_golden_id_map_with_primary_key_is_kept_and_rebuilt(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    """A state database from before keeps golden_id_map with a PRIMARY KEY: its ids are still
+    used, the table is rebuilt without the key, and every key stays once after two runs."""
+    con.execute(
+        "CREATE TABLE golden_id_map (entity VARCHAR, record_key VARCHAR, golden_id VARCHAR, "
+        "first_run_id VARCHAR, last_run_id VARCHAR, PRIMARY KEY (entity, record_key))"
+    )
+    con.execute(
+        "INSERT INTO golden_id_map VALUES ('contact', 'erp:C-10', 'contact_zed', 'r0', 'r0')"
+    )
+    _run(con, "r1")
+    _run(con, "r2")
+    pk = con.execute(
+        "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'golden_id_map' "
+        "AND constraint_type = 'PRIMARY KEY'"
+    ).fetchall()[0][0]
+    assert pk == 0
+    # Zed (erp C-10, alone) keeps the id the old map gave it, first seen in r0
+    assert _xref(con)[("erp", "e.csv", 2)][0] == "contact_zed"
+    assert con.execute(
+        "SELECT first_run_id, last_run_id FROM golden_id_map WHERE record_key = 'erp:C-10'"
+    ).fetchall() == [("r0", "r2")]
+    # 10 records, 9 keys (003A is exported twice): each once
+    dup = con.execute(
+        "SELECT count(*), count(DISTINCT (entity, record_key)) FROM golden_id_map"
+    ).fetchall()[0]
+    assert dup == (9, 9)

@@ -6,6 +6,8 @@ from typing import Any
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from romirecon.exitcodes import ConfigError
 from romirecon.stages import normalize
@@ -154,3 +156,85 @@ def test_unparseable_phone_metric() -> None:
     ).fetchall()[0]
     # 3 phones given, 2 unreadable ('12' twice; looked up once)
     assert row == (pytest.approx(2 / 3), 2.0, 3.0)
+
+
+PHONE_CASES = [
+    "(206) 200-5754",
+    "206-200-5754",
+    "206.200.5754",
+    "+1 (206) 200-5754",
+    "+44 20 7946 0958",
+    "+44 (0)20 7946 0958",
+    "0044 20 7946 0958",
+    "011 44 20 7946 0958",
+    "+39 06 1234 5678",
+    "+49 030 123456",
+    "+81 3-1234-5678",
+    "200-5754",
+    "12",
+    "1 2",
+    "+1",
+    "+",
+    "(((",
+    "+-1-206-200-5754",
+    "1-800-FLOWERS",
+    "206 200 5754 ext. 12",
+    "206/200 5754",
+]
+REGIONS = ["US", "GB", "DE", "IT", "JP", "AU", "IS", "KW", "BR", "IN", "ZZ"]
+
+
+def _phone_keys(raws: list[str]) -> list[str]:
+    if not raws:
+        return []
+    con = duckdb.connect()
+    con.execute("CREATE TABLE p (i INTEGER, raw VARCHAR)")
+    con.executemany("INSERT INTO p VALUES (?, ?)", list(enumerate(raws)))
+    return [
+        r[0]
+        for r in con.execute(
+            f"SELECT {normalize.phone_key_expr('raw')} FROM p ORDER BY i"
+        ).fetchall()
+    ]
+
+
+def test_phone_key_parses_like_the_raw_value() -> None:
+    """libphonenumber runs on phone_key instead of the raw value: same E.164 for every case."""
+    keys = _phone_keys(PHONE_CASES)
+    # punctuation dropped only where the value is digits/spaces/()/./- (+ first) with 3+ digits
+    assert keys[:4] == ["2062005754", "2062005754", "2062005754", "+12062005754"]
+    assert keys[12] == "12" and keys[13] == "1 2"  # fewer than 3 digits: as it is
+    assert keys[18:] == PHONE_CASES[18:]  # letters, 'ext', '/': as they are
+    for region in REGIONS:
+        raw = [(p, region) for p in PHONE_CASES]
+        assert normalize.e164(raw) == normalize.e164([(k, region) for k in keys]), region
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text(alphabet="+0123456789 ().-", min_size=1, max_size=22), max_size=12),
+    st.sampled_from(REGIONS),
+)
+def test_phone_key_parses_like_the_raw_value_property(raws: list[str], region: str) -> None:
+    raws = [r.strip() for r in raws if r.strip()]
+    keys = _phone_keys(raws)
+    assert normalize.e164([(r, region) for r in raws]) == normalize.e164(
+        [(k, region) for k in keys]
+    )
+
+
+def test_norm_tables_are_temporary_and_replace_an_old_persistent_copy() -> None:
+    con = duckdb.connect()
+    con.execute(entity_table_ddl("contact"))
+    con.execute(
+        "INSERT INTO stg_contact (source_name, source_file, source_row) VALUES ('s', 'f', 1)"
+    )
+    # a state database from before kept norm_contact as a table: stale, it must not be read
+    con.execute("CREATE TABLE norm_contact AS SELECT 'stale' AS source_name")
+    normalize.run(con, "r1")
+    rows = con.execute(
+        "SELECT table_name, temporary FROM duckdb_tables() WHERE table_name LIKE 'norm_%' "
+        "ORDER BY 1"
+    ).fetchall()
+    assert rows == [("norm_account", True), ("norm_contact", True)]
+    assert con.execute("SELECT source_name FROM norm_contact").fetchall() == [("s",)]

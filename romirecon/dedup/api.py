@@ -222,6 +222,8 @@ def dedupe_file(
                 "new_pairs": s.new_pairs,
                 "skipped_blocks": s.skipped_blocks,
                 "skipped_records": s.skipped_records,
+                "largest_block": s.largest_block,
+                "largest_scored_block": s.largest_kept_block,
             }
             for s in res.rule_stats
         ],

@@ -26,6 +26,8 @@ class RuleStats:
     new_pairs: int  # pairs first produced by this rule
     skipped_blocks: int  # blocks above the size cap
     skipped_records: int  # records in those blocks
+    largest_block: int = 0  # records in the rule's largest block (before the cap)
+    largest_kept_block: int = 0  # records in its largest block within the cap (scored)
 
 
 def key_exprs(rule: BlockingRule, column_of: dict[str, str]) -> list[str]:
@@ -54,17 +56,22 @@ def rule_keys_sql(rec: str, exprs: list[str]) -> str:
     return f"SELECT rid, hash({ks}) AS h FROM ({keyed_sql(rec, exprs)})"
 
 
-def pairs_within_groups(rid: np.ndarray, h: np.ndarray, cap: int) -> tuple[np.ndarray, int, int]:
+def pairs_within_groups(
+    rid: np.ndarray, h: np.ndarray, cap: int
+) -> tuple[np.ndarray, int, int, int, int]:
     """Every pair (smaller rid first, as a 2 × pairs array) of records that share a hash, from
-    groups of 2..cap records, vectorized; plus (groups above the cap, records in them)."""
+    groups of 2..cap records, vectorized; plus (groups above the cap, records in them, size of
+    the largest group, size of the largest group within the cap)."""
     order = np.lexsort((rid, h))
     hs, rs = h[order], rid[order].astype(np.int64)
     if hs.size == 0:
-        return np.empty((2, 0), np.int64), 0, 0
+        return np.empty((2, 0), np.int64), 0, 0, 0, 0
     starts = np.concatenate([[0], np.flatnonzero(hs[1:] != hs[:-1]) + 1])
     sizes = np.diff(np.concatenate([starts, [hs.size]]))
     big = sizes > cap
     keep = (sizes >= 2) & ~big
+    largest = int(sizes.max())
+    largest_kept = int(sizes[~big].max()) if (~big).any() else 0
     s, k = starts[keep], sizes[keep]
     total = int(k.sum())
     first_of = np.repeat(np.cumsum(k) - k, k)
@@ -74,7 +81,7 @@ def pairs_within_groups(rid: np.ndarray, h: np.ndarray, cap: int) -> tuple[np.nd
     li = np.repeat(pos, after)
     step = np.arange(int(after.sum())) - np.repeat(np.cumsum(after) - after, after) + 1
     ri = li + step
-    return np.vstack([rs[li], rs[ri]]), int(big.sum()), int(sizes[big].sum())
+    return np.vstack([rs[li], rs[ri]]), int(big.sum()), int(sizes[big].sum()), largest, largest_kept
 
 
 def block_sizes_sql(rec: str, exprs: list[str], where: str = "") -> str:
@@ -104,14 +111,14 @@ def candidate_pairs(
     DuckDB evaluates each rule's keys (one scan, hashed); numpy groups equal keys and expands
     the groups into pairs."""
     per_rule: list[np.ndarray] = []
-    skipped: list[tuple[int, int]] = []
+    skipped: list[tuple[int, int, int, int]] = []
     for rule in rules:
         got = con.execute(rule_keys_sql(rec, key_exprs(rule, column_of))).fetchnumpy()
-        lr, sb, sr = pairs_within_groups(
+        lr, sb, sr, largest, kept = pairs_within_groups(
             np.asarray(got["rid"], dtype=np.int64), np.asarray(got["h"]), max_block_size
         )
         per_rule.append(np.unique(lr[0] * n_records + lr[1]))
-        skipped.append((sb, sr))
+        skipped.append((sb, sr, largest, kept))
     if per_rule:
         allc = np.concatenate(per_rule)
         tags = np.concatenate([np.full(c.size, i, dtype=np.int8) for i, c in enumerate(per_rule)])
@@ -123,7 +130,7 @@ def candidate_pairs(
         allc, allt = np.empty(0, np.int64), np.empty(0, np.int8)
     new = np.bincount(allt.astype(np.int64), minlength=len(rules))
     stats = [
-        RuleStats(r.label, int(c.size), int(new[i]), skipped[i][0], skipped[i][1])
+        RuleStats(r.label, int(c.size), int(new[i]), *skipped[i])
         for i, (r, c) in enumerate(zip(rules, per_rule, strict=True))
     ]
     left = (allc // n_records).astype(np.int32)

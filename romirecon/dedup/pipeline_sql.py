@@ -37,8 +37,21 @@ def row_json(columns: list[str]) -> str:
     return "to_json({" + ", ".join(f"{literal(c)}: {ident(c)}" for c in columns) + "})"
 
 
-def record_table_sql(entity: str, columns: list[str], with_norm: bool) -> str:
-    """CREATE `_dd_r` from `stg_<entity>` (joined to `norm_<entity>` for party entities)."""
+# provenance columns every record table carries (the rest of `s.*` only for party entities)
+RECORD_PROVENANCE = ("source_name", "source_system", "source_file", "source_row")
+
+
+def record_table_sql(
+    entity: str, columns: list[str], with_norm: bool, keep: list[str] | None = None
+) -> str:
+    """CREATE `_dd_r` from `stg_<entity>` (joined to `norm_<entity>` for party entities).
+
+    `keep`: the entity columns to carry (None: every staged column, `s.*`); a lean record table
+    for entities that only need exact keys. The row hash (md5 of the whole row as JSON, the most
+    expensive expression here) is computed only where it can matter: rows without a source id
+    (their record key is the hash) and rows whose (source, id) repeats. Two rows of one source
+    are whole-row equal only if their ids are equal, so every other row is alone in its
+    whole-row group and needs no hash."""
     stg = ident("stg_" + entity)
     has_del = "is_deleted" in columns
     has_merge = "merged_into" in columns
@@ -55,22 +68,38 @@ def record_table_sql(entity: str, columns: list[str], with_norm: bool) -> str:
     )
     complete = " + ".join(f"(s.{ident(c)} IS NOT NULL)::INTEGER" for c in columns) or "0"
     norm = (
-        f" LEFT JOIN {ident('norm_' + entity)} n USING (source_name, source_file, source_row)"
+        f" LEFT JOIN {ident('norm_' + entity)} n ON n.source_name = s.source_name "
+        "AND n.source_file = s.source_file AND n.source_row = s.source_row"
         if with_norm
         else ""
     )
     norm_cols = (
         ", n.* EXCLUDE (source_name, source_file, source_row, source_id)" if with_norm else ""
     )
-    hashed = _prefixed_hash(columns)
-    return (
-        f"CREATE OR REPLACE TEMP TABLE {R} AS SELECT "
-        "(row_number() OVER (ORDER BY s.source_name, s.source_file, s.source_row) - 1)::INTEGER "
-        f"AS rid, s.*{norm_cols}, "
-        f"s.source_name || ':' || coalesce(CAST(s.source_id AS VARCHAR), '#' || {hashed}) "
-        f"AS record_key, {hashed} AS row_hash, "
+    if keep is None:
+        carry = "s.*"
+    else:
+        names = [*RECORD_PROVENANCE, *(c for c in keep if c not in RECORD_PROVENANCE)]
+        carry = ", ".join(f"s.{ident(c)}" for c in names)
+    hashed = (
+        f"CASE WHEN s.source_id IS NULL OR d.source_id IS NOT NULL THEN "
+        f"{_prefixed_hash(columns)} END"
+    )
+    repeated = (
+        f"(SELECT source_name, source_id FROM {stg} WHERE source_id IS NOT NULL "
+        "GROUP BY ALL HAVING count(*) > 1) d"
+    )
+    inner = (
+        "SELECT (row_number() OVER (ORDER BY s.source_name, s.source_file, s.source_row) - 1)"
+        f"::INTEGER AS rid, {carry}{norm_cols}, {hashed} AS row_hash, "
         f"{complete} AS completeness, ({evidence}) AS is_evidence "
-        f"FROM {stg} s{norm} ORDER BY rid"
+        f"FROM {stg} s LEFT JOIN {repeated} ON d.source_name IS NOT DISTINCT FROM s.source_name "
+        f"AND d.source_id = s.source_id{norm}"
+    )
+    return (
+        f"CREATE OR REPLACE TEMP TABLE {R} AS SELECT * EXCLUDE (row_hash, completeness, "
+        "is_evidence), source_name || ':' || coalesce(CAST(source_id AS VARCHAR), '#' || row_hash) "
+        f"AS record_key, row_hash, completeness, is_evidence FROM ({inner}) ORDER BY rid"
     )
 
 
@@ -97,7 +126,8 @@ def star_edges_sql(partition: list[str], where: str, rule: str) -> str:
 
 
 def whole_row_sql() -> str:
-    return star_edges_sql(["source_name", "row_hash"], "true", "whole_row")
+    # rows without a hash have a unique (source, id): no whole-row twin (see record_table_sql)
+    return star_edges_sql(["source_name", "row_hash"], "row_hash IS NOT NULL", "whole_row")
 
 
 def same_id_sql() -> str:

@@ -1,6 +1,7 @@
 """Normalize stage: match keys for the party entities (`stg_contact`, `stg_account`).
 
-Writes `norm_<entity>` keyed by (source_name, source_file, source_row) with:
+Writes the temp table `norm_<entity>` (an intermediate of the run, not kept in the state
+database) keyed by (source_name, source_file, source_row) with:
 
 - `email_norm` (trim, lower; optionally gmail dots and +tags dropped), `email_domain`;
 - `phone_e164` from Google's libphonenumber, run on DISTINCT (phone, region) pairs only and
@@ -105,7 +106,11 @@ def email_expr(col: str, gmail_canonical: bool) -> str:
 
 def company_expr(col: str) -> str:
     """Company name folded, legal suffixes stripped from the end (repeatedly: 'Acme Co Ltd')."""
-    folded = fold(col)
+    return company_from_folded(fold(col))
+
+
+def company_from_folded(folded: str) -> str:
+    """`company_expr` over an already folded value (a column holding `fold(company)`)."""
     alts = "|".join(LEGAL_SUFFIXES)
     stripped = f"regexp_replace({folded}, '(\\s+({alts}))+$', '')"
     # a name that is only a suffix ("Company") keeps itself
@@ -134,33 +139,64 @@ def region_expr(country: str, default_region: str) -> str:
     return f"CASE WHEN regexp_full_match({c}, '[A-Z]{{2}}') THEN {c} ELSE '{default_region}' END"
 
 
-def norm_select_sql(entity: str, default_region: str, gmail_canonical: bool) -> str:
-    """SELECT of the normalized keys (phone_raw/region: phonenumbers runs afterwards)."""
-    first_from_full = f"split_part({fold('full_name')}, ' ', 1)"
-    last_from_full = (
-        f"CASE WHEN contains({fold('full_name')}, ' ') THEN "
-        f"regexp_extract({fold('full_name')}, '([^ ]+)$', 1) END"
+def phone_key_expr(col: str) -> str:
+    """What libphonenumber is run on: for a phone made only of digits, spaces, parentheses,
+    dots and hyphens (with an optional leading +) and at least 3 digits, the + and the digits;
+    any other value as it is. libphonenumber drops that punctuation before it reads the
+    digits, so both forms parse alike (tests check this against the library), and '(206)
+    200-5754' and '206-200-5754' are parsed once instead of twice."""
+    digits = f"regexp_replace({col}, '[^0-9]', '', 'g')"
+    return (
+        f"CASE WHEN length({col}) <= 250 AND regexp_full_match({col}, '[+]?[0-9 ().-]*') "
+        f"AND length({digits}) >= 3 THEN (CASE WHEN starts_with({col}, '+') THEN '+' "
+        f"ELSE '' END) || {digits} ELSE {col} END"
     )
-    cols = [
+
+
+def norm_select_sql(entity: str, default_region: str, gmail_canonical: bool) -> str:
+    """SELECT of the normalized keys (phone_raw/region: phonenumbers runs afterwards).
+
+    Two levels: the inner one folds each source column once; the outer one derives the keys
+    that reuse a folded value (first/last/full name, company, email domain)."""
+    inner = [
         *(ident(k) for k in KEY),
         "source_id",
         f"{email_expr('email', gmail_canonical)} AS email_norm",
-        f"split_part({email_expr('email', gmail_canonical)}, '@', 2) AS email_domain",
         "nullif(trim(CAST(phone AS VARCHAR)), '') AS phone_raw",
         f"{region_expr('country', default_region)} AS region",
-        f"{company_expr('company')} AS company_norm",
+        f"{fold('company')} AS _company",
         f"{domain_expr('website')} AS domain",
-        f"coalesce({fold('first_name')}, {first_from_full}) AS first_name_norm",
-        f"coalesce({fold('last_name')}, {last_from_full}) AS last_name_norm",
-        f"coalesce({fold('full_name')}, nullif(trim(concat_ws(' ', {fold('first_name')}, "
-        f"{fold('last_name')})), '')) AS full_name_norm",
+        f"{fold('first_name')} AS _first",
+        f"{fold('last_name')} AS _last",
+        f"{fold('full_name')} AS _full",
         f"{fold('street')} AS street_norm",
         f"{fold('city')} AS city_norm",
         "nullif(upper(regexp_replace(CAST(postal_code AS VARCHAR), '[^A-Za-z0-9]', '', 'g')), '') "
         "AS postal_norm",
         "nullif(upper(trim(CAST(country AS VARCHAR))), '') AS country_norm",
     ]
-    return f"SELECT {', '.join(cols)} FROM {ident('stg_' + entity)}"
+    outer = [
+        *(ident(k) for k in KEY),
+        "source_id",
+        "email_norm",
+        "split_part(email_norm, '@', 2) AS email_domain",
+        "phone_raw",
+        "region",
+        f"{company_from_folded('_company')} AS company_norm",
+        "domain",
+        "coalesce(_first, split_part(_full, ' ', 1)) AS first_name_norm",
+        "coalesce(_last, CASE WHEN contains(_full, ' ') THEN "
+        "regexp_extract(_full, '([^ ]+)$', 1) END) AS last_name_norm",
+        "coalesce(_full, nullif(trim(concat_ws(' ', _first, _last)), '')) AS full_name_norm",
+        "street_norm",
+        "city_norm",
+        "postal_norm",
+        "country_norm",
+        f"{phone_key_expr('phone_raw')} AS phone_key",
+    ]
+    return (
+        f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {ident('stg_' + entity)})"
+    )
 
 
 def e164(pairs: list[tuple[str, str]]) -> list[str | None]:
@@ -201,23 +237,31 @@ def normalize_entity(
         f"{norm_select_sql(entity, default_region.upper(), gmail_canonical)}"
     )
     distinct = con.execute(
-        f"SELECT DISTINCT phone_raw, region FROM {ident(tmp)} WHERE phone_raw IS NOT NULL "
-        "ORDER BY phone_raw, region"
+        f"SELECT DISTINCT phone_key, region FROM {ident(tmp)} WHERE phone_key IS NOT NULL "
+        "ORDER BY phone_key, region"
     ).fetchall()
     phones = pa.table(
         {
-            "phone_raw": pa.array([d[0] for d in distinct], pa.string()),
+            "phone_key": pa.array([d[0] for d in distinct], pa.string()),
             "region": pa.array([d[1] for d in distinct], pa.string()),
             "phone_e164": pa.array(e164(distinct), pa.string()),
         }
     )
     con.register("_norm_phones", phones)
     out = f"norm_{entity}"
+    # an intermediate of this run (dedup joins it on provenance): a temp table, not written to
+    # the state database (that write was a third of the stage); an older state database's
+    # persistent copy is dropped so it cannot be read stale
+    for db, schema in con.execute(
+        "SELECT database_name, schema_name FROM duckdb_tables() WHERE table_name = ? "
+        "AND NOT temporary",
+        [out],
+    ).fetchall():
+        con.execute(f"DROP TABLE {ident(db)}.{ident(schema)}.{ident(out)}")
     con.execute(
-        f"CREATE OR REPLACE TABLE {ident(out)} AS SELECT n.* EXCLUDE (phone_raw, region), "
-        f"p.phone_e164 FROM {ident(tmp)} n LEFT JOIN _norm_phones p "
-        "ON p.phone_raw = n.phone_raw AND p.region = n.region "
-        "ORDER BY n.source_name, n.source_file, n.source_row"
+        f"CREATE OR REPLACE TEMP TABLE {ident(out)} AS SELECT n.* EXCLUDE (phone_raw, region, "
+        f"phone_key), p.phone_e164 FROM {ident(tmp)} n LEFT JOIN _norm_phones p "
+        "ON p.phone_key = n.phone_key AND p.region = n.region"
     )
     con.unregister("_norm_phones")
     con.execute(f"DROP TABLE {ident(tmp)}")

@@ -243,16 +243,24 @@ def top_clusters_sql(
 ) -> str:
     """The golden entities with the most within-source duplicates, up to N members each. The explanation
     comes from the xref's own column `expl`, else from `expl_table` (the dedup stage's
-    `duplicates`: one row per non-surviving record) joined on (entity, source, id)."""
+    `duplicates`: one row per non-surviving record) joined on (entity, source, id) for the
+    members shown only.
+
+    Sizes come from per-(entity, golden id, source) counts, and only for golden ids where some
+    source holds two records (or a record has no source): the others have no surplus. That
+    replaces a count(DISTINCT source_name) over every row of the run."""
     own = f"left({ident(expl)}::VARCHAR, 400)" if expl else "NULL::VARCHAR"
     s = "is_survivor" if survivor else "NULL"
     join, e = "", "m.expl"
     if expl_table and not expl:
         join = f"""
     LEFT JOIN (
-        SELECT entity, source_name, source_id::VARCHAR AS source_id,
-               left(min(explanation::VARCHAR), 400) AS expl
-        FROM {ident(expl_table)} GROUP BY ALL
+        SELECT d.entity, d.source_name, d.source_id::VARCHAR AS source_id,
+               left(min(d.explanation::VARCHAR), 400) AS expl
+        FROM {ident(expl_table)} d
+        SEMI JOIN top ON top.entity = d.entity AND top.source_name = d.source_name
+                     AND top.source_id = d.source_id::VARCHAR
+        GROUP BY ALL
     ) d ON d.entity = m.entity AND d.source_name = m.source_name AND d.source_id = m.source_id"""
         e = "d.expl"
     return f"""
@@ -262,23 +270,28 @@ def top_clusters_sql(
                {own} AS expl
         FROM {ident(xref)} WHERE TRUE{run_filter}
     ),
+    per AS (SELECT entity, g, source_name, count(*) AS n FROM x GROUP BY ALL),
     sizes AS (
         -- a cluster is a duplicate cluster when some source holds two of its records; rank by
         -- those surplus records (a CRM contact plus its billing customer is a link, not a dup)
-        SELECT entity, g, count(*) AS size, count(*) - count(DISTINCT source_name) AS surplus
-        FROM x GROUP BY entity, g
-        HAVING count(*) > count(DISTINCT source_name)
+        SELECT entity, g, sum(n) AS size,
+               sum(n) - count(*) FILTER (WHERE source_name IS NOT NULL) AS surplus
+        FROM per
+        WHERE (entity, g) IN (SELECT (entity, g) FROM per WHERE n > 1 OR source_name IS NULL)
+        GROUP BY entity, g
+        HAVING surplus > 0
         ORDER BY surplus DESC, size DESC, entity, g LIMIT ?
     ),
-    m AS (
-        SELECT x.*, sizes.size, sizes.surplus,
-               row_number() OVER (PARTITION BY x.entity, x.g
-                                  ORDER BY x.survivor DESC NULLS LAST, x.source_name, x.source_id) AS k
-        FROM x JOIN sizes USING (entity, g)
+    top AS (
+        SELECT * FROM (
+            SELECT x.*, sizes.size, sizes.surplus,
+                   row_number() OVER (PARTITION BY x.entity, x.g
+                                      ORDER BY x.survivor DESC NULLS LAST, x.source_name, x.source_id) AS k
+            FROM x JOIN sizes USING (entity, g)
+        ) WHERE k <= ?
     )
     SELECT m.entity, m.g, m.size, m.source_name, m.source_id, m.rule, m.p, m.survivor, {e}
-    FROM m{join}
-    WHERE m.k <= ?
+    FROM top m{join}
     ORDER BY m.surplus DESC, m.size DESC, m.entity, m.g, m.k
     """
 
