@@ -185,6 +185,29 @@ def test_other_entities_dedupe_on_declared_keys() -> None:
     assert len({r[3] for r in rows[:3]}) == 1 and rows[3][3] != rows[0][3]
 
 
+def test_rows_sharing_a_source_row_are_each_numbered_once() -> None:
+    """An unpivoted export stages several rows from one source row: the record table then
+    numbers whole rows (not the provenance key), so no row is lost or doubled."""
+    con = duckdb.connect()
+    con.execute(entity_table_ddl("billing_event"))
+    con.executemany(
+        "INSERT INTO stg_billing_event (source_name, source_system, source_file, source_row, "
+        "source_id, idempotency_key, event_type) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            ["wide", "billing", "w.csv", 1, "evt_1", "k1", "a"],
+            ["wide", "billing", "w.csv", 1, "evt_2", "k2", "b"],  # same source row, unpivoted
+            ["wide", "billing", "w.csv", 2, "evt_3", "k1", "c"],
+        ],
+    )
+    dedup.run(con, "r1", {}, {"wide": [["idempotency_key"]]})
+    rows = con.execute(
+        "SELECT source_id, rule, golden_id FROM entity_xref WHERE entity = 'billing_event' "
+        "ORDER BY source_id"
+    ).fetchall()
+    assert [r[0] for r in rows] == ["evt_1", "evt_2", "evt_3"]  # each once
+    assert rows[0][2] == rows[2][2] != rows[1][2]  # evt_1 and evt_3 share k1
+
+
 def test_unknown_match_key_is_a_config_error(con: duckdb.DuckDBPyConnection) -> None:
     from romirecon.exitcodes import ConfigError
 

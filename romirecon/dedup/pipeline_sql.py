@@ -42,7 +42,11 @@ RECORD_PROVENANCE = ("source_name", "source_system", "source_file", "source_row"
 
 
 def record_table_sql(
-    entity: str, columns: list[str], with_norm: bool, keep: list[str] | None = None
+    entity: str,
+    columns: list[str],
+    with_norm: bool,
+    keep: list[str] | None = None,
+    unique_rows: bool = True,
 ) -> str:
     """CREATE `_dd_r` from `stg_<entity>` (joined to `norm_<entity>` for party entities).
 
@@ -89,17 +93,34 @@ def record_table_sql(
         f"(SELECT source_name, source_id FROM {stg} WHERE source_id IS NOT NULL "
         "GROUP BY ALL HAVING count(*) > 1) d"
     )
+    # record numbers from a narrow window over the three key columns only, joined back, and no
+    # ORDER BY rid on the wide result: at 4M contacts a window or a sort over the whole row ran
+    # out of a 4 GB memory limit. Every later step orders by rid explicitly; the fuzzy engine
+    # checks the order it loads and sorts when needed.
+    # (`unique_rows`: each staged row has its own (source_name, source_file, source_row); an
+    # unpivoted export repeats them, and then the window numbers whole rows as before)
+    order = "ORDER BY s.source_name, s.source_file, s.source_row"
+    if unique_rows:
+        rid = "i.rid"
+        ids = (
+            " JOIN (SELECT source_name, source_file, source_row, (row_number() OVER (ORDER BY "
+            f"source_name, source_file, source_row) - 1)::INTEGER AS rid FROM {stg}) i "
+            "ON i.source_name IS NOT DISTINCT FROM s.source_name "
+            "AND i.source_file IS NOT DISTINCT FROM s.source_file "
+            "AND i.source_row IS NOT DISTINCT FROM s.source_row"
+        )
+    else:
+        rid, ids = f"(row_number() OVER ({order}) - 1)::INTEGER", ""
     inner = (
-        "SELECT (row_number() OVER (ORDER BY s.source_name, s.source_file, s.source_row) - 1)"
-        f"::INTEGER AS rid, {carry}{norm_cols}, {hashed} AS row_hash, "
+        f"SELECT {rid} AS rid, {carry}{norm_cols}, {hashed} AS row_hash, "
         f"{complete} AS completeness, ({evidence}) AS is_evidence "
-        f"FROM {stg} s LEFT JOIN {repeated} ON d.source_name IS NOT DISTINCT FROM s.source_name "
-        f"AND d.source_id = s.source_id{norm}"
+        f"FROM {stg} s{ids} LEFT JOIN {repeated} ON d.source_name IS NOT DISTINCT FROM "
+        f"s.source_name AND d.source_id = s.source_id{norm}"
     )
     return (
         f"CREATE OR REPLACE TEMP TABLE {R} AS SELECT * EXCLUDE (row_hash, completeness, "
         "is_evidence), source_name || ':' || coalesce(CAST(source_id AS VARCHAR), '#' || row_hash) "
-        f"AS record_key, row_hash, completeness, is_evidence FROM ({inner}) ORDER BY rid"
+        f"AS record_key, row_hash, completeness, is_evidence FROM ({inner})"
     )
 
 

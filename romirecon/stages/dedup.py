@@ -200,7 +200,15 @@ def dedupe_entity(
         normalize.normalize_entity(con, entity)
     # only the columns evidence and survivorship read (materializing every staged column cost
     # more than all the rest of the record table); the golden table reads stg_<entity> itself
-    con.execute(q.record_table_sql(entity, columns, party, record_columns(columns, keys_by_source)))
+    stg = ident("stg_" + entity)
+    rows, keys = con.execute(
+        f"SELECT count(*), count(DISTINCT (source_name, source_file, source_row)) FROM {stg}"
+    ).fetchone()
+    con.execute(
+        q.record_table_sql(
+            entity, columns, party, record_columns(columns, keys_by_source), rows == keys
+        )
+    )
     n = int((con.execute(f"SELECT count(*) FROM {q.R}").fetchall()[0] or (0,))[0])
 
     # 1. exact evidence
