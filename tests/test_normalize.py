@@ -238,3 +238,15 @@ def test_norm_tables_are_temporary_and_replace_an_old_persistent_copy() -> None:
     ).fetchall()
     assert rows == [("norm_account", True), ("norm_contact", True)]
     assert con.execute("SELECT source_name FROM norm_contact").fetchall() == [("s",)]
+
+
+def test_phones_in_parallel_give_the_same_list_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above PARALLEL_PHONES the work is spread over processes; the answer is the same list,
+    element for element, as one process gives."""
+    from romirecon.stages import normalize
+
+    base = [("+1 415 555 0123", "US"), ("020 7946 0958", "GB"), ("12", "US"), ("abc", "DE")]
+    pairs = [(f"{p}{i % 7}" if i % 3 else p, r) for i in range(60) for p, r in base]
+    monkeypatch.setattr(normalize, "PARALLEL_PHONES", 10)
+    assert normalize.e164_all(pairs) == normalize.e164(pairs)
+    assert normalize.e164_all(pairs[:5]) == normalize.e164(pairs[:5])

@@ -218,6 +218,30 @@ def e164(pairs: list[tuple[str, str]]) -> list[str | None]:
     return out
 
 
+# below this many distinct phones one process is quicker than starting helpers
+PARALLEL_PHONES = 50_000
+
+
+def e164_all(pairs: list[tuple[str, str]]) -> list[str | None]:
+    """`e164` over every core for large inputs. libphonenumber is pure Python (it holds the
+    GIL), and while it runs DuckDB has nothing to do: at 1M customers this was 35 s of one core
+    with the other idle. Chunks keep their order, so the result is the same list."""
+    import os
+
+    workers = min(os.cpu_count() or 1, 8)
+    if workers < 2 or len(pairs) < PARALLEL_PHONES:
+        return e164(pairs)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = -(-len(pairs) // (workers * 4))
+    chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+    # spawn, not fork: the parent holds DuckDB's threads and locks
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        return [x for part in pool.map(e164, chunks) for x in part]
+
+
 def normalize_entity(
     con: duckdb.DuckDBPyConnection,
     entity: str,
@@ -244,7 +268,7 @@ def normalize_entity(
         {
             "phone_key": pa.array([d[0] for d in distinct], pa.string()),
             "region": pa.array([d[1] for d in distinct], pa.string()),
-            "phone_e164": pa.array(e164(distinct), pa.string()),
+            "phone_e164": pa.array(e164_all(distinct), pa.string()),
         }
     )
     con.register("_norm_phones", phones)
