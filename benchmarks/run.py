@@ -63,6 +63,19 @@ def estate(size: int, seed: int) -> Path:
     return d
 
 
+def _commit() -> str:
+    """The checkout's commit (and whether it had local changes) the run measured."""
+    git = ["git", "-C", str(HERE.parent)]
+    try:
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run([*git, "status", "--porcelain", "--", "romirecon"],
+                               capture_output=True, text=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
 def bare_read(project_dir: Path) -> tuple[float, int]:
     """Seconds to read every input file once with DuckDB's readers, and the rows read."""
     from romirecon.config import load_project
@@ -222,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default=os.environ.get("BENCH_SIZES", "10000,100000,1000000"))
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other sizes' rows of the previous results.json (same code only)",
+    )
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     results = []
@@ -231,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         floor, rows = bare_read(d)
         print(f"  bare read: {rows:,} rows in {floor:.2f} s", flush=True)
         res = run_once(d, CACHE / f"out-{n}")
-        res.update(customers=n, input_rows=rows, bare_read_seconds=floor)
+        res.update(customers=n, input_rows=rows, bare_read_seconds=floor, commit=_commit())
         res["rows_per_second"] = rows / res["wall_seconds"]
         res["ratio_to_bare_read"] = res["wall_seconds"] / floor if floor else None
         if res["exit_code"] in (0, 1):
@@ -242,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         results.append(res)
+    if args.merge and (HERE / "results.json").exists():
+        ran = {r["customers"] for r in results}
+        old = json.loads((HERE / "results.json").read_text())["results"]
+        results = sorted(
+            [r for r in old if r["customers"] not in ran] + results, key=lambda r: r["customers"]
+        )
     write_results(results)
     return 0
 
@@ -253,8 +277,8 @@ def write_results(results: list[dict[str, Any]]) -> None:
         "",
         f"Machine: {machine}. Generated with `python -m benchmarks.run` (`make bench`).",
         "",
-        "| customers | input rows | wall s | peak RSS MB | rows/s | bare read s | x bare read | s per n·log n (×1e6) | peak spill MB | dedup P | dedup R | dedup F1 | exit | load avg |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| customers | input rows | wall s | peak RSS MB | rows/s | bare read s | x bare read | s per n·log n (×1e6) | peak spill MB | dedup P | dedup R | dedup F1 | exit | load avg | commit |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         n = r["input_rows"] or 1
@@ -266,7 +290,7 @@ def write_results(results: list[dict[str, Any]]) -> None:
             f"| {nlogn:.2f} | {r.get('peak_temp_mb', float('nan')):.0f} "
             f"| {dd.get('precision', float('nan')):.4f} | {dd.get('recall', float('nan')):.4f} "
             f"| {dd.get('f1', float('nan')):.4f} | {r['exit_code']} "
-            f"| {r.get('load_average_before', float('nan')):.1f} |"
+            f"| {r.get('load_average_before', float('nan')):.1f} | {r.get('commit', '')} |"
         )
     if len(results) > 1:
         lines += [
