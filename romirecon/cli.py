@@ -65,6 +65,9 @@ def main(debug: bool) -> None:
     Exit codes: 0 pass, 1 SLA breached, 2 usage or config error, 3 runtime error (results
     incomplete), 4 inconclusive (an input missing, empty or stale).
     """
+    from romirecon.stages.normalize import allow_process_pool
+
+    allow_process_pool()  # the console script guards its main module (see PROCESS_POOL)
 
 
 project_option = click.option(

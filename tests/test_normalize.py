@@ -248,5 +248,6 @@ def test_phones_in_parallel_give_the_same_list_in_order(monkeypatch: pytest.Monk
     base = [("+1 415 555 0123", "US"), ("020 7946 0958", "GB"), ("12", "US"), ("abc", "DE")]
     pairs = [(f"{p}{i % 7}" if i % 3 else p, r) for i in range(60) for p, r in base]
     monkeypatch.setattr(normalize, "PARALLEL_PHONES", 10)
+    monkeypatch.setattr(normalize, "PROCESS_POOL", True)
     assert normalize.e164_all(pairs) == normalize.e164(pairs)
     assert normalize.e164_all(pairs[:5]) == normalize.e164(pairs[:5])

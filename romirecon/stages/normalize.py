@@ -220,6 +220,16 @@ def e164(pairs: list[tuple[str, str]]) -> list[str | None]:
 
 # below this many distinct phones one process is quicker than starting helpers
 PARALLEL_PHONES = 50_000
+# helper processes are started with "spawn", which re-imports the caller's main module: safe for
+# the `romirecon` command (cli.main turns this on), not for an arbitrary script calling the API
+# without an `if __name__ == "__main__":` guard, so library callers opt in
+PROCESS_POOL = False
+
+
+def allow_process_pool(allowed: bool = True) -> None:
+    """Let `e164_all` use helper processes (the CLI does; see PROCESS_POOL)."""
+    global PROCESS_POOL
+    PROCESS_POOL = allowed
 
 
 def e164_all(pairs: list[tuple[str, str]]) -> list[str | None]:
@@ -229,7 +239,7 @@ def e164_all(pairs: list[tuple[str, str]]) -> list[str | None]:
     import os
 
     workers = min(os.cpu_count() or 1, 8)
-    if workers < 2 or len(pairs) < PARALLEL_PHONES:
+    if not PROCESS_POOL or workers < 2 or len(pairs) < PARALLEL_PHONES:
         return e164(pairs)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
