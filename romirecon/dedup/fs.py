@@ -154,16 +154,7 @@ def em(
     it, converged = 0, False
     for step in range(1, max_iter + 1):
         it = step
-        lm = np.zeros(pats.shape[0])
-        lu = np.zeros(pats.shape[0])
-        for f in range(nf):
-            g = pats[:, f].astype(np.int64)
-            ok = g >= 0
-            lm[ok] += np.log(np.maximum(m[f][g[ok]], _EPS))
-            lu[ok] += np.log(np.maximum(u[f][g[ok]], _EPS))
-        a = np.log(lam) + lm
-        b = np.log1p(-lam) + lu
-        post = 1.0 / (1.0 + np.exp(np.clip(b - a, -700, 700)))
+        post = posterior(pats, m, u, lam)
         wm = w_all * post
         wu = w_all * (1.0 - post)
         new_lam = float(wm.sum() / w_all.sum())
