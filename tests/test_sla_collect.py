@@ -67,3 +67,46 @@ def test_top_clusters_rank_by_surplus_then_size() -> None:
         ("10", None),
         ("9", "why 9"),
     ]
+
+
+def test_duplicate_stats_by_hand() -> None:
+    con = _con()
+    rows = con.execute(sla.duplicate_stats_sql("entity_xref", "")).fetchall()
+    # per (entity, source): rows, golden ids, groups (golden ids with two rows in the source),
+    # rows in those groups. crm: ids 1,2 (g1) 4 (g2) 7 (g3) 8,9,10 (g4) -> 7 rows, 4 goldens,
+    # groups g1 + g4 = 2, rows 2 + 3 = 5. billing: 3 (g1) 5 (g2) 11 (g4) -> 3 rows, 3 goldens,
+    # no group. No source: 6 (g3). The entity line (first: totals come before a NULL source)
+    # 11 rows, 4 + 3 + 1 = 8 goldens, 2 groups.
+    assert rows == [
+        ("contact", None, 11, 8, 2, 5),
+        ("contact", None, 1, 1, 0, 0),
+        ("contact", "billing", 3, 3, 0, 0),
+        ("contact", "crm", 7, 4, 2, 5),
+    ]
+
+
+def test_materialized_per_table_gives_the_same_answers() -> None:
+    """evaluate() aggregates the xref once into a table; every query reading that table must
+    answer exactly as the same query aggregating the xref itself."""
+    con = _con()
+    con.execute(f"CREATE TABLE per AS {sla.per_sql('entity_xref', '')}")
+    pairs = [
+        (sla.duplicate_stats_sql("entity_xref", ""), []),
+        (sla.cross_source_sql("entity_xref", ""), []),
+        (sla.duplicate_samples_sql("entity_xref", "", True), [10]),
+        (sla.top_clusters_sql("entity_xref", "", None, True, "duplicates"), [10, 3]),
+    ]
+    with_per = [
+        sla.duplicate_stats_sql("entity_xref", "", "per"),
+        sla.cross_source_sql("entity_xref", "", "per"),
+        sla.duplicate_samples_sql("entity_xref", "", True, "per"),
+        sla.top_clusters_sql("entity_xref", "", None, True, "duplicates", "per"),
+    ]
+    for (inline, params), materialized in zip(pairs, with_per, strict=True):
+        want = con.execute(inline, params).fetchall()
+        assert want  # the fixture has duplicates: an empty answer would prove nothing
+        assert con.execute(materialized, params).fetchall() == want
+    # cross-source by hand: 11 rows, golden ids g1..g4 -> 4
+    assert con.execute(sla.cross_source_sql("entity_xref", "", "per")).fetchall() == [
+        ("contact", 11, 4)
+    ]

@@ -194,24 +194,36 @@ def _golden(alias: str = "") -> str:
     return f"coalesce({a}golden_id::VARCHAR, {a}source_name || ':' || {a}source_id::VARCHAR)"
 
 
-def duplicate_stats_sql(xref: str, run_filter: str) -> str:
-    """Per (entity, source) and per entity: rows, distinct golden ids, groups, rows involved."""
+def per_sql(xref: str, run_filter: str) -> str:
+    """Rows per (entity, source, golden id): the one aggregate over the whole xref that the
+    duplicate metrics, samples and top clusters all start from."""
     return f"""
-    WITH per AS (
         SELECT entity, source_name, {_golden()} AS g, count(*) AS n
         FROM {ident(xref)} WHERE TRUE{run_filter}
-        GROUP BY entity, source_name, g
-    )
+        GROUP BY entity, source_name, g"""
+
+
+def _per(xref: str, run_filter: str, per: str | None) -> str:
+    """`per` (a table holding `per_sql`'s rows) when given, else the aggregate itself."""
+    return f"SELECT * FROM {ident(per)}" if per else per_sql(xref, run_filter)
+
+
+def duplicate_stats_sql(xref: str, run_filter: str, per: str | None = None) -> str:
+    """Per (entity, source) and per entity: rows, distinct golden ids, groups, rows involved."""
+    return f"""
+    WITH per AS ({_per(xref, run_filter, per)})
     SELECT entity, source_name, sum(n)::BIGINT AS rows, count(*)::BIGINT AS goldens,
            count(*) FILTER (WHERE n > 1)::BIGINT AS groups,
            coalesce(sum(n) FILTER (WHERE n > 1), 0)::BIGINT AS rows_involved
     FROM per
     GROUP BY GROUPING SETS ((entity, source_name), (entity))
-    ORDER BY entity, source_name NULLS FIRST
+    ORDER BY entity, source_name NULLS FIRST, GROUPING(source_name) DESC
     """
 
 
-def duplicate_samples_sql(xref: str, run_filter: str, has_survivor: bool) -> str:
+def duplicate_samples_sql(
+    xref: str, run_filter: str, has_survivor: bool, per: str | None = None
+) -> str:
     """Up to N ids of non-surviving duplicate rows per (entity, source), in one pass: the
     duplicate groups are found by aggregation, and only their (few) rows are windowed.
     Parameters: run id (if filtered), N."""
@@ -219,13 +231,18 @@ def duplicate_samples_sql(xref: str, run_filter: str, has_survivor: bool) -> str
     # else the first id (the survivor may live in another source)
     order = "x.is_survivor DESC NULLS LAST, x.source_id" if has_survivor else "x.source_id"
     keep = f"row_number() OVER (PARTITION BY x.entity, x.source_name, x.g ORDER BY {order}) = 1"
+    grp = (
+        f"SELECT entity, source_name, g FROM {ident(per)} WHERE n > 1"
+        if per
+        else "SELECT entity, source_name, g FROM x GROUP BY ALL HAVING count(*) > 1"
+    )
     return f"""
     WITH x AS (
         SELECT entity, source_name, source_id::VARCHAR AS source_id, {_golden()} AS g
                {", is_survivor" if has_survivor else ""}
         FROM {ident(xref)} WHERE TRUE{run_filter}
     ),
-    grp AS (SELECT entity, source_name, g FROM x GROUP BY ALL HAVING count(*) > 1),
+    grp AS ({grp}),
     d AS (
         SELECT x.entity, x.source_name, x.source_id, {keep} AS keep
         FROM x JOIN grp ON x.entity = grp.entity AND x.source_name = grp.source_name
@@ -239,7 +256,12 @@ def duplicate_samples_sql(xref: str, run_filter: str, has_survivor: bool) -> str
 
 
 def top_clusters_sql(
-    xref: str, run_filter: str, expl: str | None, survivor: bool, expl_table: str | None = None
+    xref: str,
+    run_filter: str,
+    expl: str | None,
+    survivor: bool,
+    expl_table: str | None = None,
+    per: str | None = None,
 ) -> str:
     """The golden entities with the most within-source duplicates, up to N members each. The explanation
     comes from the xref's own column `expl`, else from `expl_table` (the dedup stage's
@@ -250,6 +272,7 @@ def top_clusters_sql(
     source holds two records (or a record has no source): the others have no surplus. That
     replaces a count(DISTINCT source_name) over every row of the run."""
     own = f"left({ident(expl)}::VARCHAR, 400)" if expl else "NULL::VARCHAR"
+    per_x = "SELECT entity, g, source_name, count(*) AS n FROM x GROUP BY ALL"
     s = "is_survivor" if survivor else "NULL"
     join, e = "", "m.expl"
     if expl_table and not expl:
@@ -270,7 +293,7 @@ def top_clusters_sql(
                {own} AS expl
         FROM {ident(xref)} WHERE TRUE{run_filter}
     ),
-    per AS (SELECT entity, g, source_name, count(*) AS n FROM x GROUP BY ALL),
+    per AS ({f"SELECT * FROM {ident(per)}" if per else per_x}),
     sizes AS (
         -- a cluster is a duplicate cluster when some source holds two of its records; rank by
         -- those surplus records (a CRM contact plus its billing customer is a link, not a dup)
@@ -296,11 +319,11 @@ def top_clusters_sql(
     """
 
 
-def cross_source_sql(xref: str, run_filter: str) -> str:
+def cross_source_sql(xref: str, run_filter: str, per: str | None = None) -> str:
     """Per entity: rows and distinct golden ids across all sources."""
     return f"""
-    SELECT entity, count(*) AS rows, count(DISTINCT {_golden()}) AS goldens
-    FROM {ident(xref)} WHERE TRUE{run_filter}
+    SELECT entity, sum(n)::BIGINT AS rows, count(DISTINCT g) AS goldens
+    FROM ({_per(xref, run_filter, per)})
     GROUP BY entity ORDER BY entity
     """
 
@@ -400,6 +423,12 @@ def _entity_tables(tables: set[str]) -> dict[str, str]:
 
 
 XREF_VIEW = "_sla_xref"
+# per_sql over the view, materialized once: four reports read it instead of four scans of the xref
+PER_TABLE = "_sla_per"
+
+
+def _per_table(table: str) -> str | None:
+    return PER_TABLE if table == XREF_VIEW else None
 
 
 def xref_view_sql(table: str, cols: list[str], run_id: str) -> str:
@@ -436,6 +465,9 @@ def _xref_table(
             cols = _columns(con, t)
             if {"entity", "source_name", "source_id", "golden_id"} <= set(cols):
                 con.execute(xref_view_sql(t, cols, run_id))
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE {ident(PER_TABLE)} AS {per_sql(XREF_VIEW, '')}"
+                )
                 present = ["entity", "source_name", "source_id", "golden_id", "rule",
                            "match_probability"]  # fmt: skip
                 if "is_survivor" in cols:
@@ -566,7 +598,7 @@ def collect_duplicate_metrics(
     table, cols = xref
     out: list[Metric] = []
     for ent, src, rows, goldens, groups, involved in con.execute(
-        duplicate_stats_sql(table, _run_filter(cols)), _params(cols, run_id)
+        duplicate_stats_sql(table, _run_filter(cols), _per_table(table)), _params(cols, run_id)
     ).fetchall():
         dups = rows - goldens
         out += [
@@ -600,7 +632,7 @@ def collect_duplicate_metrics(
             ),
         ]
     for ent, rows, goldens in con.execute(
-        cross_source_sql(table, _run_filter(cols)), _params(cols, run_id)
+        cross_source_sql(table, _run_filter(cols), _per_table(table)), _params(cols, run_id)
     ).fetchall():
         out.append(
             Metric(
@@ -737,7 +769,9 @@ def collect_clusters(
         dcols = set(_columns(con, "duplicates"))
         if {"entity", "source_name", "source_id", "explanation"} <= dcols:
             expl_table = "duplicates"
-    sql = top_clusters_sql(table, _run_filter(cols), expl, "is_survivor" in cols, expl_table)
+    sql = top_clusters_sql(
+        table, _run_filter(cols), expl, "is_survivor" in cols, expl_table, _per_table(table)
+    )
     rows = con.execute(sql, [*_params(cols, run_id), TOP_CLUSTERS, CLUSTER_MEMBERS]).fetchall()
     out: list[Cluster] = []
     for ent, g, size, src, sid, rule, p, surv, ex in rows:
@@ -780,7 +814,9 @@ def sample_ids(
         key = ("duplicates",)
         if key not in cache:
             table, cols = xref
-            sql = duplicate_samples_sql(table, _run_filter(cols), "is_survivor" in cols)
+            sql = duplicate_samples_sql(
+                table, _run_filter(cols), "is_survivor" in cols, _per_table(table)
+            )
             cache[key] = con.execute(sql, [*_params(cols, run_id), SAMPLE_IDS]).fetchall()
         rows = [
             (s_, i)
@@ -982,6 +1018,7 @@ def evaluate(
         top_clusters=collect_clusters(con, run_id, xref),
         quarantine_by_reason=collect_quarantine_reasons(con, run_id, tables),
     )
+    con.execute(f"DROP TABLE IF EXISTS {ident(PER_TABLE)}")
     if record_history:
         history.record_run(
             con,
