@@ -119,7 +119,14 @@ def run_once(project_dir: Path, out_dir: Path) -> dict[str, Any]:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     spill = _SpillWatch(project_dir / ".romirecon" / "tmp")
     spill.start()
-    stderr = proc.stderr.read() if proc.stderr else ""
+    lines = []
+    # read the log as it comes, so the spill sampler knows which stage is running
+    for line in proc.stderr or []:
+        lines.append(line)
+        if '"stage.start"' in line:
+            with contextlib.suppress(ValueError):
+                spill.stage = json.loads(line).get("stage") or spill.stage
+    stderr = "".join(lines)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
     spill.stop()
@@ -136,6 +143,7 @@ def run_once(project_dir: Path, out_dir: Path) -> dict[str, Any]:
                     "stage": ev["stage"],
                     "seconds": ev["duration_ms"] / 1000,
                     "peak_rss_mb": (ev.get("peak_rss_bytes") or 0) / 2**20,
+                    "peak_temp_mb": spill.by_stage.get(ev["stage"], 0) / 2**20,
                     "rows_in": ev.get("rows_in"),
                     "rows_out": ev.get("rows_out"),
                 }
@@ -171,10 +179,14 @@ class _SpillWatch(threading.Thread):
     def __init__(self, folder: Path) -> None:
         super().__init__(daemon=True)
         self.folder, self.peak, self._stop_event = folder, 0, threading.Event()
+        self.stage = "start"
+        self.by_stage: dict[str, int] = {}
 
     def run(self) -> None:
         while not self._stop_event.wait(0.5):
-            self.peak = max(self.peak, _size(self.folder))
+            size = _size(self.folder)
+            self.peak = max(self.peak, size)
+            self.by_stage[self.stage] = max(self.by_stage.get(self.stage, 0), size)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -311,14 +323,17 @@ def write_results(results: list[dict[str, Any]]) -> None:
                 f"| {a['customers']:,} → {b['customers']:,} | {rows_x:.1f} | {wall_x:.1f} "
                 f"| {nlogn_x:.1f} | {k:.2f} |"
             )
-    lines += ["", "Per stage (seconds / peak RSS MB so far):", ""]
+    lines += ["", "Per stage (seconds / peak RSS MB so far / peak spill MB in the stage):", ""]
     stage_names = sorted({s["stage"] for r in results for s in r["stages"]}, key=_stage_order)
     lines.append("| customers | " + " | ".join(stage_names) + " |")
     lines.append("|---:|" + "---:|" * len(stage_names))
     for r in results:
         by = {s["stage"]: s for s in r["stages"]}
         cells = [
-            f"{by[s]['seconds']:.1f} / {by[s]['peak_rss_mb']:.0f}" if s in by else ""
+            f"{by[s]['seconds']:.1f} / {by[s]['peak_rss_mb']:.0f}"
+            + (f" / {by[s]['peak_temp_mb']:.0f}" if "peak_temp_mb" in by[s] else "")
+            if s in by
+            else ""
             for s in stage_names
         ]
         lines.append(f"| {r['customers']:,} | " + " | ".join(cells) + " |")
