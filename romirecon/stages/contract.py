@@ -231,9 +231,12 @@ def typed_expr(spec: ColumnSpec, v: str, fmt: dict[str, Any], tz: str, exp_col: 
     if t == "boolean":
         tv = [s.lower() for s in (spec.true_values or DEFAULT_TRUE)]
         fv = [s.lower() for s in (spec.false_values or DEFAULT_FALSE)]
+        # list_position, not IN / list_contains: DuckDB plans a list of six or more constants
+        # as a join, which loses the row order the staged table relies on (see stage_source)
         return (
-            f"CASE WHEN lower({v}) IN ({', '.join(map(literal, tv))}) THEN true "
-            f"WHEN lower({v}) IN ({', '.join(map(literal, fv))}) THEN false END"
+            f"CASE WHEN list_position([{', '.join(map(literal, tv))}], lower({v})) IS NOT NULL "
+            f"THEN true WHEN list_position([{', '.join(map(literal, fv))}], lower({v})) "
+            "IS NOT NULL THEN false END"
         )
     if t == "date":
         return date_expr(v, spec)
@@ -288,7 +291,8 @@ def checks_for(
         allowed = ", ".join(
             literal(str(x).lower() if isinstance(x, bool) else str(x)) for x in spec.enum
         )
-        out.append(("not-in-enum", f"{v} IS NOT NULL AND {v} NOT IN ({allowed})"))
+        # list_position, not NOT IN: see typed_expr (boolean)
+        out.append(("not-in-enum", f"{v} IS NOT NULL AND list_position([{allowed}], {v}) IS NULL"))
     if spec.pattern:
         out.append(
             (
