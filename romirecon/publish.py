@@ -12,7 +12,10 @@ from romirecon.sqlutil import ident, literal
 
 # a cell starting with one of these is a formula in Excel / LibreOffice / Google Sheets
 FORMULA_START = r"^[=+\-@\t\r]"
-_FORMULA_CHARS = ", ".join(literal(c) for c in "=+-@\t\r")
+# `contains` on a string of the characters, not `IN (...)` / `list_contains([...])`: DuckDB
+# plans a list of six constants as a MARK join, and a join does not keep row order, so the CSV
+# COPY wrote 2048-row chunks out of the query's order (and different bytes from run to run)
+_FORMULA_CHARS = literal("=+-@\t\r")
 
 
 def atomic_path(final: Path) -> Path:
@@ -42,8 +45,8 @@ def _safe_csv_select(con: duckdb.DuckDBPyConnection, relation: str) -> str:
             # the first character against the FORMULA_START set: a regexp per cell cost more
             # than the CSV writer itself on the larger outputs
             out.append(
-                f"CASE WHEN left({q}, 1) IN ({_FORMULA_CHARS}) THEN chr(39) || {q} "
-                f"ELSE {q} END AS {q}"
+                f"CASE WHEN {q} <> '' AND contains({_FORMULA_CHARS}, left({q}, 1)) "
+                f"THEN chr(39) || {q} ELSE {q} END AS {q}"
             )
         elif ctype.endswith("[]") or ctype.startswith(("STRUCT", "MAP")):
             out.append(f"CAST(to_json({q}) AS VARCHAR) AS {q}")

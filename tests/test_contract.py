@@ -241,3 +241,74 @@ def test_encodings(tmp_path: Path, encoding: str, data: bytes) -> None:
 def test_mixed_line_endings(tmp_path: Path) -> None:
     con, t, q = stage(tmp_path, LINE, b"id,currency,amount\r\n1,USD,1\n2,USD,2\r\n")
     assert q == [] and rows(con, f"SELECT count(*) FROM {t}") == [(2,)]
+
+
+def test_staged_rows_stay_in_file_order_without_a_sort(tmp_path: Path) -> None:
+    # the staged table is copied from the check table in storage order (no second sort): with a
+    # money column (the currency exponent lookup), quarantined rows and duplicate keys in between,
+    # and enough rows for several threads, the stored order must still be source_row order
+    lines = ["id,currency,amount"]
+    for i in range(1, 20001):
+        cur = ["USD", "JPY", "EUR", "XYZ"][i % 4]  # every 4th row (i % 4 == 3) is unknown
+        lines.append(f"{i if i % 1000 else 1},{cur},{i}.5")  # ids 1000, 2000, ... repeat id 1
+    m = {**LINE, "unique": [["source_id"]]}
+    con, _t, q = stage(tmp_path, m, "\n".join(lines) + "\n")
+    stored = [r[0] for r in rows(con, "SELECT source_row FROM staged_sample ORDER BY rowid")]
+    # rows 1..20000: unknown currency where i % 4 == 3 (5000 rows); of the rest, i % 1000 == 0
+    # repeats id 1 (i = 1000, 2000, ..., 20000: 20 rows, none with i % 4 == 3) -> 20 duplicates
+    expected = [i for i in range(1, 20001) if i % 4 != 3 and i % 1000 != 0]
+    assert stored == expected
+    assert len(q) == 5000 + 20
+    assert [r["source_row"] for r in q] == sorted(r["source_row"] for r in q)
+    # row 1 is JPY 1.5: no minor unit, half-even -> 2; row 2 is EUR 2.5 -> 250 cents
+    assert rows(con, "SELECT source_row, amount FROM staged_sample WHERE source_row IN (1, 2)") == [
+        (1, 2), (2, 250),
+    ]  # fmt: skip
+
+
+def test_in_key_order_detects_a_misordered_table() -> None:
+    import duckdb
+
+    from romirecon.stages.contract import in_key_order
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE ok AS SELECT * FROM (VALUES ('a', 1), ('a', 2), ('b', 1)) t(source_file, source_row)")  # fmt: skip
+    con.execute("CREATE TABLE swapped AS SELECT * FROM (VALUES ('a', 2), ('a', 1)) t(source_file, source_row)")  # fmt: skip
+    con.execute("CREATE TABLE files AS SELECT * FROM (VALUES ('b', 1), ('a', 2)) t(source_file, source_row)")  # fmt: skip
+    con.execute("CREATE TABLE dup AS SELECT * FROM (VALUES ('a', 1), ('a', 1)) t(source_file, source_row)")  # fmt: skip
+    assert in_key_order(con, "ok")
+    assert not in_key_order(con, "swapped")
+    assert not in_key_order(con, "files")
+    assert not in_key_order(con, "dup")
+
+
+def test_json_members_of_one_column_are_extracted_together(tmp_path: Path) -> None:
+    from romirecon.stages.contract import JsonPaths, source_ref
+
+    jp = JsonPaths()
+    cols = {"id", "properties", "meta"}
+    assert source_ref("properties.email", cols, jp) == '"_romirecon_jp0"[1]'
+    assert source_ref("meta.a.b", cols, jp) == '"_romirecon_jp1"[1]'
+    assert source_ref("properties.city", cols, jp) == '"_romirecon_jp0"[2]'
+    assert source_ref("properties.email", cols, jp) == '"_romirecon_jp0"[1]'  # asked twice
+    assert source_ref("id", cols, jp) == '"id"'
+    assert jp.select_items() == [
+        """json_extract_string("properties", ['$."email"', '$."city"']) AS "_romirecon_jp0\"""",
+        """json_extract_string("meta", ['$."a"."b"']) AS "_romirecon_jp1\"""",
+    ]
+    # end to end: the values are those of the members (null member and missing member -> NULL)
+    m = {"entity": "contact", "format": {"type": "json"}, "columns": {
+        "source_id": {"from": "id"},
+        "email": {"from": "properties.email"},
+        "city": {"from": ["properties.city", "properties.town"]},
+        "company": {"from": "properties.company"},
+    }}  # fmt: skip
+    doc = (
+        '{"id":"1","properties":{"email":"a@x.io","city":null,"town":"Oslo","company":"Acme"}}\n'
+        '{"id":"2","properties":{"email":" b@y.io ","city":"Rome"}}\n'
+    )
+    con, _t, q = stage(tmp_path, m, doc, name="c.jsonl", entity="contact")
+    assert q == []
+    assert rows(con, "SELECT source_id, email, city, company FROM staged_sample ORDER BY rowid") == [
+        ("1", "a@x.io", "Oslo", "Acme"), ("2", "b@y.io", "Rome", None),
+    ]  # fmt: skip

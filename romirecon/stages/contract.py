@@ -83,8 +83,39 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
 # --- text expressions ---------------------------------------------------------------------------
 
 
-def source_ref(name: str, columns: set[str]) -> str | None:
-    """SQL for a `from` name: an exact column, or a dotted path into a JSON-text column."""
+class JsonPaths:
+    """The JSON paths a mapping reads out of each JSON-text column, extracted together.
+
+    `json_extract_string(col, path)` parses `col` on every call: a HubSpot mapping reads 26
+    `properties.*` members, which parsed each record's `properties` 26 times (most of the
+    contract's time on that source). Collected here, each column is parsed once per row by
+    `json_extract_string(col, [path, ...])` (see `select_items`) and every member is an element
+    of that list."""
+
+    PREFIX = "_romirecon_jp"
+
+    def __init__(self) -> None:
+        self.paths: dict[str, list[str]] = {}  # column -> paths, in first-use order
+
+    def ref(self, head: str, path: str) -> str:
+        paths = self.paths.setdefault(head, [])
+        if path not in paths:
+            paths.append(path)
+        col = f"{self.PREFIX}{list(self.paths).index(head)}"
+        return f"{ident(col)}[{paths.index(path) + 1}]"
+
+    def select_items(self) -> list[str]:
+        """`json_extract_string(col, [paths]) AS _romirecon_jp<i>`, one per column read."""
+        return [
+            f"json_extract_string({ident(head)}, [{', '.join(literal(p) for p in paths)}]) "
+            f"AS {ident(f'{self.PREFIX}{i}')}"
+            for i, (head, paths) in enumerate(self.paths.items())
+        ]
+
+
+def source_ref(name: str, columns: set[str], json_paths: JsonPaths | None = None) -> str | None:
+    """SQL for a `from` name: an exact column, or a dotted path into a JSON-text column (an
+    element of the column's extracted list when `json_paths` collects them)."""
     if name in columns:
         return ident(name)
     parts = name.split(".")
@@ -92,11 +123,15 @@ def source_ref(name: str, columns: set[str]) -> str | None:
         head = ".".join(parts[:cut])
         if head in columns:
             path = "$." + ".".join(json_key(p) for p in parts[cut:])
+            if json_paths is not None:
+                return json_paths.ref(head, path)
             return f"json_extract_string({ident(head)}, {literal(path)})"
     return None
 
 
-def text_expr(spec: ColumnSpec, columns: set[str]) -> tuple[str, list[str]]:
+def text_expr(
+    spec: ColumnSpec, columns: set[str], json_paths: JsonPaths | None = None
+) -> tuple[str, list[str]]:
     """The column's value as trimmed text, and the `from` names absent from the export."""
     missing: list[str] = []
     if spec.expr is not None:
@@ -107,7 +142,7 @@ def text_expr(spec: ColumnSpec, columns: set[str]) -> tuple[str, list[str]]:
     else:
         refs = []
         for name in spec.source:
-            ref = source_ref(name, columns)
+            ref = source_ref(name, columns, json_paths)
             if ref is None:
                 missing.append(name)
             else:
@@ -196,9 +231,12 @@ def typed_expr(spec: ColumnSpec, v: str, fmt: dict[str, Any], tz: str, exp_col: 
     if t == "boolean":
         tv = [s.lower() for s in (spec.true_values or DEFAULT_TRUE)]
         fv = [s.lower() for s in (spec.false_values or DEFAULT_FALSE)]
+        # list_position, not IN / list_contains: DuckDB plans a list of six or more constants
+        # as a join, which loses the row order the staged table relies on (see stage_source)
         return (
-            f"CASE WHEN lower({v}) IN ({', '.join(map(literal, tv))}) THEN true "
-            f"WHEN lower({v}) IN ({', '.join(map(literal, fv))}) THEN false END"
+            f"CASE WHEN list_position([{', '.join(map(literal, tv))}], lower({v})) IS NOT NULL "
+            f"THEN true WHEN list_position([{', '.join(map(literal, fv))}], lower({v})) "
+            "IS NOT NULL THEN false END"
         )
     if t == "date":
         return date_expr(v, spec)
@@ -253,7 +291,8 @@ def checks_for(
         allowed = ", ".join(
             literal(str(x).lower() if isinstance(x, bool) else str(x)) for x in spec.enum
         )
-        out.append(("not-in-enum", f"{v} IS NOT NULL AND {v} NOT IN ({allowed})"))
+        # list_position, not NOT IN: see typed_expr (boolean)
+        out.append(("not-in-enum", f"{v} IS NOT NULL AND list_position([{allowed}], {v}) IS NULL"))
     if spec.pattern:
         out.append(
             (
@@ -316,8 +355,9 @@ def stage_source(
 
     # 1. text values
     texts: dict[str, str] = {}
+    json_paths = JsonPaths()
     for name, spec in mapping.columns.items():
-        expr, missing = text_expr(spec, colset)
+        expr, missing = text_expr(spec, colset, json_paths)
         if missing and len(missing) == len(spec.source) and ingest.rows_read > 0:
             hint = did_you_mean(missing[0], columns)
             if spec.required:
@@ -330,28 +370,28 @@ def stage_source(
     if mapping.currency and "currency" in ENTITIES[mapping.entity] and "currency" not in texts:
         texts["currency"] = literal(mapping.currency)
 
-    # 2. currency exponents for money columns and currency checks
-    exp_table = table_name("cur", source.name)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(exp_table)} (code VARCHAR, exp INTEGER)")
-    con.executemany(
-        f"INSERT INTO {ident(exp_table)} VALUES (?, ?)", exponent_table(mapping.exponents)
+    # 2. currency exponents for money columns and currency checks: a lookup in a constant MAP,
+    # not a join with an exponent table. A join does not keep the rows' order, and the staged
+    # table relies on the check table being in the raw (source_file, source_row) order (step 5).
+    exponents = (
+        "MAP {"
+        + ", ".join(
+            f"{literal(code)}: {int(exp)}" for code, exp in exponent_table(mapping.exponents)
+        )
+        + "}"
     )
     currency_cols = sorted(
         {spec.currency for spec in mapping.columns.values() if spec.type == "money"}
         | ({"currency"} & set(texts))
         | ({"base", "quote"} & set(texts))
     )
-    joins = []
+    lookups = []
     exp_ref: dict[str, str] = {}
     for i, cc in enumerate(currency_cols):
         alias = f"_e{i}"
-        cur_text = texts.get(cc, literal(mapping.currency or ""))
-        joins.append(
-            f"LEFT JOIN {ident(exp_table)} {alias} ON {alias}.code = _t.{ident('_v_' + cc)}"
-            if cc in texts
-            else f"LEFT JOIN {ident(exp_table)} {alias} ON {alias}.code = {cur_text}"
-        )
-        exp_ref[cc] = f"{alias}.exp"
+        code = f"_t.{ident('_v_' + cc)}" if cc in texts else literal(mapping.currency or "")
+        lookups.append(f"map_extract_value({exponents}, {code}) AS {alias}")
+        exp_ref[cc] = f"_t.{alias}"
 
     # 3. typed values and checks
     typed: dict[str, str] = {}
@@ -416,16 +456,21 @@ def stage_source(
     text_sel = ", ".join(f"{e} AS {ident('_v_' + n)}" for n, e in texts.items())
     filter_sel = f", ({mapping.filter}) AS _filter" if mapping.filter else ""
     record_sel = f", {record_expr('_s')} AS _record" if carry_record else ""
+    extracted = json_paths.select_items()
+    base = f"(SELECT *, {', '.join(extracted)} FROM {rel})" if extracted else rel
     inner = (
         f"SELECT {text_sel}{', ' if text_sel else ''}source_file, source_row, file_sha256"
-        f"{record_sel}{filter_sel} FROM {rel} _s"
+        f"{record_sel}{filter_sel} FROM {base} _s"
+    )
+    checked_from = (
+        f"(SELECT _t.*, {', '.join(lookups)} FROM ({inner}) _t)" if lookups else f"({inner})"
     )
     typed_sel = ", ".join(f"{e} AS {ident(n)}" for n, e in typed.items())
     checked = table_name("chk", source.name)
     sql = (
         f"CREATE OR REPLACE TEMP TABLE {ident(checked)} AS SELECT {typed_sel}, "
         f"_t.source_file, _t.source_row, _t.file_sha256{', _t._record' if carry_record else ''}, "
-        f"{reasons} AS _reasons FROM ({inner}) _t {' '.join(joins)}"
+        f"{reasons} AS _reasons FROM {checked_from} _t"
     )
     try:
         con.execute(sql)
@@ -475,10 +520,21 @@ def stage_source(
     }
     stg_cols += [f"CAST({prov_vals[n]} AS {t}) AS {ident(n)}" for n, t in PROVENANCE.items()]
     stg = stg_table(source.name)
-    con.execute(
+    create_stg = (
         f"CREATE OR REPLACE TABLE {ident(stg)} AS SELECT {', '.join(stg_cols)} "
-        f"FROM {ident(checked)} WHERE len(_reasons) = 0 ORDER BY source_file, source_row"
+        f"FROM {ident(checked)} WHERE len(_reasons) = 0"
     )
+    # The staged rows are in (source_file, source_row) order. The raw rows are loaded in that
+    # order and the check table is a filter + projection of them, so a plain copy keeps it
+    # without sorting the wide rows again (the costliest contract statement at 1M customers).
+    # The order is verified (a narrow pass); an unpivoted export (several rows per source row)
+    # or a plan that did not keep the order is sorted as before.
+    if mapping.unpivot:
+        con.execute(f"{create_stg} ORDER BY source_file, source_row")
+    else:
+        con.execute(create_stg)
+        if not in_key_order(con, stg):
+            con.execute(f"{create_stg} ORDER BY source_file, source_row")
 
     # 6. quarantine: contract failures, then lines the reader rejected
     msg_case = (
@@ -546,6 +602,21 @@ def stage_source(
     )
     con.execute(f"DROP TABLE {ident(checked)}")
     return res
+
+
+def in_key_order(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether `table`'s rows are stored in strictly increasing (source_file, source_row)
+    order: `rowid` is the storage position, each row is compared with the one before it."""
+    bad = con.execute(
+        f"""
+        SELECT count(*) FROM (
+            SELECT source_file, source_row, lag(source_file) OVER w AS prev_file,
+                lag(source_row) OVER w AS prev_row
+            FROM {ident(table)} WINDOW w AS (ORDER BY rowid)
+        ) WHERE prev_file > source_file OR (prev_file = source_file AND prev_row >= source_row)
+        """
+    ).fetchone()[0]
+    return bad == 0
 
 
 def create_entity_views(con: duckdb.DuckDBPyConnection, sources: list[Source]) -> None:

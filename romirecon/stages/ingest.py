@@ -360,6 +360,8 @@ def ingest_source(
     if res.is_json and kinds - {"json", "ndjson"}:
         raise InputError(f"source '{source.name}': mixes JSON and non-JSON files ({sorted(kinds)})")
     parts: list[str] = []
+    json_parts: list[str] = []  # a SELECT per JSON file, in file order
+    json_keys: set[str] = set()
     for i, f in enumerate(files):
         kind = detect_type(source, f.path)
         part = f"_part_{i}"
@@ -371,11 +373,17 @@ def ingest_source(
             continue  # an empty file has no header and no rows: counted as zero rows
         try:
             if kind in ("json", "ndjson"):
+                # not copied into a table of its own: the records are read twice straight from
+                # the file (the keys here, then once more for `raw`), which costs less than
+                # holding another copy of the text (it spilled at 1M customers). Reading the
+                # file here also names it when it cannot be read.
                 inner = json_records_sql(kind, f.path, source.format)
-                con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE {part} AS SELECT _json::VARCHAR AS _json, {prov} "
-                    f"FROM ({inner}) WHERE _json IS NOT NULL ORDER BY _ord"
+                records = (
+                    f"SELECT _json::VARCHAR AS _json, {prov} FROM ({inner}) WHERE _json IS NOT NULL"
                 )
+                json_keys.update(_json_keys(con, records))
+                json_parts.append(records)
+                continue
             elif kind == "xlsx":
                 arrow = _xlsx_arrow(f.path, source.format)
                 con.register("_xlsx_arrow", arrow)
@@ -401,7 +409,13 @@ def ingest_source(
             raise InputError(describe_error(f.display, e)) from None
         parts.append(part)
     if res.is_json:
-        _materialise_json(con, parts, raw)
+        try:
+            _materialise_json(con, json_parts, sorted(json_keys), raw)
+        except duckdb.OutOfMemoryException:
+            raise
+        except duckdb.Error as e:  # each file was read once already: not expected
+            names = ", ".join(f.display for f in files)
+            raise InputError(describe_error(names, e)) from None
     elif len(parts) == 1:
         con.execute(f"ALTER TABLE {parts[0]} RENAME TO {ident(raw)}")
     elif parts:
@@ -431,26 +445,33 @@ def drop_raw(con: duckdb.DuckDBPyConnection, source: str) -> None:
         drop_relation(con, name)
 
 
-def _materialise_json(con: duckdb.DuckDBPyConnection, parts: list[str], raw: str) -> None:
-    """`raw` from the JSON parts (`_json` + provenance): every top-level key of the records
-    becomes a VARCHAR column (nested values as JSON text), so mappings address JSON and flat
-    exports the same way. The keys are those of all records, not of a sample. Each record is
-    parsed once for all its keys (`json_extract_string` with a list of paths), not once per
-    column: a 30-key export read per column parsed every record 30 times."""
+def _json_keys(con: duckdb.DuckDBPyConnection, records: str) -> list[str]:
+    """The distinct top-level keys of the records a SELECT yields (`_json`)."""
+    return [
+        r[0]
+        for r in con.execute(
+            f"SELECT DISTINCT k FROM (SELECT unnest(json_keys(_json)) AS k FROM ({records})) "
+            "WHERE k IS NOT NULL"
+        ).fetchall()
+    ]
+
+
+def _materialise_json(
+    con: duckdb.DuckDBPyConnection, parts: list[str], keys: list[str], raw: str
+) -> None:
+    """`raw` from the JSON records (`parts`: a SELECT of `_json` + provenance per file, in file
+    order, each in record order; UNION ALL and a plain projection keep that order): every
+    top-level key of the records (`keys`: those of all records, not of a sample) becomes a
+    VARCHAR column (nested values as JSON text), so mappings address JSON and flat exports the
+    same way. Each record is parsed once for all its keys (`json_extract_string` with a list of
+    paths), not once per column: a 30-key export read per column parsed every record 30 times."""
     if not parts:
         con.execute(
             f"CREATE TEMP TABLE {ident(raw)} (_json VARCHAR, source_file VARCHAR, "
             "source_row BIGINT, file_sha256 VARCHAR)"
         )
         return
-    union = " UNION ALL ".join(f"SELECT * FROM {p}" for p in parts)
-    keys = [
-        r[0]
-        for r in con.execute(
-            f"SELECT DISTINCT k FROM (SELECT unnest(json_keys(_json)) AS k FROM ({union})) "
-            "WHERE k IS NOT NULL ORDER BY k"
-        ).fetchall()
-    ]
+    union = " UNION ALL ".join(f"({p})" for p in parts)
     keys = [k for k in keys if k not in PROVENANCE_RAW and k != "_json"]
     if not keys:
         con.execute(f"CREATE TEMP TABLE {ident(raw)} AS {union}")
