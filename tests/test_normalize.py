@@ -251,3 +251,34 @@ def test_phones_in_parallel_give_the_same_list_in_order(monkeypatch: pytest.Monk
     monkeypatch.setattr(normalize, "PROCESS_POOL", True)
     assert normalize.e164_all(pairs) == normalize.e164(pairs)
     assert normalize.e164_all(pairs[:5]) == normalize.e164(pairs[:5])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789", min_size=1, max_size=16), st.sampled_from(REGIONS))
+def test_international_key_parses_alike_without_region(digits: str, region: str) -> None:
+    """A key in international form is parsed once with no region: libphonenumber must give the
+    same answer for it with any default region (checked against the library itself)."""
+    key = "+" + digits
+    assert normalize.e164([(key, None)]) == normalize.e164([(key, region)])
+
+
+def test_international_number_parsed_once_national_number_per_region() -> None:
+    got = norm(
+        [
+            {"phone": "+44 20 7946 0958", "country": "US"},
+            {"phone": "+442079460958", "country": "DE"},
+            {"phone": "+44 (20) 7946-0958"},  # no country: default region
+            {"phone": "020 7946 0958", "country": "GB"},  # national: the region decides
+            {"phone": "020 7946 0958", "country": "DE"},
+        ]
+    )
+    # the three international spellings share a key and one parse; +44 20 7946 0958 is
+    # +442079460958. National 020 7946 0958: GB drops the trunk 0 -> +44 2079460958; DE drops
+    # its trunk 0 too -> +49 2079460958 (a possible length for DE)
+    assert [g["phone_e164"] for g in got] == [
+        "+442079460958",
+        "+442079460958",
+        "+442079460958",
+        "+442079460958",
+        "+492079460958",
+    ]

@@ -153,6 +153,13 @@ def phone_key_expr(col: str) -> str:
     )
 
 
+# a phone key libphonenumber reads with its own country code, whatever the default region
+def parse_region_sql(alias: str = "") -> str:
+    """The region a phone key is parsed with: NULL for a key in international form."""
+    a = f"{alias}." if alias else ""
+    return f"CASE WHEN regexp_full_match({a}phone_key, '[+][0-9]+') THEN NULL ELSE {a}region END"
+
+
 def norm_select_sql(entity: str, default_region: str, gmail_canonical: bool) -> str:
     """SELECT of the normalized keys (phone_raw/region: phonenumbers runs afterwards).
 
@@ -201,7 +208,7 @@ def norm_select_sql(entity: str, default_region: str, gmail_canonical: bool) -> 
 
 def e164(pairs: list[tuple[str, str]]) -> list[str | None]:
     """E.164 for distinct (raw phone, region) pairs; None when libphonenumber finds no possible
-    number."""
+    number. The region may be None for a number in international form."""
     import phonenumbers
 
     out: list[str | None] = []
@@ -270,9 +277,12 @@ def normalize_entity(
         f"CREATE OR REPLACE TEMP TABLE {ident(tmp)} AS "
         f"{norm_select_sql(entity, default_region.upper(), gmail_canonical)}"
     )
+    # a key in international form (+ and digits) carries its own country code: libphonenumber
+    # ignores the default region for it, so it is parsed once (region NULL), not once per
+    # region it appears with (that halved the distinct pairs of a 100k estate: 285k -> 142k)
     distinct = con.execute(
-        f"SELECT DISTINCT phone_key, region FROM {ident(tmp)} WHERE phone_key IS NOT NULL "
-        "ORDER BY phone_key, region"
+        f"SELECT DISTINCT phone_key, {parse_region_sql()} AS region FROM {ident(tmp)} "
+        "WHERE phone_key IS NOT NULL ORDER BY phone_key, region NULLS FIRST"
     ).fetchall()
     phones = pa.table(
         {
@@ -295,7 +305,7 @@ def normalize_entity(
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {ident(out)} AS SELECT n.* EXCLUDE (phone_raw, region, "
         f"phone_key), p.phone_e164 FROM {ident(tmp)} n LEFT JOIN _norm_phones p "
-        "ON p.phone_key = n.phone_key AND p.region = n.region"
+        f"ON p.phone_key = n.phone_key AND p.region IS NOT DISTINCT FROM ({parse_region_sql('n')})"
     )
     con.unregister("_norm_phones")
     con.execute(f"DROP TABLE {ident(tmp)}")
