@@ -237,8 +237,9 @@ def dedupe_entity(
 
     # 2. fuzzy evidence
     blocks: list[Any] = []  # blocking.RuleStats of each rule, when fuzzy matching ran
+    explain: str | None = None  # the explanation of a fuzzy edge, over `_dd_fuzzy f`
     if party and cfg["fuzzy"] and n >= 3:
-        blocks = _fuzzy_edges(con, entity, n, cfg)
+        blocks, explain = _fuzzy_edges(con, entity, n, cfg)
     skipped = sum(st.skipped_records for st in blocks)
 
     # 3. clusters over all evidence
@@ -253,7 +254,9 @@ def dedupe_entity(
         "_dd_labels",
         pa.table({"rid": rid[listed].astype(np.int32), "label": labels[listed].astype(np.int32)}),
     )
-    _assign(con, run_id, entity, cfg, columns)
+    _assign(con, run_id, entity, cfg, columns, explain)
+    if explain is not None:
+        con.unregister("_dd_fuzzy")
     if party:
         _golden_table(con, entity, cfg, columns, unique_rows)
     rows = _metric_rows(con, run_id, entity)
@@ -315,10 +318,12 @@ def blocking_metric_rows(run_id: str, entity: str, cap: int, blocks: list[Any]) 
 
 def _fuzzy_edges(
     con: duckdb.DuckDBPyConnection, entity: str, n: int, cfg: dict[str, Any]
-) -> list[Any]:
-    """Fuzzy links at or above the threshold into the edge table; returns the blocking
+) -> tuple[list[Any], str | None]:
+    """Fuzzy links at or above the threshold into the edge table. Returns the blocking
     statistics of each rule (`romirecon.dedup.blocking.RuleStats`: block sizes, blocks and
-    records skipped for exceeding `max_block_size`)."""
+    records skipped for exceeding `max_block_size`) and, when links were scored, the SQL
+    expression of an edge's explanation over the row `f` of `_dd_fuzzy` (registered until the
+    caller unregisters it) that the edge's `fz` numbers."""
     from romirecon.dedup import engine
     from romirecon.dedup.comparisons import LEVELS
     from romirecon.dedup.spec import TF_DEFAULT, FieldSpec, Settings
@@ -329,7 +334,7 @@ def _fuzzy_edges(
         if row and row[0] >= 2:
             present.append(FieldSpec(col, kind, TF_DEFAULT[kind]))
     if len(present) < 2:
-        return []
+        return [], None
     con.execute(
         "CREATE OR REPLACE TEMP VIEW _dd_fz AS SELECT rid AS _rid, "
         + ", ".join(ident(f.column) for f in present)
@@ -344,11 +349,12 @@ def _fuzzy_edges(
     try:
         res = engine.link(con, "_dd_fz", "_rid", present, None, s)
     except ConfigError:
-        return []  # no usable blocking rule on these data: exact evidence only
+        return [], None  # no usable blocking rule on these data: exact evidence only
     keep = res.weight >= engine.threshold_weight(cfg["threshold"])
     import pyarrow as pa
 
     cols: dict[str, Any] = {
+        "fid": np.arange(int(keep.sum()), dtype=np.int32),
         "a": res.left[keep],
         "b": res.right[keep],
         "prob": res.probability[keep],
@@ -357,20 +363,22 @@ def _fuzzy_edges(
     for i in range(len(present)):
         cols[f"lv{i}"] = res.levels[i][keep].astype(np.int32)
     con.register("_dd_fuzzy", pa.table(cols))
-    parts = ["'match_weight', round(w, 4)"]
+    # the explanation JSON is built later for the edges `duplicates` shows only (one per
+    # non-survivor at most): building it for every link cost seconds and kept a JSON string
+    # per link in memory through survivorship
+    parts = ["'match_weight', round(f.w, 4)"]
     for i, f in enumerate(present):
         labels = ["null", *LEVELS[f.kind]]
         parts.append(
-            f"{literal(f.column)}, json_object('level', lv{i}, 'label', "
-            f"list_extract([{', '.join(literal(x) for x in labels)}], lv{i} + 2))"
+            f"{literal(f.column)}, json_object('level', f.lv{i}, 'label', "
+            f"list_extract([{', '.join(literal(x) for x in labels)}], f.lv{i} + 2))"
         )
     con.execute(
-        f"INSERT INTO {q.EDGES} SELECT a, b, 'fuzzy', {q.RULE_PRIORITY['fuzzy']}, prob, "
-        f"CAST(json_object({', '.join(parts)}) AS VARCHAR) FROM _dd_fuzzy"
+        f"INSERT INTO {q.EDGES} SELECT a, b, 'fuzzy', {q.RULE_PRIORITY['fuzzy']}, prob, fid "
+        "FROM _dd_fuzzy"
     )
-    con.unregister("_dd_fuzzy")
     # the engine's record table is keyed like _dd_r (rid order = _rid order)
-    return list(res.rule_stats)
+    return list(res.rule_stats), f"CAST(json_object({', '.join(parts)}) AS VARCHAR)"
 
 
 def _cluster(con: duckdb.DuckDBPyConnection, n: int, cfg: dict[str, Any]) -> tuple[np.ndarray, Any]:
@@ -400,6 +408,7 @@ def _assign(
     entity: str,
     cfg: dict[str, Any],
     columns: list[str],
+    explain: str | None = None,
 ) -> None:
     """Survivors, golden ids (stable through golden_id_map), entity_xref and duplicates.
 
@@ -407,14 +416,21 @@ def _assign(
     (`_dd_labels`) in survivorship order; `_dd_m` gives every record its label (its own rid when
     alone) and survivor flag; `_dd_gid` maps labels to golden ids."""
     order = q.survivor_order(q.priority_case(cfg["priority"]), cfg["survivorship"], columns)
-    for sql in assign_sql(entity, order):
+    for sql in assign_sql(entity, order, explain):
         con.execute(sql, [run_id] if "?" in sql else [])
     _write_map(con, entity, run_id)
 
 
-def assign_sql(entity: str, order: str) -> list[str]:
-    """The statements of `_assign` (the golden-id statement takes the run id as parameter)."""
+def assign_sql(entity: str, order: str, explain: str | None = None) -> list[str]:
+    """The statements of `_assign` (the golden-id statement takes the run id as parameter).
+    `explain`: a fuzzy edge's explanation over its row `f` of `_dd_fuzzy` (None: no fuzzy
+    edges)."""
     ent = literal(entity)
+    if explain is None:
+        expl, fjoin = "NULL::VARCHAR", ""
+    else:
+        expl = f"CASE WHEN d.fz IS NULL THEN NULL ELSE {explain} END"
+        fjoin = " LEFT JOIN _dd_fuzzy f ON f.fid = d.fz"
     return [
         # survivorship ranks inside multi-record clusters; a record alone survives alone
         f"CREATE OR REPLACE TEMP TABLE _dd_k AS SELECT l.rid, l.label, "
@@ -433,6 +449,7 @@ def assign_sql(entity: str, order: str) -> list[str]:
         # holding the explanation JSON of every fuzzy edge cost most of this statement. Edges
         # that tie on the whole key are equal in every written field (each fuzzy pair is
         # scored once; exact edges carry no explanation), so which one wins does not show.
+        # A fuzzy winner's explanation is built here from its comparison levels.
         "CREATE OR REPLACE TEMP TABLE _dd_best AS "
         "WITH e AS (SELECT rowid * 2 AS eid, a AS rid, b AS other, rule, priority, prob "
         "FROM _dd_edges UNION ALL SELECT rowid * 2 + 1, b, a, rule, priority, prob FROM _dd_edges), "
@@ -441,7 +458,8 @@ def assign_sql(entity: str, order: str) -> list[str]:
         "w AS (SELECT rid, arg_min(eid, (priority, coalesce(-prob, 'inf'::DOUBLE), other, rule)) "
         "AS eid FROM s GROUP BY rid) "
         "SELECT w.rid, CASE WHEN w.eid % 2 = 0 THEN d.b ELSE d.a END AS other, d.rule, "
-        "d.priority, d.prob, d.explanation FROM w JOIN _dd_edges d ON d.rowid = w.eid // 2",
+        f"d.priority, d.prob, {expl} AS explanation FROM w JOIN _dd_edges d "
+        f"ON d.rowid = w.eid // 2{fjoin}",
         # golden ids: each previous id goes to the cluster holding most of its records (ties: the
         # smaller label); each cluster keeps its best-claimed previous id (ties: the smaller id);
         # clusters with none get a new id from their first key
