@@ -272,6 +272,14 @@ def dedupe_entity(
     rows += blocking_metric_rows(run_id, entity, cfg["max_block_size"], blocks)
     _insert_metrics(con, rows)
     con.unregister("_dd_labels")
+    # this entity's working tables: freed now, not when the next entity replaces them (the
+    # last entity's would otherwise hold memory through every later stage)
+    con.execute("DROP VIEW IF EXISTS _dd_fz")
+    for t in WORK_TABLES:
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+WORK_TABLES = (q.R, q.EDGES, "_dd_k", "_dd_m", "_dd_best", "_dd_gid", "_dd_newmap", "_dd_maprows")
 
 
 # columns a lean record table carries besides provenance: evidence, survivorship, record key
@@ -350,6 +358,10 @@ def _fuzzy_edges(
         res = engine.link(con, "_dd_fz", "_rid", present, None, s)
     except ConfigError:
         return [], None  # no usable blocking rule on these data: exact evidence only
+    finally:
+        # the engine's record table (every record's normalized fields) is not read again:
+        # freed before survivorship instead of held to the end of the run
+        con.execute(f"DROP TABLE IF EXISTS {engine.REC}")
     keep = res.weight >= engine.threshold_weight(cfg["threshold"])
     import pyarrow as pa
 
