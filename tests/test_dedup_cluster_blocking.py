@@ -123,3 +123,12 @@ def test_pairs_within_groups_equals_brute_force(keys: list[int], cap: int) -> No
     assert skipped_records == sum(v for v in sizes.values() if v > cap)
     assert largest == max(sizes.values(), default=0)
     assert kept == max((v for v in sizes.values() if v <= cap), default=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-(2**62), 2**62) | st.integers(0, 4), max_size=50))
+def test_sorted_unique_equals_a_set(values: list[int]) -> None:
+    # the distinct values in ascending order, from Python's set and sort
+    got = blocking.sorted_unique(np.array(values, dtype=np.int64))
+    assert got.dtype == np.int64
+    assert got.tolist() == sorted(set(values))

@@ -377,3 +377,33 @@ def test_old_golden_id_map_with_primary_key_is_kept_and_rebuilt(
         "SELECT count(*), count(DISTINCT (entity, record_key)) FROM golden_id_map"
     ).fetchall()[0]
     assert dup == (9, 9)
+
+
+def test_golden_table_agrees_with_the_general_ranking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The golden table from `_assign`'s ranks (grouped by cluster, values fetched from the one
+    record supplying each column) equals the general statement that ranks every golden id's
+    records again and takes `arg_min` per column: an independent path over the same inputs."""
+    from romirecon.dedup import pipeline_sql as q
+    from romirecon.model import ENTITIES
+
+    def golden(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
+        _run(con, "r1")
+        return con.execute("SELECT * FROM golden_contact ORDER BY golden_id").fetchall()
+
+    def fresh() -> duckdb.DuckDBPyConnection:
+        c = duckdb.connect()
+        c.execute(entity_table_ddl("contact"))
+        _insert(c, ROWS)
+        return c
+
+    fast = golden(fresh())
+    cfg = dedup._settings(SETTINGS)
+    columns = list(ENTITIES["contact"])
+    order = q.survivor_order(q.priority_case(cfg["priority"]), cfg["survivorship"], columns)
+    monkeypatch.setattr(
+        dedup, "golden_table_sql", lambda e, c: [dedup.golden_by_id_sql(e, order, c)]
+    )
+    general = golden(fresh())
+    # 4 golden entities (Ann, Bob, Zed, Kim); Ann's phone comes from 003A, ranked after 003B
+    assert len(fast) == 4
+    assert fast == general

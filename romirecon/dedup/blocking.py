@@ -84,6 +84,16 @@ def pairs_within_groups(
     return np.vstack([rs[li], rs[ri]]), int(big.sum()), int(sizes[big].sum()), largest, largest_kept
 
 
+def sorted_unique(a: np.ndarray) -> np.ndarray:
+    """`np.unique(a)` for a 1-d array, by sort and neighbour comparison. numpy 2.4's unique
+    hashes first: on pair codes it took 20x longer (2M int64: 3.5 s against 0.17 s), the
+    largest part of blocking at 1M customers."""
+    s = np.sort(a)
+    if s.size < 2:
+        return s
+    return s[np.concatenate([[True], s[1:] != s[:-1]])]
+
+
 def block_sizes_sql(rec: str, exprs: list[str], where: str = "") -> str:
     ks = ", ".join(f"k{i}" for i in range(len(exprs)))
     return f"SELECT count(*) AS n FROM ({keyed_sql(rec, exprs, where)}) GROUP BY {ks}"
@@ -117,7 +127,7 @@ def candidate_pairs(
         lr, sb, sr, largest, kept = pairs_within_groups(
             np.asarray(got["rid"], dtype=np.int64), np.asarray(got["h"]), max_block_size
         )
-        per_rule.append(np.unique(lr[0] * n_records + lr[1]))
+        per_rule.append(sorted_unique(lr[0] * n_records + lr[1]))
         skipped.append((sb, sr, largest, kept))
     if per_rule:
         allc = np.concatenate(per_rule)

@@ -5,8 +5,9 @@ keys (party entities), `record_key` (what golden ids are remembered by: source n
 or a hash of the row when the export has no id), `completeness`, `is_evidence` (deleted or
 merged-away records: they join their master's cluster and never survive).
 
-Edges `_dd_edges(a, b, rule, priority, prob, explanation)`: every reason two records are one
-entity. Exact reasons link each record to the smallest record of its group (a star, not a clique).
+Edges `_dd_edges(a, b, rule, priority, prob, fz)`: every reason two records are one
+entity; `fz` numbers a fuzzy edge's row of comparison levels (NULL for exact evidence), from
+which the explanation of the few edges that `duplicates` shows is built. Exact reasons link each record to the smallest record of its group (a star, not a clique).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def _prefixed_hash(columns: list[str]) -> str:
 def edges_ddl() -> str:
     return (
         f"CREATE OR REPLACE TEMP TABLE {EDGES} (a INTEGER, b INTEGER, rule VARCHAR, "
-        "priority INTEGER, prob DOUBLE, explanation VARCHAR)"
+        "priority INTEGER, prob DOUBLE, fz INTEGER)"
     )
 
 

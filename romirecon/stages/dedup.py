@@ -204,9 +204,10 @@ def dedupe_entity(
     rows, keys = con.execute(
         f"SELECT count(*), count(DISTINCT (source_name, source_file, source_row)) FROM {stg}"
     ).fetchone()
+    unique_rows = rows == keys
     con.execute(
         q.record_table_sql(
-            entity, columns, party, record_columns(columns, keys_by_source), rows == keys
+            entity, columns, party, record_columns(columns, keys_by_source), unique_rows
         )
     )
     n = int((con.execute(f"SELECT count(*) FROM {q.R}").fetchall()[0] or (0,))[0])
@@ -236,8 +237,9 @@ def dedupe_entity(
 
     # 2. fuzzy evidence
     blocks: list[Any] = []  # blocking.RuleStats of each rule, when fuzzy matching ran
+    explain: str | None = None  # the explanation of a fuzzy edge, over `_dd_fuzzy f`
     if party and cfg["fuzzy"] and n >= 3:
-        blocks = _fuzzy_edges(con, entity, n, cfg)
+        blocks, explain = _fuzzy_edges(con, entity, n, cfg)
     skipped = sum(st.skipped_records for st in blocks)
 
     # 3. clusters over all evidence
@@ -252,9 +254,11 @@ def dedupe_entity(
         "_dd_labels",
         pa.table({"rid": rid[listed].astype(np.int32), "label": labels[listed].astype(np.int32)}),
     )
-    _assign(con, run_id, entity, cfg, columns)
+    _assign(con, run_id, entity, cfg, columns, explain)
+    if explain is not None:
+        con.unregister("_dd_fuzzy")
     if party:
-        _golden_table(con, entity, cfg, columns)
+        _golden_table(con, entity, cfg, columns, unique_rows)
     rows = _metric_rows(con, run_id, entity)
     # the giant-cluster guard acted: clusters re-split, and records it had to leave alone
     rows += [
@@ -268,6 +272,14 @@ def dedupe_entity(
     rows += blocking_metric_rows(run_id, entity, cfg["max_block_size"], blocks)
     _insert_metrics(con, rows)
     con.unregister("_dd_labels")
+    # this entity's working tables: freed now, not when the next entity replaces them (the
+    # last entity's would otherwise hold memory through every later stage)
+    con.execute("DROP VIEW IF EXISTS _dd_fz")
+    for t in WORK_TABLES:
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+WORK_TABLES = (q.R, q.EDGES, "_dd_k", "_dd_m", "_dd_best", "_dd_gid", "_dd_newmap", "_dd_maprows")
 
 
 # columns a lean record table carries besides provenance: evidence, survivorship, record key
@@ -314,10 +326,12 @@ def blocking_metric_rows(run_id: str, entity: str, cap: int, blocks: list[Any]) 
 
 def _fuzzy_edges(
     con: duckdb.DuckDBPyConnection, entity: str, n: int, cfg: dict[str, Any]
-) -> list[Any]:
-    """Fuzzy links at or above the threshold into the edge table; returns the blocking
+) -> tuple[list[Any], str | None]:
+    """Fuzzy links at or above the threshold into the edge table. Returns the blocking
     statistics of each rule (`romirecon.dedup.blocking.RuleStats`: block sizes, blocks and
-    records skipped for exceeding `max_block_size`)."""
+    records skipped for exceeding `max_block_size`) and, when links were scored, the SQL
+    expression of an edge's explanation over the row `f` of `_dd_fuzzy` (registered until the
+    caller unregisters it) that the edge's `fz` numbers."""
     from romirecon.dedup import engine
     from romirecon.dedup.comparisons import LEVELS
     from romirecon.dedup.spec import TF_DEFAULT, FieldSpec, Settings
@@ -328,7 +342,7 @@ def _fuzzy_edges(
         if row and row[0] >= 2:
             present.append(FieldSpec(col, kind, TF_DEFAULT[kind]))
     if len(present) < 2:
-        return []
+        return [], None
     con.execute(
         "CREATE OR REPLACE TEMP VIEW _dd_fz AS SELECT rid AS _rid, "
         + ", ".join(ident(f.column) for f in present)
@@ -343,11 +357,16 @@ def _fuzzy_edges(
     try:
         res = engine.link(con, "_dd_fz", "_rid", present, None, s)
     except ConfigError:
-        return []  # no usable blocking rule on these data: exact evidence only
+        return [], None  # no usable blocking rule on these data: exact evidence only
+    finally:
+        # the engine's record table (every record's normalized fields) is not read again:
+        # freed before survivorship instead of held to the end of the run
+        con.execute(f"DROP TABLE IF EXISTS {engine.REC}")
     keep = res.weight >= engine.threshold_weight(cfg["threshold"])
     import pyarrow as pa
 
     cols: dict[str, Any] = {
+        "fid": np.arange(int(keep.sum()), dtype=np.int32),
         "a": res.left[keep],
         "b": res.right[keep],
         "prob": res.probability[keep],
@@ -356,20 +375,22 @@ def _fuzzy_edges(
     for i in range(len(present)):
         cols[f"lv{i}"] = res.levels[i][keep].astype(np.int32)
     con.register("_dd_fuzzy", pa.table(cols))
-    parts = ["'match_weight', round(w, 4)"]
+    # the explanation JSON is built later for the edges `duplicates` shows only (one per
+    # non-survivor at most): building it for every link cost seconds and kept a JSON string
+    # per link in memory through survivorship
+    parts = ["'match_weight', round(f.w, 4)"]
     for i, f in enumerate(present):
         labels = ["null", *LEVELS[f.kind]]
         parts.append(
-            f"{literal(f.column)}, json_object('level', lv{i}, 'label', "
-            f"list_extract([{', '.join(literal(x) for x in labels)}], lv{i} + 2))"
+            f"{literal(f.column)}, json_object('level', f.lv{i}, 'label', "
+            f"list_extract([{', '.join(literal(x) for x in labels)}], f.lv{i} + 2))"
         )
     con.execute(
-        f"INSERT INTO {q.EDGES} SELECT a, b, 'fuzzy', {q.RULE_PRIORITY['fuzzy']}, prob, "
-        f"CAST(json_object({', '.join(parts)}) AS VARCHAR) FROM _dd_fuzzy"
+        f"INSERT INTO {q.EDGES} SELECT a, b, 'fuzzy', {q.RULE_PRIORITY['fuzzy']}, prob, fid "
+        "FROM _dd_fuzzy"
     )
-    con.unregister("_dd_fuzzy")
     # the engine's record table is keyed like _dd_r (rid order = _rid order)
-    return list(res.rule_stats)
+    return list(res.rule_stats), f"CAST(json_object({', '.join(parts)}) AS VARCHAR)"
 
 
 def _cluster(con: duckdb.DuckDBPyConnection, n: int, cfg: dict[str, Any]) -> tuple[np.ndarray, Any]:
@@ -399,6 +420,7 @@ def _assign(
     entity: str,
     cfg: dict[str, Any],
     columns: list[str],
+    explain: str | None = None,
 ) -> None:
     """Survivors, golden ids (stable through golden_id_map), entity_xref and duplicates.
 
@@ -406,33 +428,50 @@ def _assign(
     (`_dd_labels`) in survivorship order; `_dd_m` gives every record its label (its own rid when
     alone) and survivor flag; `_dd_gid` maps labels to golden ids."""
     order = q.survivor_order(q.priority_case(cfg["priority"]), cfg["survivorship"], columns)
-    for sql in assign_sql(entity, order):
+    for sql in assign_sql(entity, order, explain):
         con.execute(sql, [run_id] if "?" in sql else [])
     _write_map(con, entity, run_id)
 
 
-def assign_sql(entity: str, order: str) -> list[str]:
-    """The statements of `_assign` (the golden-id statement takes the run id as parameter)."""
+def assign_sql(entity: str, order: str, explain: str | None = None) -> list[str]:
+    """The statements of `_assign` (the golden-id statement takes the run id as parameter).
+    `explain`: a fuzzy edge's explanation over its row `f` of `_dd_fuzzy` (None: no fuzzy
+    edges)."""
     ent = literal(entity)
+    if explain is None:
+        expl, fjoin = "NULL::VARCHAR", ""
+    else:
+        expl = f"CASE WHEN d.fz IS NULL THEN NULL ELSE {explain} END"
+        fjoin = " LEFT JOIN _dd_fuzzy f ON f.fid = d.fz"
     return [
         # survivorship ranks inside multi-record clusters; a record alone survives alone
         f"CREATE OR REPLACE TEMP TABLE _dd_k AS SELECT l.rid, l.label, "
         f"row_number() OVER (PARTITION BY l.label ORDER BY {order}) AS k "
         f"FROM _dd_labels l JOIN {q.R} USING (rid)",
+        # k: the survivorship rank inside the cluster (1 for a record alone); the golden table
+        # reads it instead of ranking every record again
         f"CREATE OR REPLACE TEMP TABLE _dd_m AS SELECT r.rid, coalesce(k.label, r.rid) AS label, "
-        "coalesce(k.k = 1, true) AS is_survivor, k.rid IS NULL AS single, r.record_key "
-        f"FROM {q.R} r LEFT JOIN _dd_k k USING (rid)",
+        "coalesce(k.k = 1, true) AS is_survivor, k.rid IS NULL AS single, r.record_key, "
+        f"coalesce(k.k, 1) AS k FROM {q.R} r LEFT JOIN _dd_k k USING (rid)",
         # best evidence per non-survivor (the only records whose rule, probability and
         # explanation are written): its strongest link inside its own cluster (both ends in
         # one multi-record cluster, so both are in _dd_labels); ties go to the rule name
+        # The aggregate keeps only an edge number (its rowid, times 2, plus 1 when read from b
+        # to a) and fetches the winner's rule and explanation afterwards: an arg_min state
+        # holding the explanation JSON of every fuzzy edge cost most of this statement. Edges
+        # that tie on the whole key are equal in every written field (each fuzzy pair is
+        # scored once; exact edges carry no explanation), so which one wins does not show.
+        # A fuzzy winner's explanation is built here from its comparison levels.
         "CREATE OR REPLACE TEMP TABLE _dd_best AS "
-        "WITH e AS (SELECT a AS rid, b AS other, rule, priority, prob, explanation FROM _dd_edges "
-        "UNION ALL SELECT b, a, rule, priority, prob, explanation FROM _dd_edges), "
+        "WITH e AS (SELECT rowid * 2 AS eid, a AS rid, b AS other, rule, priority, prob "
+        "FROM _dd_edges UNION ALL SELECT rowid * 2 + 1, b, a, rule, priority, prob FROM _dd_edges), "
         "s AS (SELECT e.* FROM e JOIN _dd_k x ON x.rid = e.rid AND x.k > 1 "
-        "JOIN _dd_labels y ON y.rid = e.other AND y.label = x.label) "
-        "SELECT rid, b.* FROM (SELECT rid, arg_min({'other': other, 'rule': rule, "
-        "'priority': priority, 'prob': prob, 'explanation': explanation}, "
-        "(priority, coalesce(-prob, 'inf'::DOUBLE), other, rule)) AS b FROM s GROUP BY rid)",
+        "JOIN _dd_labels y ON y.rid = e.other AND y.label = x.label), "
+        "w AS (SELECT rid, arg_min(eid, (priority, coalesce(-prob, 'inf'::DOUBLE), other, rule)) "
+        "AS eid FROM s GROUP BY rid) "
+        "SELECT w.rid, CASE WHEN w.eid % 2 = 0 THEN d.b ELSE d.a END AS other, d.rule, "
+        f"d.priority, d.prob, {expl} AS explanation FROM w JOIN _dd_edges d "
+        f"ON d.rowid = w.eid // 2{fjoin}",
         # golden ids: each previous id goes to the cluster holding most of its records (ties: the
         # smaller label); each cluster keeps its best-claimed previous id (ties: the smaller id);
         # clusters with none get a new id from their first key
@@ -496,11 +535,28 @@ def _write_map(con: duckdb.DuckDBPyConnection, entity: str, run_id: str) -> None
 
 
 def _golden_table(
-    con: duckdb.DuckDBPyConnection, entity: str, cfg: dict[str, Any], columns: list[str]
+    con: duckdb.DuckDBPyConnection,
+    entity: str,
+    cfg: dict[str, Any],
+    columns: list[str],
+    unique_rows: bool = True,
 ) -> None:
-    """golden_<entity>: per column the first non-NULL value in survivorship order."""
+    """golden_<entity>: per column the first non-NULL value in survivorship order.
+
+    The cheap way (`golden_table_sql`) reads the ranks `_assign` gave each cluster's records and
+    groups by cluster label; it needs each staged row to be one record (`unique_rows`) and each
+    label its own golden id. Otherwise (an unpivoted export repeating provenance; two clusters
+    handed the same new id) the general statement ranks and groups by golden id itself."""
+    distinct = con.execute("SELECT count(*) = count(DISTINCT golden_id) FROM _dd_gid").fetchall()[
+        0
+    ][0]
+    if unique_rows and distinct:
+        for sql in golden_table_sql(entity, columns):
+            con.execute(sql)
+        con.execute("DROP TABLE IF EXISTS _dd_gw")
+        return
     order = q.survivor_order(q.priority_case(cfg["priority"]), cfg["survivorship"], columns)
-    con.execute(golden_table_sql(entity, order, columns))
+    con.execute(golden_by_id_sql(entity, order, columns))
 
 
 GOLDEN_SKIP = ("merged_into", "merged_ids", "is_deleted", "converted_to", "source_id")
@@ -513,24 +569,86 @@ GOLDEN_NORM = (
     "last_name_norm",
     "full_name_norm",
 )
+# provenance joining a record of `_dd_r` to its staged row
+PROVENANCE_ON = " AND ".join(
+    f"s.{c} IS NOT DISTINCT FROM x.{c}" for c in ("source_name", "source_file", "source_row")
+)
 
 
-def golden_table_sql(entity: str, order: str, columns: list[str]) -> str:
-    """One window ranks each golden entity's records in survivorship order (`_rank`, over the
-    narrow record table); each column is then the value of the best-ranked record where it is
-    not NULL: `arg_min` in one hash aggregate over `stg_<entity>` joined on provenance, instead
-    of one ordered aggregate (a sort) per column over a materialized copy of every column."""
+def golden_columns(columns: list[str]) -> list[str]:
+    """The value columns of golden_<entity>, in table order."""
+    return [c for c in [*columns, *GOLDEN_NORM] if c not in GOLDEN_SKIP]
+
+
+def golden_table_sql(entity: str, columns: list[str]) -> list[str]:
+    """golden_<entity> from the survivorship rank `_dd_m.k` (1 = survivor), grouped by cluster.
+
+    Per column, the record that supplies the value is the best-ranked one where it is not NULL.
+    A narrow first pass finds, per record, the columns it supplies: its non-NULL bits minus
+    every bit of the records ranked before it in its cluster (one window over integers).
+    Only records supplying something (and the survivor) are read again, whole, and each golden
+    column is the value of the one record holding its bit. This replaces one `arg_min` state
+    per column over every record, keyed by golden id after a second ranking window: at 4M
+    contacts that aggregate was the slowest statement of the run and spilled."""
+    cols = golden_columns(columns)
+    # 62 columns per BIGINT mask: bit 63 stays clear, the masks stay non-negative
+    chunks = [cols[i : i + 62] for i in range(0, len(cols), 62)] or [[]]
+    # staged values from the staged row (s), normalized keys from the record table (x)
+    masks = [
+        " | ".join(
+            f"(({'x' if c in GOLDEN_NORM else 's'}.{ident(c)} IS NOT NULL)::BIGINT << {i})"
+            for i, c in enumerate(ch)
+        )
+        or "0::BIGINT"
+        for ch in chunks
+    ]
+    wins = [
+        f"_m{j} & ~coalesce(bit_or(_m{j}) OVER (PARTITION BY label ORDER BY _rank "
+        f"ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS _w{j}"
+        for j in range(len(chunks))
+    ]
+    vals = [
+        f"any_value({ident(c)}) FILTER (WHERE (_w{j} >> {i}) & 1 = 1) AS {ident(c)}"
+        for j, ch in enumerate(chunks)
+        for i, c in enumerate(ch)
+    ]
+    norm = ", ".join("x." + ident(c) for c in GOLDEN_NORM)
+    stg = ident("stg_" + entity)
+    supplies = " OR ".join(f"_w{j} <> 0" for j in range(len(chunks)))
+    ws = ", ".join(f"w._w{j}" for j in range(len(chunks)))
+    return [
+        "CREATE OR REPLACE TEMP TABLE _dd_gw AS SELECT rid, label, _rank, "
+        f"{', '.join(wins)} FROM (SELECT x.rid, m.label, m.k AS _rank, "
+        f"{', '.join(f'{e} AS _m{j}' for j, e in enumerate(masks))} "
+        f"FROM {stg} s JOIN {q.R} x ON {PROVENANCE_ON} JOIN _dd_m m ON m.rid = x.rid)",
+        f"CREATE OR REPLACE TABLE {ident('golden_' + entity)} AS "
+        f"WITH y AS (SELECT s.* EXCLUDE (source_name), x.source_name, {norm}, w.label, "
+        f"w._rank, {ws} "
+        f"FROM (SELECT * FROM _dd_gw WHERE _rank = 1 OR {supplies}) w "
+        f"JOIN {q.R} x USING (rid) JOIN {stg} s ON {PROVENANCE_ON}), "
+        "a AS (SELECT label, any_value(source_name) FILTER (WHERE _rank = 1) "
+        "AS survivor_source_name, any_value(CAST(source_id AS VARCHAR)) FILTER (WHERE _rank = 1) "
+        f"AS survivor_source_id, {', '.join(vals)} FROM y GROUP BY label), "
+        "c AS (SELECT m.label, count(*) AS n_records, "
+        "list_sort(list_distinct(list(r.source_name))) AS source_names "
+        f"FROM _dd_m m JOIN {q.R} r USING (rid) GROUP BY m.label) "
+        "SELECT g.golden_id, a.survivor_source_name, a.survivor_source_id, c.n_records, "
+        f"c.source_names, {', '.join('a.' + ident(c) for c in cols)} "
+        "FROM a JOIN c USING (label) JOIN _dd_gid g USING (label) ORDER BY g.golden_id",
+    ]
+
+
+def golden_by_id_sql(entity: str, order: str, columns: list[str]) -> str:
+    """The general golden_<entity>: one window ranks each golden entity's records in
+    survivorship order; each column is the value of the best-ranked record where it is not
+    NULL (`arg_min` per column over `stg_<entity>` joined on provenance)."""
     # first non-NULL value in rank order: a NULL ranks after every value (2^32 > any rank), so
     # arg_min returns NULL only when every record's value is NULL; as `FILTER (WHERE c IS NOT
     # NULL)` would, at half its cost
     vals = [
         f"arg_min({ident(c)}, _rank + ({ident(c)} IS NULL)::BIGINT * 4294967296) AS {ident(c)}"
-        for c in [*columns, *GOLDEN_NORM]
-        if c not in GOLDEN_SKIP
+        for c in golden_columns(columns)
     ]
-    on = " AND ".join(
-        f"s.{c} IS NOT DISTINCT FROM x.{c}" for c in ("source_name", "source_file", "source_row")
-    )
     return (
         f"CREATE OR REPLACE TABLE {ident('golden_' + entity)} AS "
         "WITH x AS (SELECT r.source_name, r.source_file, r.source_row, "
@@ -538,7 +656,7 @@ def golden_table_sql(entity: str, order: str, columns: list[str]) -> str:
         f"row_number() OVER (PARTITION BY g.golden_id ORDER BY {order}) AS _rank "
         f"FROM {q.R} r JOIN _dd_m m USING (rid) JOIN _dd_gid g USING (label)), "
         "y AS (SELECT s.* EXCLUDE (source_name), x.* EXCLUDE (source_file, source_row) "
-        f"FROM {ident('stg_' + entity)} s JOIN x ON {on}) "
+        f"FROM {ident('stg_' + entity)} s JOIN x ON {PROVENANCE_ON}) "
         # the survivor's source and id (one survivor per cluster; ties broken by the rank)
         "SELECT golden_id, arg_min(source_name, (NOT is_survivor, source_name, _rank)) "
         "AS survivor_source_name, "
