@@ -39,10 +39,22 @@ _SCALE = 10_000_000_000  # 10**10: the rate's scale
 def div_half_even_sql(num: str, den: str) -> str:
     """SQL for num / den of two positive DECIMAL(38,10) expressions, exact, half-to-even at the
     10th decimal, as DECIMAL(38,10)."""
+    n, d = div_terms_sql(num, den)
+    return quotient_half_even_sql(f"({n}) // ({d})", f"({n}) % ({d})", d)
+
+
+def div_terms_sql(num: str, den: str) -> tuple[str, str]:
+    """The two HUGEINT terms `div_half_even_sql` divides: num x 10**20 and den x 10**10 (each
+    first cast to DECIMAL(38,10)). A query that divides many rows can compute them once as
+    columns, then their quotient and remainder, and pass those to `quotient_half_even_sql`."""
     n = f"CAST(CAST({num} AS {RATE_TYPE}) * {_SCALE} AS HUGEINT) * {_SCALE}"
     d = f"CAST(CAST({den} AS {RATE_TYPE}) * {_SCALE} AS HUGEINT)"
-    q = f"({n}) // ({d})"
-    r = f"({n}) % ({d})"
+    return n, d
+
+
+def quotient_half_even_sql(q: str, r: str, d: str) -> str:
+    """DECIMAL(38,10) from the integer quotient `q` and remainder `r` of the terms of
+    `div_terms_sql` (denominator `d`): q x 10**-10, the last digit rounded half-to-even."""
     up = f"(2 * ({r}) > ({d}) OR (2 * ({r}) = ({d}) AND ({q}) % 2 = 1))"
     return (
         f"CAST(CAST(({q}) + CASE WHEN {up} THEN 1 ELSE 0 END AS DECIMAL(38,0))"
