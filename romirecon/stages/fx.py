@@ -209,9 +209,12 @@ def convert(
     rates_table: str = "stg_fx_rate",
     keep_cols: Sequence[str] | None = None,
     forward_from: date | None = None,
+    temp: bool = False,
+    amount_as: str = "amount_reporting",
 ) -> str:
-    """Create table `out` (default `<table>_reporting`): every row of `table` plus `fx_rate`,
-    `fx_rate_date`, `fx_method` and `amount_reporting` DECIMAL(38,14): the amount in the
+    """Create table `out` (default `<table>_reporting`; a temp table when `temp`): every row of
+    `table` plus `fx_rate`, `fx_rate_date`, `fx_method` and `amount_as` (default
+    `amount_reporting`) DECIMAL(38,14): the amount in the
     reporting currency, exact (minor units x rate x 10**-exponent needs scale 10 + exponent, so
     nothing is rounded here: sum it and round once at output); NULL where the rate is missing.
 
@@ -249,9 +252,9 @@ def convert(
         )
     cols = "x.*" if keep_cols is None else ", ".join(f"x.{ident(c)}" for c in keep_cols)
     con.execute(
-        f"""CREATE OR REPLACE TABLE {ident(out)} AS
+        f"""CREATE OR REPLACE {"TEMP " if temp else ""}TABLE {ident(out)} AS
 SELECT {cols}, r.fx_rate, r.fx_rate_date, r.fx_method,
-       {exact_reporting_sql(f"x.{ident(amount_col)}", "r.fx_rate", exp)} AS amount_reporting
+       {exact_reporting_sql(f"x.{ident(amount_col)}", "r.fx_rate", exp)} AS {ident(amount_as)}
 FROM {t} x {join}
 LEFT JOIN {ident(rates)} r ON r.currency = upper(x.{cur}) AND r.day = CAST(x.{day} AS DATE)"""
     )

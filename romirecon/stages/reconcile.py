@@ -252,6 +252,20 @@ def entity_link_built(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
     return bool(row and row[0])
 
 
+# the rules an entity_link edge can carry (see build_entity_link)
+LINK_RULES = ("converted_to", "merged_into", "external_ref", "golden_id")
+
+
+def rules_sql(rule: str) -> str:
+    """Aggregate: the distinct LINK_RULES among the `rule` values of a group, sorted and joined
+    by ',' (what string_agg(DISTINCT rule, ',' ORDER BY rule) gives, without an ordered DISTINCT
+    aggregate per group: one flag per known rule). NULL for a group without rules."""
+    flags = ", ".join(
+        f"CASE WHEN bool_or({rule} = '{r}') THEN '{r}' END" for r in sorted(LINK_RULES)
+    )
+    return f"nullif(concat_ws(',', {flags}), '')"
+
+
 def build_entity_link(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> None:
     """Create `entity_link(entity, source_system, source_name, vendor, source_id, node, entity_id,
     rule)`: one row per party record (deduplicated on entity, vendor, id, source name), and note
@@ -307,7 +321,7 @@ FROM (SELECT node FROM _el_rec UNION SELECT a FROM _el_edge UNION SELECT b FROM 
     _el_components(con)
     _exec(
         con,
-        """CREATE OR REPLACE TABLE entity_link AS
+        f"""CREATE OR REPLACE TABLE entity_link AS
 WITH lab AS (  -- one hash per component, not per record
     SELECT label, 'E:' || substr(sha256(label), 1, 16) AS entity_id
     FROM (SELECT DISTINCT label FROM _el_label)
@@ -315,7 +329,7 @@ WITH lab AS (  -- one hash per component, not per record
 SELECT r.entity, r.source_system, r.source_name, r.vendor, r.source_id, r.node,
        lab.entity_id, coalesce(k.rule, 'own-id') AS rule
 FROM _el_rec r JOIN _el_label l USING (node) JOIN lab USING (label)
-LEFT JOIN (SELECT node, string_agg(DISTINCT rule, ',' ORDER BY rule) AS rule
+LEFT JOIN (SELECT node, {rules_sql("rule")} AS rule
            FROM (SELECT a AS node, rule FROM _el_edge UNION ALL SELECT b, rule FROM _el_edge)
            GROUP BY node) k USING (node)
 ORDER BY r.entity, r.vendor, r.source_id, r.source_name, r.source_system""",
@@ -350,8 +364,11 @@ def invoices_sql() -> str:
     one row per (system, vendor, id) (the latest copy when an export repeats one), with the
     customer's entity, the total in major units and the document date."""
     return f"""
-WITH i AS (
-    SELECT *, {vendor_sql("s")} AS vendor,
+WITH i AS (  -- only the columns read below: the window sorts every copy of every invoice
+    SELECT s.source_system, s.source_name, s.source_vendor, s.source_id, s.number,
+           s.customer_id, s.subscription_id, s.external_ref, s.deal_ref, s.currency, s.total,
+           s.created_at, s.period_start, s.status, s.livemode, s.source_file, s.source_row,
+           {vendor_sql("s")} AS vendor,
            row_number() OVER (PARTITION BY s.source_system, {vendor_sql("s")}, s.source_id
                               ORDER BY s.updated_at DESC NULLS LAST, s.source_file DESC,
                                        s.source_row DESC) AS rn
@@ -629,15 +646,12 @@ def run(
         "doc_date",
         rep,
         run_id,
-        out="_rc_inv1",
+        out="_rc_invoice",
         exponent_col="exponent",
         max_fallback_days=st.fx_max_fallback_days,
         stage=STAGE,
-    )
-    _exec(
-        con,
-        "CREATE OR REPLACE TEMP TABLE _rc_invoice AS SELECT * EXCLUDE (amount_reporting), "
-        "amount_reporting AS total_reporting FROM _rc_inv1",
+        temp=True,
+        amount_as="total_reporting",
     )
     _exec(con, f"CREATE OR REPLACE TEMP TABLE _rc_deal AS {deals_sql()}")
     as_of = st.as_of
