@@ -452,9 +452,12 @@ LEFT JOIN _b_idem_inv di ON di.id = l.invoice_id
 WHERE dl.id IS NOT NULL OR di.id IS NOT NULL""",
         [run_id],
     )
+    # a view, not a copy of every wide invoice row: the mirror search reads a few narrow columns
+    # of it and _b_invoice below is the one copy
+    drop_relation(con, "_b_invoice1")
     _exec(
         con,
-        "CREATE OR REPLACE TEMP TABLE _b_invoice1 AS SELECT * FROM _b_invoice0 "
+        "CREATE TEMP VIEW _b_invoice1 AS SELECT * FROM _b_invoice0 "
         "WHERE source_id IS NULL OR source_id NOT IN (SELECT id FROM _b_idem_inv)",
     )
     # the same invoice in two systems (NetSuite mirroring Stripe, linked by external_ref): count
@@ -1308,4 +1311,4 @@ def run(
         "_b_lines_all", "_b_inv_disc", "_b_adj_doc", "_b_adj_target", "_b_adj_doc2",
         "_b_adj_alloc", "_b_entity", "_b_item_month", "_b_item_key",
     ):  # fmt: skip
-        _exec(con, f"DROP TABLE IF EXISTS {ident(t)}")
+        drop_relation(con, t)
