@@ -601,7 +601,6 @@ def _build_events(con: duckdb.DuckDBPyConnection, st: BillingSettings, run_id: s
     _exec(
         con,
         f"""CREATE OR REPLACE TABLE revenue_event AS
-WITH e AS (
 SELECT l.event_id, l.source_name, l.source_system, l.source_vendor, l.source_file, l.source_row,
        l.file_sha256, CAST(? AS VARCHAR) AS run_id,
        l.invoice_id, l.invoice_number, l.line_key AS line_id, l.synthetic, l.customer_id,
@@ -633,21 +632,27 @@ SELECT l.event_id, l.source_name, l.source_system, l.source_vendor, l.source_fil
        l.invoice_total, l.invoice_amount_paid
 FROM _b_lines_all l LEFT JOIN _b_inv_disc d USING (event_id) {_exponent_join("l")}
 WHERE l.decision = 'counted'
-)
--- service_days, and the proration groups: the unused-time credit and remaining-time debit of
--- one change net out (the window runs over the proration lines only)
-SELECT *, service_end - service_start AS service_days,
-       CAST(NULL AS VARCHAR) AS proration_group, CAST(NULL AS BIGINT) AS proration_net
-FROM e WHERE NOT proration
-UNION ALL
-SELECT *, service_end - service_start,
-       concat_ws('/', source_name, customer_id, coalesce(subscription_id, ''),
-                 strftime(service_start, '%Y-%m-%d'), strftime(service_end, '%Y-%m-%d')),
-       CAST(sum(net) OVER (PARTITION BY source_name, customer_id, subscription_id,
-                           service_start, service_end) AS BIGINT)
-FROM e WHERE proration
-ORDER BY event_id""",
+ORDER BY l.event_id""",
         [run_id],
+    )
+    _exec(
+        con,
+        """ALTER TABLE revenue_event ADD COLUMN service_days BIGINT;
+UPDATE revenue_event SET service_days = service_end - service_start""",
+    )
+    # proration groups: the unused-time credit and remaining-time debit of one change net out
+    _exec(
+        con,
+        """ALTER TABLE revenue_event ADD COLUMN proration_group VARCHAR;
+ALTER TABLE revenue_event ADD COLUMN proration_net BIGINT;
+UPDATE revenue_event SET proration_group = g.grp, proration_net = g.net
+FROM (SELECT event_id,
+             concat_ws('/', source_name, customer_id, coalesce(subscription_id, ''),
+                       strftime(service_start, '%Y-%m-%d'), strftime(service_end, '%Y-%m-%d')) AS grp,
+             sum(net) OVER (PARTITION BY source_name, customer_id, subscription_id,
+                            service_start, service_end) AS net
+      FROM revenue_event WHERE proration) g
+WHERE g.event_id = revenue_event.event_id""",
     )
     # findings for lines that cannot be counted (or not as exported) for a reason to see
     _exec(
