@@ -842,7 +842,7 @@ GROUP BY platform, label ORDER BY platform, label""",
     _exec(
         con,
         f"""INSERT INTO finding
-SELECT ?, '{STAGE}', 'promo-code-unmapped', 'info', NULL, 'touchpoint', any_value(touchpoint_id),
+SELECT ?, '{STAGE}', 'promo-code-unmapped', 'info', NULL, 'touchpoint', min(touchpoint_id),
        promo_code, 'promo code ' || promo_code || ' is in no campaign mapping: not a touch ('
            || count(*) || ' conversions)', NULL
 FROM touchpoint WHERE ineligible_reason = 'promo-code-unmapped' GROUP BY promo_code

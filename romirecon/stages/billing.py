@@ -182,22 +182,39 @@ FROM (
 )"""
 
 
-def dedup_sql(table: str, key: str, order: str) -> str:
-    """SELECT *, _key, _copy, kept_*: every row of `table` numbered within its `key` by `order`
-    (copy 1 is kept), with the kept copy's provenance on each row. A NULL key (a record without
-    an id) is never a duplicate of anything."""
+def dup_keys_sql(table: str, key: str) -> str:
+    """SELECT _key: the values of `key` that more than one row of `table` carries (NULL never:
+    a record without an id is never a duplicate of anything). A hash aggregate over one narrow
+    column; in a clean estate it is empty, and only its rows need ranking (`dedup_sql`)."""
+    return f"""
+SELECT {key} AS _key FROM {ident(table)} WHERE {key} IS NOT NULL GROUP BY 1 HAVING count(*) > 1"""
+
+
+def dedup_sql(table: str, key: str, order: str, keys: str) -> str:
+    """SELECT *, _key, _copy, kept_*: the rows of `table` whose `key` is in the relation `keys`
+    (`dup_keys_sql`), numbered within their key by `order` (copy 1 is kept), with the kept copy's
+    provenance on each row. Rows with a unique or NULL key are copy 1 by definition and are not
+    ranked (`unique_rows_sql` selects them): the window sorts only the repeated keys, not every
+    wide row of the table."""
     return f"""
 SELECT *,
        first_value(source_name) OVER w AS kept_source_name,
        first_value(source_file) OVER w AS kept_source_file,
        first_value(source_row) OVER w AS kept_source_row
 FROM (
-    SELECT *, {key} AS _key,
-           CASE WHEN {key} IS NULL THEN 1
-                ELSE row_number() OVER (PARTITION BY {key} ORDER BY {order}) END AS _copy
+    SELECT *, {key} AS _key, row_number() OVER (PARTITION BY {key} ORDER BY {order}) AS _copy
     FROM {ident(table)}
+    WHERE {key} IN (SELECT _key FROM {keys})
 )
 WINDOW w AS (PARTITION BY _key ORDER BY _copy ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"""
+
+
+def unique_rows_sql(table: str, key: str, keys: str) -> str:
+    """SELECT *: the rows of `table` whose `key` is NULL or not in `keys` (they have no other
+    copy, so dedup keeps them as they are)."""
+    return f"""
+SELECT * FROM {ident(table)}
+WHERE {key} IS NULL OR {key} NOT IN (SELECT _key FROM {keys})"""
 
 
 def live_filter(livemode_only: bool) -> str:
@@ -258,7 +275,11 @@ def _dedup_entity(
     """Keep copy 1 of each key in `out`; record the others in billing_duplicate (reason
     `event-redelivery` when the record, or its carrier such as the line's invoice, is the object
     of an event delivered twice; else `reexport`)."""
-    _exec(con, f"CREATE OR REPLACE TEMP TABLE _b_ranked AS {dedup_sql(table, key, order)}")
+    _exec(con, f"CREATE OR REPLACE TEMP TABLE _b_dupkey AS {dup_keys_sql(table, key)}")
+    _exec(
+        con,
+        f"CREATE OR REPLACE TEMP TABLE _b_ranked AS {dedup_sql(table, key, order, '_b_dupkey')}",
+    )
     _exec(
         con,
         f"""INSERT INTO billing_duplicate
@@ -273,9 +294,9 @@ FROM _b_ranked WHERE _copy > 1""",
     )
     _exec(
         con,
-        f"CREATE OR REPLACE TEMP TABLE {ident(out)} AS "
-        "SELECT * EXCLUDE (_copy, kept_source_name, kept_source_file, kept_source_row) "
-        "FROM _b_ranked WHERE _copy = 1",
+        f"CREATE OR REPLACE TEMP TABLE {ident(out)} AS {unique_rows_sql(table, key, '_b_dupkey')} "
+        "UNION ALL SELECT * EXCLUDE (_key, _copy, kept_source_name, kept_source_file, "
+        "kept_source_row) FROM _b_ranked WHERE _copy = 1",
     )
 
 
@@ -334,8 +355,12 @@ def _deduplicate(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
     # webhook redelivery: the same event id twice
     _exec(
         con,
+        f"CREATE OR REPLACE TEMP TABLE _b_dupkey AS {dup_keys_sql('stg_billing_event', 'source_id')}",
+    )
+    _exec(
+        con,
         f"""CREATE OR REPLACE TEMP TABLE _b_ranked AS
-{dedup_sql("stg_billing_event", "source_id", "source_file, source_row, source_name")}""",
+{dedup_sql("stg_billing_event", "source_id", "source_file, source_row, source_name", "_b_dupkey")}""",
     )
     _exec(
         con,
@@ -427,9 +452,12 @@ LEFT JOIN _b_idem_inv di ON di.id = l.invoice_id
 WHERE dl.id IS NOT NULL OR di.id IS NOT NULL""",
         [run_id],
     )
+    # a view, not a copy of every wide invoice row: the mirror search reads a few narrow columns
+    # of it and _b_invoice below is the one copy
+    drop_relation(con, "_b_invoice1")
     _exec(
         con,
-        "CREATE OR REPLACE TEMP TABLE _b_invoice1 AS SELECT * FROM _b_invoice0 "
+        "CREATE TEMP VIEW _b_invoice1 AS SELECT * FROM _b_invoice0 "
         "WHERE source_id IS NULL OR source_id NOT IN (SELECT id FROM _b_idem_inv)",
     )
     # the same invoice in two systems (NetSuite mirroring Stripe, linked by external_ref): count
@@ -1069,50 +1097,77 @@ JOIN revenue_item i USING (item_no)
 LEFT JOIN revenue_fx_day r ON r.currency = upper(d.currency) AND r.day = d.day"""
 
 
+def item_keys_sql() -> str:
+    """SELECT item_no, g, ev, adj: each revenue item's contract group as one integer `g` (the same
+    for every item of a (customer_id, entity_id, currency, source_vendor, exponent), NULLs equal),
+    and its event_id (lines) or adjustment_id (adjustments) as integers `ev` / `adj` (equal ids,
+    equal numbers; NULL when the id is NULL or the item is of the other kind). `revenue_sql`
+    groups and counts distinct values on these narrow integers instead of five strings per
+    item-month."""
+    return """
+SELECT item_no,
+       dense_rank() OVER (ORDER BY customer_id, entity_id, currency, source_vendor, exponent) AS g,
+       CASE WHEN kind = 'line' AND event_id IS NOT NULL
+            THEN dense_rank() OVER (ORDER BY event_id) END AS ev,
+       CASE WHEN kind <> 'line' AND adjustment_id IS NOT NULL
+            THEN dense_rank() OVER (ORDER BY adjustment_id) END AS adj
+FROM revenue_item"""
+
+
 def revenue_sql(reporting_currency: str) -> str:
     """The monthly contract table from the item-months (`_b_item_month`, see
-    `item_periods_sql`). The reporting amount is the exact sum of the daily exact amounts (native
-    minor units x that day's rate), rounded half-to-even once, to the reporting currency's minor
-    unit; it is NULL when any day of the group lacks a rate.
+    `item_periods_sql`) and the items' integer keys (`_b_item_key`, see `item_keys_sql`). The
+    reporting amount is the exact sum of the daily exact amounts (native minor units x that day's
+    rate), rounded half-to-even once, to the reporting currency's minor unit; it is NULL when any
+    day of the group lacks a rate.
 
-    Aggregates in two steps: item x month first, then the contract grain with the distinct
-    line/adjustment counts over the small result."""
+    Aggregates on (month, group number) with the distinct line/adjustment counts over integers,
+    then names each group (customer, entity, currency, vendor, exponent) once."""
     from romirecon.money import exponent
 
     rexp = exponent(reporting_currency)
+    # the native amount in major units: the exponent is the group's, so the exact sum of
+    # minor x 10**-exponent over the group's item-months is the summed minor units x 10**-exponent
     native_major = (
-        f"(CAST(amount_minor AS DECIMAL(38,0)) * {fx.minor_factor_sql('currency_exponent')})"
+        f"(CAST(g.amount_sum AS DECIMAL(38,0)) * {fx.minor_factor_sql('r.currency_exponent')})"
     )
+    # the average rate reporting / native, half-to-even: its terms, quotient and remainder are
+    # computed once per row (as columns), not once per use inside the rounding expression
+    n, d = fx.div_terms_sql("abs(reporting_exact)", "abs(native_major)")
     return f"""
-WITH item_month AS (
-    SELECT i.item_no, i.month, r.kind, r.event_id, r.adjustment_id, r.customer_id, r.entity_id,
-           r.currency, r.source_vendor, r.exponent AS currency_exponent, i.* EXCLUDE (item_no, month)
-    FROM (
-        SELECT item_no, period AS month, amount_minor, amount_reporting AS reporting_exact,
-               fx_rate_min, fx_rate_max, fx_missing_days, fx_fallback_days
-        FROM _b_item_month
-    ) i JOIN revenue_item r USING (item_no)
+WITH grp_name AS (  -- one row per group number: the group's columns
+    SELECT k.g, any_value(r.customer_id) AS customer_id, any_value(r.entity_id) AS entity_id,
+           any_value(r.currency) AS currency, any_value(r.source_vendor) AS source_vendor,
+           any_value(r.exponent) AS currency_exponent
+    FROM _b_item_key k JOIN revenue_item r USING (item_no)
+    GROUP BY k.g
 ), grp AS (
-    SELECT month, customer_id, entity_id, currency, source_vendor, currency_exponent,
-           CAST(sum(amount_minor) AS BIGINT) AS amount_minor,
-           sum(reporting_exact) AS reporting_exact, sum({native_major}) AS native_major,
-           min(fx_rate_min) AS fx_rate_min, max(fx_rate_max) AS fx_rate_max,
-           sum(fx_missing_days) AS fx_missing_days, sum(fx_fallback_days) AS fx_fallback_days,
-           count(DISTINCT event_id) FILTER (WHERE kind = 'line') AS lines,
-           count(DISTINCT adjustment_id) FILTER (WHERE kind <> 'line') AS adjustments
-    FROM item_month
-    GROUP BY month, customer_id, entity_id, currency, source_vendor, currency_exponent
+    SELECT i.period AS month, k.g, sum(i.amount_minor) AS amount_sum,
+           sum(i.amount_reporting) AS reporting_exact,
+           min(i.fx_rate_min) AS fx_rate_min, max(i.fx_rate_max) AS fx_rate_max,
+           sum(i.fx_missing_days) AS fx_missing_days, sum(i.fx_fallback_days) AS fx_fallback_days,
+           count(DISTINCT k.ev) AS lines, count(DISTINCT k.adj) AS adjustments
+    FROM _b_item_month i JOIN _b_item_key k USING (item_no)
+    GROUP BY i.period, k.g
+), named AS (
+    SELECT g.month, r.customer_id, r.entity_id, r.currency, r.source_vendor, r.currency_exponent,
+           g.amount_sum, g.reporting_exact, {native_major} AS native_major, g.fx_rate_min,
+           g.fx_rate_max, g.fx_missing_days, g.fx_fallback_days, g.lines, g.adjustments
+    FROM grp g JOIN grp_name r USING (g)
+), terms AS (
+    SELECT *, CASE WHEN _ok THEN {n} END AS _n, CASE WHEN _ok THEN {d} END AS _d
+    FROM (SELECT *, fx_missing_days = 0 AND native_major <> 0 AS _ok FROM named)
 )
-SELECT month, customer_id, entity_id, currency, source_vendor, currency_exponent, amount_minor,
+SELECT month, customer_id, entity_id, currency, source_vendor, currency_exponent,
+       CAST(amount_sum AS BIGINT) AS amount_minor,
        CASE WHEN fx_missing_days = 0
             THEN CAST(round_even(reporting_exact, {rexp}) AS DECIMAL(38,{rexp})) END AS amount_reporting,
        CAST($rep AS VARCHAR) AS reporting_currency,
-       CASE WHEN fx_missing_days = 0 AND native_major <> 0
-            THEN sign(reporting_exact) * sign(native_major)
-                 * {fx.div_half_even_sql("abs(reporting_exact)", "abs(native_major)")} END AS fx_rate,
+       CASE WHEN _ok THEN sign(reporting_exact) * sign(native_major)
+                          * {fx.quotient_half_even_sql("_q", "_r", "_d")} END AS fx_rate,
        fx_rate_min, fx_rate_max, CAST(fx_missing_days AS BIGINT) AS fx_missing_days,
        CAST(fx_fallback_days AS BIGINT) AS fx_fallback_days, lines, adjustments
-FROM grp
+FROM (SELECT *, _n // _d AS _q, _n % _d AS _r FROM terms)
 ORDER BY month, customer_id, currency, source_vendor NULLS FIRST, entity_id NULLS FIRST,
          currency_exponent"""
 
@@ -1246,13 +1301,14 @@ def run(
     _build_entities(con)
     _build_daily(con, st, rep, run_id)
     build_item_periods(con, "month", "_b_item_month")
+    _exec(con, f"CREATE OR REPLACE TEMP TABLE _b_item_key AS {item_keys_sql()}")
     _exec(con, f"CREATE OR REPLACE TABLE revenue AS {revenue_sql(rep)}", {"rep": rep})
     _exec(con, f"CREATE OR REPLACE TABLE conversion AS {conversion_sql()}")
     _metrics(con, run_id)
     for t in (
-        "_b_ranked", "_b_redelivered", "_b_invoice0", "_b_line0", "_b_cn", "_b_refund",
+        "_b_ranked", "_b_dupkey", "_b_redelivered", "_b_invoice0", "_b_line0", "_b_cn", "_b_refund",
         "_b_idem_inv", "_b_idem_line", "_b_invoice1", "_b_mirror", "_b_invoice", "_b_line",
         "_b_lines_all", "_b_inv_disc", "_b_adj_doc", "_b_adj_target", "_b_adj_doc2",
-        "_b_adj_alloc", "_b_entity", "_b_item_month",
+        "_b_adj_alloc", "_b_entity", "_b_item_month", "_b_item_key",
     ):  # fmt: skip
-        _exec(con, f"DROP TABLE IF EXISTS {ident(t)}")
+        drop_relation(con, t)

@@ -39,10 +39,22 @@ _SCALE = 10_000_000_000  # 10**10: the rate's scale
 def div_half_even_sql(num: str, den: str) -> str:
     """SQL for num / den of two positive DECIMAL(38,10) expressions, exact, half-to-even at the
     10th decimal, as DECIMAL(38,10)."""
+    n, d = div_terms_sql(num, den)
+    return quotient_half_even_sql(f"({n}) // ({d})", f"({n}) % ({d})", d)
+
+
+def div_terms_sql(num: str, den: str) -> tuple[str, str]:
+    """The two HUGEINT terms `div_half_even_sql` divides: num x 10**20 and den x 10**10 (each
+    first cast to DECIMAL(38,10)). A query that divides many rows can compute them once as
+    columns, then their quotient and remainder, and pass those to `quotient_half_even_sql`."""
     n = f"CAST(CAST({num} AS {RATE_TYPE}) * {_SCALE} AS HUGEINT) * {_SCALE}"
     d = f"CAST(CAST({den} AS {RATE_TYPE}) * {_SCALE} AS HUGEINT)"
-    q = f"({n}) // ({d})"
-    r = f"({n}) % ({d})"
+    return n, d
+
+
+def quotient_half_even_sql(q: str, r: str, d: str) -> str:
+    """DECIMAL(38,10) from the integer quotient `q` and remainder `r` of the terms of
+    `div_terms_sql` (denominator `d`): q x 10**-10, the last digit rounded half-to-even."""
     up = f"(2 * ({r}) > ({d}) OR (2 * ({r}) = ({d}) AND ({q}) % 2 = 1))"
     return (
         f"CAST(CAST(({q}) + CASE WHEN {up} THEN 1 ELSE 0 END AS DECIMAL(38,0))"
@@ -197,9 +209,12 @@ def convert(
     rates_table: str = "stg_fx_rate",
     keep_cols: Sequence[str] | None = None,
     forward_from: date | None = None,
+    temp: bool = False,
+    amount_as: str = "amount_reporting",
 ) -> str:
-    """Create table `out` (default `<table>_reporting`): every row of `table` plus `fx_rate`,
-    `fx_rate_date`, `fx_method` and `amount_reporting` DECIMAL(38,14): the amount in the
+    """Create table `out` (default `<table>_reporting`; a temp table when `temp`): every row of
+    `table` plus `fx_rate`, `fx_rate_date`, `fx_method` and `amount_as` (default
+    `amount_reporting`) DECIMAL(38,14): the amount in the
     reporting currency, exact (minor units x rate x 10**-exponent needs scale 10 + exponent, so
     nothing is rounded here: sum it and round once at output); NULL where the rate is missing.
 
@@ -237,9 +252,9 @@ def convert(
         )
     cols = "x.*" if keep_cols is None else ", ".join(f"x.{ident(c)}" for c in keep_cols)
     con.execute(
-        f"""CREATE OR REPLACE TABLE {ident(out)} AS
+        f"""CREATE OR REPLACE {"TEMP " if temp else ""}TABLE {ident(out)} AS
 SELECT {cols}, r.fx_rate, r.fx_rate_date, r.fx_method,
-       {exact_reporting_sql(f"x.{ident(amount_col)}", "r.fx_rate", exp)} AS amount_reporting
+       {exact_reporting_sql(f"x.{ident(amount_col)}", "r.fx_rate", exp)} AS {ident(amount_as)}
 FROM {t} x {join}
 LEFT JOIN {ident(rates)} r ON r.currency = upper(x.{cur}) AND r.day = CAST(x.{day} AS DATE)"""
     )
