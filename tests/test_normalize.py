@@ -253,13 +253,31 @@ def test_phones_in_parallel_give_the_same_list_in_order(monkeypatch: pytest.Monk
     assert normalize.e164_all(pairs[:5]) == normalize.e164(pairs[:5])
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.text(alphabet="0123456789", min_size=1, max_size=16), st.sampled_from(REGIONS))
-def test_international_key_parses_alike_without_region(digits: str, region: str) -> None:
-    """A key in international form is parsed once with no region: libphonenumber must give the
-    same answer for it with any default region (checked against the library itself)."""
-    key = "+" + digits
-    assert normalize.e164([(key, None)]) == normalize.e164([(key, region)])
+INTERNATIONAL_CASES = ["+3100000", "+003100000", "+0", "+1", "+999123456", "+8081234567"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.text(alphabet="0123456789", min_size=1, max_size=16), min_size=1, max_size=8),
+    st.sampled_from(REGIONS),
+)
+def test_international_key_parses_alike_without_region(digits: list[str], region: str) -> None:
+    """A key the stage parses with region NULL must get the same answer from libphonenumber
+    with any default region (checked against the library itself); '+0...' and unknown codes
+    are parsed with their region."""
+    keys = ["+" + d for d in digits] + INTERNATIONAL_CASES
+    con = duckdb.connect()
+    con.execute("CREATE TABLE k (phone_key VARCHAR, region VARCHAR)")
+    con.executemany("INSERT INTO k VALUES (?, ?)", [(k, region) for k in keys])
+    parsed = con.execute(f"SELECT phone_key, {normalize.parse_region_sql()} FROM k").fetchall()
+    for key, parse_region in parsed:
+        if parse_region is None:
+            assert normalize.e164([(key, None)]) == normalize.e164([(key, region)]), key
+        else:
+            assert parse_region == region
+    kept = {k for k, r in parsed if r is not None}
+    assert {"+003100000", "+0"} <= kept  # no country code after +: the region decides
+    assert "+3100000" not in kept and "+1" not in kept
 
 
 def test_international_number_parsed_once_national_number_per_region() -> None:

@@ -153,11 +153,22 @@ def phone_key_expr(col: str) -> str:
     )
 
 
-# a phone key libphonenumber reads with its own country code, whatever the default region
 def parse_region_sql(alias: str = "") -> str:
-    """The region a phone key is parsed with: NULL for a key in international form."""
+    """The region a phone key is parsed with: NULL for a key libphonenumber reads with its own
+    country code whatever the default region: + and digits whose first one to three digits are
+    a country code. (After + and an unknown code, e.g. +0031..., it retries the digits as
+    dialled from the region, through its international prefix: there the region counts.)"""
+    import phonenumbers
+
     a = f"{alias}." if alias else ""
-    return f"CASE WHEN regexp_full_match({a}phone_key, '[+][0-9]+') THEN NULL ELSE {a}region END"
+    codes = (
+        "[" + ", ".join(f"'{c}'" for c in sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)) + "]"
+    )
+    known = " OR ".join(f"list_contains({codes}, substr({a}phone_key, 2, {n}))" for n in (1, 2, 3))
+    return (
+        f"CASE WHEN regexp_full_match({a}phone_key, '[+][1-9][0-9]*') AND ({known}) "
+        f"THEN NULL ELSE {a}region END"
+    )
 
 
 def norm_select_sql(entity: str, default_region: str, gmail_canonical: bool) -> str:
