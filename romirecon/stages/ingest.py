@@ -76,11 +76,12 @@ def resolve_all(project: Project) -> dict[str, list[FileInfo]]:
     8 GB of exports hash in about 5 s on two cores instead of 10)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    paths = sorted({p for s in project.sources for p in _matches(project, s)})
+    matches = {s.name: _matches(project, s) for s in project.sources}
+    paths = sorted({p for found in matches.values() for p in found})
     workers = max(1, min(len(paths), os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         hashes = dict(zip(paths, pool.map(sha256_file, paths), strict=True))
-    return {s.name: resolve_files(project, s, hashes) for s in project.sources}
+    return {s.name: resolve_files(project, s, hashes, matches[s.name]) for s in project.sources}
 
 
 def _matches(project: Project, source: Source) -> list[Path]:
@@ -95,12 +96,16 @@ def _matches(project: Project, source: Source) -> list[Path]:
 
 
 def resolve_files(
-    project: Project, source: Source, hashes: dict[Path, str] | None = None
+    project: Project,
+    source: Source,
+    hashes: dict[Path, str] | None = None,
+    paths: list[Path] | None = None,
 ) -> list[FileInfo]:
     """Expand the source's globs (sorted, de-duplicated). Missing input raises exit 4.
-    `hashes` holds sha256 digests already computed for this run (see resolve_all)."""
+    `hashes` holds sha256 digests and `paths` the glob matches already found for this run (see
+    resolve_all)."""
     files = []
-    for p in _matches(project, source):
+    for p in _matches(project, source) if paths is None else paths:
         try:
             display = str(p.relative_to(project.root))
         except ValueError:
