@@ -10,9 +10,8 @@ import duckdb
 
 from romirecon.sqlutil import ident, literal
 
-# a cell starting with one of these is a formula in Excel / LibreOffice / Google Sheets
-FORMULA_START = r"^[=+\-@\t\r]"
-# `contains` on a string of the characters, not `IN (...)` / `list_contains([...])`: DuckDB
+# a cell starting with one of these characters is a formula in Excel / LibreOffice / Google
+# Sheets. `contains` on a string of the characters, not `IN (...)` / `list_contains([...])`: DuckDB
 # plans a list of six constants as a MARK join, and a join does not keep row order, so the CSV
 # COPY wrote 2048-row chunks out of the query's order (and different bytes from run to run)
 _FORMULA_CHARS = literal("=+-@\t\r")
@@ -42,8 +41,8 @@ def _safe_csv_select(con: duckdb.DuckDBPyConnection, relation: str) -> str:
     for name, ctype, *_ in cols:
         q = ident(name)
         if ctype == "VARCHAR":
-            # the first character against the FORMULA_START set: a regexp per cell cost more
-            # than the CSV writer itself on the larger outputs
+            # the first character against _FORMULA_CHARS: a regexp per cell cost more than the
+            # CSV writer itself on the larger outputs
             out.append(
                 f"CASE WHEN {q} <> '' AND contains({_FORMULA_CHARS}, left({q}, 1)) "
                 f"THEN chr(39) || {q} ELSE {q} END AS {q}"

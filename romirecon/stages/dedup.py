@@ -547,10 +547,8 @@ def _golden_table(
     groups by cluster label; it needs each staged row to be one record (`unique_rows`) and each
     label its own golden id. Otherwise (an unpivoted export repeating provenance; two clusters
     handed the same new id) the general statement ranks and groups by golden id itself."""
-    distinct = con.execute("SELECT count(*) = count(DISTINCT golden_id) FROM _dd_gid").fetchall()[
-        0
-    ][0]
-    if unique_rows and distinct:
+    row = con.execute("SELECT count(*) = count(DISTINCT golden_id) FROM _dd_gid").fetchone()
+    if unique_rows and row and row[0]:
         for sql in golden_table_sql(entity, columns):
             con.execute(sql)
         con.execute("DROP TABLE IF EXISTS _dd_gw")
