@@ -275,11 +275,7 @@ def _dedup_entity(
     """Keep copy 1 of each key in `out`; record the others in billing_duplicate (reason
     `event-redelivery` when the record, or its carrier such as the line's invoice, is the object
     of an event delivered twice; else `reexport`)."""
-    _exec(con, f"CREATE OR REPLACE TEMP TABLE _b_dupkey AS {dup_keys_sql(table, key)}")
-    _exec(
-        con,
-        f"CREATE OR REPLACE TEMP TABLE _b_ranked AS {dedup_sql(table, key, order, '_b_dupkey')}",
-    )
+    _rank_copies(con, table, key, order)
     _exec(
         con,
         f"""INSERT INTO billing_duplicate
@@ -297,6 +293,15 @@ FROM _b_ranked WHERE _copy > 1""",
         f"CREATE OR REPLACE TEMP TABLE {ident(out)} AS {unique_rows_sql(table, key, '_b_dupkey')} "
         "UNION ALL SELECT * EXCLUDE (_key, _copy, kept_source_name, kept_source_file, "
         "kept_source_row) FROM _b_ranked WHERE _copy = 1",
+    )
+
+
+def _rank_copies(con: duckdb.DuckDBPyConnection, table: str, key: str, order: str) -> None:
+    """`_b_dupkey` (the repeated keys of `table`) and `_b_ranked` (their rows, numbered)."""
+    _exec(con, f"CREATE OR REPLACE TEMP TABLE _b_dupkey AS {dup_keys_sql(table, key)}")
+    _exec(
+        con,
+        f"CREATE OR REPLACE TEMP TABLE _b_ranked AS {dedup_sql(table, key, order, '_b_dupkey')}",
     )
 
 
@@ -353,15 +358,7 @@ def _deduplicate(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
     _exec(con, f"CREATE OR REPLACE TABLE billing_duplicate ({_DUP_COLS})")
     _exec(con, f"CREATE OR REPLACE TEMP TABLE _b_redelivered AS {_redelivered_objects_sql()}")
     # webhook redelivery: the same event id twice
-    _exec(
-        con,
-        f"CREATE OR REPLACE TEMP TABLE _b_dupkey AS {dup_keys_sql('stg_billing_event', 'source_id')}",
-    )
-    _exec(
-        con,
-        f"""CREATE OR REPLACE TEMP TABLE _b_ranked AS
-{dedup_sql("stg_billing_event", "source_id", "source_file, source_row, source_name", "_b_dupkey")}""",
-    )
+    _rank_copies(con, "stg_billing_event", "source_id", "source_file, source_row, source_name")
     _exec(
         con,
         """INSERT INTO billing_duplicate
