@@ -153,26 +153,26 @@ def phone_key_expr(col: str) -> str:
     )
 
 
-def parse_region_sql(alias: str = "") -> str:
+def parse_region_sql() -> str:
     """The region a phone key is parsed with: NULL for a key libphonenumber reads with its own
     country code whatever the default region: + and digits whose first one to three digits are
     a country code. (After + and an unknown code, e.g. +0031..., it retries the digits as
     dialled from the region, through its international prefix: there the region counts.)"""
     import phonenumbers
 
-    a = f"{alias}." if alias else ""
     codes = (
         "[" + ", ".join(f"'{c}'" for c in sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)) + "]"
     )
-    known = " OR ".join(f"list_contains({codes}, substr({a}phone_key, 2, {n}))" for n in (1, 2, 3))
+    known = " OR ".join(f"list_contains({codes}, substr(phone_key, 2, {n}))" for n in (1, 2, 3))
     return (
-        f"CASE WHEN regexp_full_match({a}phone_key, '[+][1-9][0-9]*') AND ({known}) "
-        f"THEN NULL ELSE {a}region END"
+        f"CASE WHEN regexp_full_match(phone_key, '[+][1-9][0-9]*') AND ({known}) "
+        "THEN NULL ELSE region END"
     )
 
 
 def norm_select_sql(entity: str, default_region: str, gmail_canonical: bool) -> str:
-    """SELECT of the normalized keys (phone_raw/region: phonenumbers runs afterwards).
+    """SELECT of the normalized keys (phone_key/region: phonenumbers runs afterwards; region is
+    NULL where the key's own country code decides, see `parse_region_sql`).
 
     Two levels: the inner one folds each source column once; the outer one derives the keys
     that reuse a folded value (first/last/full name, company, email domain)."""
@@ -212,9 +212,11 @@ def norm_select_sql(entity: str, default_region: str, gmail_canonical: bool) -> 
         "country_norm",
         f"{phone_key_expr('phone_raw')} AS phone_key",
     ]
-    return (
+    keys = (
         f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {ident('stg_' + entity)})"
     )
+    # the region phonenumbers parses the key with, decided once per row (see parse_region_sql)
+    return f"SELECT * REPLACE ({parse_region_sql()} AS region) FROM ({keys})"
 
 
 def e164(pairs: list[tuple[str, str]]) -> list[str | None]:
@@ -288,11 +290,11 @@ def normalize_entity(
         f"CREATE OR REPLACE TEMP TABLE {ident(tmp)} AS "
         f"{norm_select_sql(entity, default_region.upper(), gmail_canonical)}"
     )
-    # a key in international form (+ and digits) carries its own country code: libphonenumber
-    # ignores the default region for it, so it is parsed once (region NULL), not once per
-    # region it appears with (that halved the distinct pairs of a 100k estate: 285k -> 142k)
+    # a key in international form carries its own country code: its region is NULL in `tmp`
+    # (norm_select_sql), so it is parsed once, not once per region it appears with (that halved
+    # the distinct pairs of a 100k estate: 285k -> 142k)
     distinct = con.execute(
-        f"SELECT DISTINCT phone_key, {parse_region_sql()} AS region FROM {ident(tmp)} "
+        f"SELECT DISTINCT phone_key, region FROM {ident(tmp)} "
         "WHERE phone_key IS NOT NULL ORDER BY phone_key, region NULLS FIRST"
     ).fetchall()
     phones = pa.table(
@@ -316,7 +318,7 @@ def normalize_entity(
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {ident(out)} AS SELECT n.* EXCLUDE (phone_raw, region, "
         f"phone_key), p.phone_e164 FROM {ident(tmp)} n LEFT JOIN _norm_phones p "
-        f"ON p.phone_key = n.phone_key AND p.region IS NOT DISTINCT FROM ({parse_region_sql('n')})"
+        "ON p.phone_key = n.phone_key AND p.region IS NOT DISTINCT FROM n.region"
     )
     con.unregister("_norm_phones")
     con.execute(f"DROP TABLE {ident(tmp)}")
