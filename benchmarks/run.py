@@ -109,6 +109,45 @@ def _read_all(project_dir: Path) -> tuple[float, int]:
     return time.perf_counter() - t, rows
 
 
+def load_floor(project_dir: Path) -> float:
+    """Seconds for DuckDB to load every input file into a table with its own readers and type
+    detection (`read_csv` / `read_json`, every field parsed into a column), one pass after the
+    bare read warmed the page cache. A second floor next to the bare read, which counts records
+    without parsing their fields: this one is what "load the exports into DuckDB" costs before
+    any checking, matching or reconciling. In a scratch database with the run's 4 GB limit."""
+    import tempfile
+
+    from romirecon.config import load_project
+    from romirecon.sqlutil import literal
+    from romirecon.stages import ingest
+
+    project = load_project(project_dir)
+    with tempfile.TemporaryDirectory(prefix="romirecon-floor-") as tmp:
+        con = duckdb.connect()
+        con.execute("SET memory_limit = '4GB'")
+        con.execute(f"SET temp_directory = {literal(tmp)}")
+        t = time.perf_counter()
+        for source in project.sources:
+            for f in ingest.resolve_files(project, source):
+                kind = ingest.detect_type(source, f.path)
+                if kind == "xlsx":
+                    ingest._xlsx_arrow(f.path, source.format)
+                    continue
+                if kind in ("json", "ndjson"):
+                    fmt = ", format = 'newline_delimited'" if kind == "ndjson" else ""
+                    sql = f"SELECT * FROM read_json({literal(str(f.path))}{fmt})"
+                else:
+                    sql = ingest._read_file_sql(kind, f.path, source.format, None)
+                try:
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE _floor AS {sql}")
+                except duckdb.ConversionException:  # a late record's type: detect on all
+                    sql = sql[:-1] + ", sample_size = -1)" if kind in ("json", "ndjson") else sql
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE _floor AS {sql}")
+        seconds = time.perf_counter() - t
+        con.close()
+    return seconds
+
+
 def run_once(project_dir: Path, out_dir: Path) -> dict[str, Any]:
     """`romirecon run` in a child: wall time, the child's peak RSS, per-stage spans."""
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -273,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in results:
             floor, _, cold = bare_read(estate(r["customers"], args.seed))
             print(f"{r['customers']:,}: bare read {floor:.2f} s (first pass {cold:.2f} s)")
-            r.update(bare_read_seconds=floor, bare_read_cold_seconds=cold)
+            load = load_floor(estate(r["customers"], args.seed))
+            print(f"{r['customers']:,}: load into DuckDB {load:.2f} s")
+            r.update(bare_read_seconds=floor, bare_read_cold_seconds=cold, load_seconds=load)
             r["ratio_to_bare_read"] = r["wall_seconds"] / floor if floor else None
         write_results(results)
         return 0
@@ -284,12 +325,15 @@ def main(argv: list[str] | None = None) -> int:
         d = estate(n, args.seed)
         floor, rows, cold = bare_read(d)
         print(f"  bare read: {rows:,} rows in {floor:.2f} s (first pass {cold:.2f} s)", flush=True)
+        load = load_floor(d)
+        print(f"  load into DuckDB: {load:.2f} s", flush=True)
         res = run_once(d, CACHE / f"out-{n}")
         res.update(
             customers=n,
             input_rows=rows,
             bare_read_seconds=floor,
             bare_read_cold_seconds=cold,
+            load_seconds=load,
             commit=_commit(),
         )
         res["rows_per_second"] = rows / res["wall_seconds"]
@@ -312,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
 def write_results(results: list[dict[str, Any]]) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, DuckDB {duckdb.__version__}"
     lines = [
@@ -319,8 +367,8 @@ def write_results(results: list[dict[str, Any]]) -> None:
         "",
         f"Machine: {machine}. Generated with `python -m benchmarks.run` (`make bench`).",
         "",
-        "| customers | input rows | wall s | peak RSS MB | rows/s | bare read s | first read s | x bare read | s per n·log n (×1e6) | peak spill MB | dedup P | dedup R | dedup F1 | exit | load avg | commit |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| customers | input rows | wall s | peak RSS MB | rows/s | bare read s | first read s | x bare read | DuckDB load s | x DuckDB load | s per n·log n (×1e6) | peak spill MB | dedup P | dedup R | dedup F1 | exit | load avg | commit |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         n = r["input_rows"] or 1
@@ -330,6 +378,8 @@ def write_results(results: list[dict[str, Any]]) -> None:
             f"| {r['customers']:,} | {r['input_rows']:,} | {r['wall_seconds']:.1f} | {r['peak_rss_mb']:.0f} "
             f"| {r['rows_per_second']:,.0f} | {r['bare_read_seconds']:.2f} "
             f"| {r.get('bare_read_cold_seconds', float('nan')):.2f} | {r['ratio_to_bare_read'] or 0:.1f} "
+            f"| {_fmt(r.get('load_seconds'), '.1f')} "
+            f"| {_fmt(r['wall_seconds'] / r['load_seconds'] if r.get('load_seconds') else None, '.1f')} "
             f"| {nlogn:.2f} | {r.get('peak_temp_mb', float('nan')):.0f} "
             f"| {dd.get('precision', float('nan')):.4f} | {dd.get('recall', float('nan')):.4f} "
             f"| {dd.get('f1', float('nan')):.4f} | {r['exit_code']} "
