@@ -164,6 +164,29 @@ def test_unique_key_keeps_first_and_quarantines_repeats(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_json_quarantine_keeps_each_record_as_written_also_for_repeated_keys(
+    tmp_path: Path,
+) -> None:
+    """A JSON row that fails a check, and one that passes every check but repeats a unique key
+    (found only after the checks), both carry their record exactly as the file has it (spacing
+    and number spelling included); rows 1 and 3 are staged."""
+    lines = [
+        '{"id": "1", "currency": "USD", "amount": 1.50}',
+        '{"id":"2","currency":"USD","amount":"abc"}',
+        '{"id":"3",  "currency":"USD", "amount":2}',
+        '{"id":"1","currency":"USD","amount":3.0,"note":"again"}',
+    ]
+    m = {**LINE, "unique": [["source_id"]]}
+    con, t, q = stage(tmp_path, m, "\n".join(lines) + "\n", name="x.jsonl")
+    # 1.50 USD -> 150 cents; 2 USD -> 200 cents
+    assert rows(con, f"SELECT source_id, amount FROM {t} ORDER BY source_row") == [
+        ("1", 150), ("3", 200),
+    ]  # fmt: skip
+    assert [(r["source_row"], r["reason"], r["value"], r["record"]) for r in q] == [
+        (2, "invalid-money", "abc", lines[1]), (4, "duplicate-key", "1", lines[3]),
+    ]  # fmt: skip
+
+
 def test_json_both_stripe_shapes_and_lists(tmp_path: Path) -> None:
     m = {"entity": "invoice_line", "format": {"type": "json", "json_path": "data"}, "columns": {
         "source_id": {"from": "id"},

@@ -451,11 +451,14 @@ def stage_source(
 
     # the original record is only needed for quarantined rows: it is looked up by (source_file,
     # source_row) then, instead of copying every row's text through the check table. An
-    # unpivoted export has several rows per source row, so there it rides along.
+    # unpivoted export has several rows per source row, so there it rides along. A JSON record
+    # is kept for the rows that fail a check as the check table is written: `raw` is a view
+    # over the files there (see ingest._json_view), and a lookup would read them again.
     carry_record = bool(mapping.unpivot)
+    json_record = ingest.is_json and not carry_record
     text_sel = ", ".join(f"{e} AS {ident('_v_' + n)}" for n, e in texts.items())
     filter_sel = f", ({mapping.filter}) AS _filter" if mapping.filter else ""
-    record_sel = f", {record_expr('_s')} AS _record" if carry_record else ""
+    record_sel = f", {record_expr('_s')} AS _record" if carry_record or json_record else ""
     extracted = json_paths.select_items()
     base = f"(SELECT *, {', '.join(extracted)} FROM {rel})" if extracted else rel
     inner = (
@@ -467,11 +470,17 @@ def stage_source(
     )
     typed_sel = ", ".join(f"{e} AS {ident(n)}" for n, e in typed.items())
     checked = table_name("chk", source.name)
-    sql = (
-        f"CREATE OR REPLACE TEMP TABLE {ident(checked)} AS SELECT {typed_sel}, "
-        f"_t.source_file, _t.source_row, _t.file_sha256{', _t._record' if carry_record else ''}, "
+    select = (
+        f"SELECT {typed_sel}, _t.source_file, _t.source_row, _t.file_sha256"
+        f"{', _t._record' if carry_record or json_record else ''}, "
         f"{reasons} AS _reasons FROM {checked_from} _t"
     )
+    if json_record:
+        select = (
+            "SELECT * REPLACE (CASE WHEN len(_reasons) > 0 THEN _record END AS _record) "
+            f"FROM ({select})"
+        )
+    sql = f"CREATE OR REPLACE TEMP TABLE {ident(checked)} AS {select}"
     try:
         con.execute(sql)
     except duckdb.OutOfMemoryException:
@@ -483,10 +492,11 @@ def stage_source(
         ) from None
 
     # 4. unique keys among otherwise-valid rows
+    duplicates = 0
     for key in mapping.unique:
         parts = ", ".join(ident(k) for k in key)
         nonnull = " AND ".join(f"{ident(k)} IS NOT NULL" for k in key)
-        con.execute(
+        duplicates += con.execute(
             f"""
             UPDATE {ident(checked)} c SET _reasons = [{{'reason': 'duplicate-key',
                 'column_name': {literal(",".join(key))}, 'value': CAST(d._keytext AS VARCHAR)}}]
@@ -499,6 +509,12 @@ def stage_source(
             ) d
             WHERE c.source_file = d.source_file AND c.source_row = d.source_row AND len(c._reasons) = 0
             """
+        ).fetchone()[0]
+    if json_record and duplicates:  # passed every check, so no record was kept: look it up
+        con.execute(
+            f"UPDATE {ident(checked)} c SET _record = {record_expr('_s')} FROM {rel} _s "
+            "WHERE c._record IS NULL AND len(c._reasons) > 0 "
+            "AND _s.source_file = c.source_file AND _s.source_row = c.source_row"
         )
 
     # 5. staged rows, every canonical column in model order
@@ -545,7 +561,7 @@ def stage_source(
     failed = f"SELECT *, _reasons[1] AS r FROM {ident(checked)} WHERE len(_reasons) > 0"
     quarantined = (
         failed
-        if carry_record
+        if carry_record or json_record
         else f"SELECT c.*, {record_expr('_s')} AS _record FROM ({failed}) c JOIN {rel} _s "
         "ON _s.source_file = c.source_file AND _s.source_row = c.source_row"
     )
