@@ -238,6 +238,30 @@ def test_unpivot_wide_ecb_file(tmp_path: Path) -> None:
     assert all('"quote":"CYP"' in r["record"] for r in q)
 
 
+def test_unpivot_repeated_line_names_each_repeated_key_with_its_own_record(
+    tmp_path: Path,
+) -> None:
+    """A wide line exported twice repeats two keys (one per quote column): each quarantined row
+    names the key of its own cell and carries that cell's record, not a neighbour's."""
+    m = {"entity": "fx_rate", "unpivot": {"keep": ["Date"], "name_to": "quote", "value_to": "rate"},
+         "unique": [["date", "base", "quote"]],
+         "columns": {"date": {"from": "Date"}, "base": {"const": "EUR"}, "quote": {"from": "quote"},
+                     "rate": {"from": "rate", "required": True}}}  # fmt: skip
+    content = "Date,USD,JPY\n2024-01-03,1.0956,158.47\n2024-01-03,1.0956,158.47\n"
+    con, t, q = stage(tmp_path, m, content, entity="fx_rate")
+    # row 1's two cells are staged; row 2 repeats both keys
+    assert rows(con, f"SELECT quote, rate FROM {t} ORDER BY quote") == [
+        ("JPY", Decimal("158.47")), ("USD", Decimal("1.0956")),
+    ]  # fmt: skip
+    got = sorted((r["source_row"], r["reason"], r["value"], r["record"]) for r in q)
+    assert got == [
+        (2, "duplicate-key", "2024-01-03|EUR|JPY",
+         '{"Date":"2024-01-03","quote":"JPY","rate":"158.47"}'),
+        (2, "duplicate-key", "2024-01-03|EUR|USD",
+         '{"Date":"2024-01-03","quote":"USD","rate":"1.0956"}'),
+    ]  # fmt: skip
+
+
 def test_malformed_rows_are_quarantined_with_line(tmp_path: Path) -> None:
     con, t, q = stage(tmp_path, LINE, "id,currency,amount\n1,USD,1\n2,USD,2,extra\n3,USD,3\n")
     assert rows(con, f"SELECT source_id FROM {t} ORDER BY 1") == [("1",), ("3",)]
