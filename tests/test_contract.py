@@ -164,6 +164,29 @@ def test_unique_key_keeps_first_and_quarantines_repeats(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_json_quarantine_keeps_each_record_as_written_also_for_repeated_keys(
+    tmp_path: Path,
+) -> None:
+    """A JSON row that fails a check, and one that passes every check but repeats a unique key
+    (found only after the checks), both carry their record exactly as the file has it (spacing
+    and number spelling included); rows 1 and 3 are staged."""
+    lines = [
+        '{"id": "1", "currency": "USD", "amount": 1.50}',
+        '{"id":"2","currency":"USD","amount":"abc"}',
+        '{"id":"3",  "currency":"USD", "amount":2}',
+        '{"id":"1","currency":"USD","amount":3.0,"note":"again"}',
+    ]
+    m = {**LINE, "unique": [["source_id"]]}
+    con, t, q = stage(tmp_path, m, "\n".join(lines) + "\n", name="x.jsonl")
+    # 1.50 USD -> 150 cents; 2 USD -> 200 cents
+    assert rows(con, f"SELECT source_id, amount FROM {t} ORDER BY source_row") == [
+        ("1", 150), ("3", 200),
+    ]  # fmt: skip
+    assert [(r["source_row"], r["reason"], r["value"], r["record"]) for r in q] == [
+        (2, "invalid-money", "abc", lines[1]), (4, "duplicate-key", "1", lines[3]),
+    ]  # fmt: skip
+
+
 def test_json_both_stripe_shapes_and_lists(tmp_path: Path) -> None:
     m = {"entity": "invoice_line", "format": {"type": "json", "json_path": "data"}, "columns": {
         "source_id": {"from": "id"},
@@ -213,6 +236,30 @@ def test_unpivot_wide_ecb_file(tmp_path: Path) -> None:
     # the two N/A cells: filtered (data gaps, not errors), still visible in the quarantine
     assert [(r["reason"], r["source_row"]) for r in q] == [("filtered-out", 1), ("filtered-out", 2)]
     assert all('"quote":"CYP"' in r["record"] for r in q)
+
+
+def test_unpivot_repeated_line_names_each_repeated_key_with_its_own_record(
+    tmp_path: Path,
+) -> None:
+    """A wide line exported twice repeats two keys (one per quote column): each quarantined row
+    names the key of its own cell and carries that cell's record, not a neighbour's."""
+    m = {"entity": "fx_rate", "unpivot": {"keep": ["Date"], "name_to": "quote", "value_to": "rate"},
+         "unique": [["date", "base", "quote"]],
+         "columns": {"date": {"from": "Date"}, "base": {"const": "EUR"}, "quote": {"from": "quote"},
+                     "rate": {"from": "rate", "required": True}}}  # fmt: skip
+    content = "Date,USD,JPY\n2024-01-03,1.0956,158.47\n2024-01-03,1.0956,158.47\n"
+    con, t, q = stage(tmp_path, m, content, entity="fx_rate")
+    # row 1's two cells are staged; row 2 repeats both keys
+    assert rows(con, f"SELECT quote, rate FROM {t} ORDER BY quote") == [
+        ("JPY", Decimal("158.47")), ("USD", Decimal("1.0956")),
+    ]  # fmt: skip
+    got = sorted((r["source_row"], r["reason"], r["value"], r["record"]) for r in q)
+    assert got == [
+        (2, "duplicate-key", "2024-01-03|EUR|JPY",
+         '{"Date":"2024-01-03","quote":"JPY","rate":"158.47"}'),
+        (2, "duplicate-key", "2024-01-03|EUR|USD",
+         '{"Date":"2024-01-03","quote":"USD","rate":"1.0956"}'),
+    ]  # fmt: skip
 
 
 def test_malformed_rows_are_quarantined_with_line(tmp_path: Path) -> None:

@@ -451,11 +451,14 @@ def stage_source(
 
     # the original record is only needed for quarantined rows: it is looked up by (source_file,
     # source_row) then, instead of copying every row's text through the check table. An
-    # unpivoted export has several rows per source row, so there it rides along.
+    # unpivoted export has several rows per source row, so there it rides along. A JSON record
+    # is kept for the rows that fail a check as the check table is written: `raw` is a view
+    # over the files there (see ingest._json_view), and a lookup would read them again.
     carry_record = bool(mapping.unpivot)
+    json_record = ingest.is_json and not carry_record
     text_sel = ", ".join(f"{e} AS {ident('_v_' + n)}" for n, e in texts.items())
     filter_sel = f", ({mapping.filter}) AS _filter" if mapping.filter else ""
-    record_sel = f", {record_expr('_s')} AS _record" if carry_record else ""
+    record_sel = f", {record_expr('_s')} AS _record" if carry_record or json_record else ""
     extracted = json_paths.select_items()
     base = f"(SELECT *, {', '.join(extracted)} FROM {rel})" if extracted else rel
     inner = (
@@ -467,41 +470,22 @@ def stage_source(
     )
     typed_sel = ", ".join(f"{e} AS {ident(n)}" for n, e in typed.items())
     checked = table_name("chk", source.name)
-    sql = (
-        f"CREATE OR REPLACE TEMP TABLE {ident(checked)} AS SELECT {typed_sel}, "
-        f"_t.source_file, _t.source_row, _t.file_sha256{', _t._record' if carry_record else ''}, "
+    select = (
+        f"SELECT {typed_sel}, _t.source_file, _t.source_row, _t.file_sha256"
+        f"{', _t._record' if carry_record or json_record else ''}, "
         f"{reasons} AS _reasons FROM {checked_from} _t"
     )
-    try:
-        con.execute(sql)
-    except duckdb.OutOfMemoryException:
-        raise  # not the file's fault: pipeline.resource_errors names the setting
-    except duckdb.Error as e:
-        msg = str(e).strip().splitlines()[0]
-        raise ConfigError(
-            f"{mapping.path}: the mapping does not compile against source '{source.name}': {msg}"
-        ) from None
-
-    # 4. unique keys among otherwise-valid rows
-    for key in mapping.unique:
-        parts = ", ".join(ident(k) for k in key)
-        nonnull = " AND ".join(f"{ident(k)} IS NOT NULL" for k in key)
-        con.execute(
-            f"""
-            UPDATE {ident(checked)} c SET _reasons = [{{'reason': 'duplicate-key',
-                'column_name': {literal(",".join(key))}, 'value': CAST(d._keytext AS VARCHAR)}}]
-            FROM (
-                SELECT source_file, source_row, _keytext FROM (
-                    SELECT source_file, source_row, concat_ws('|', {parts}) AS _keytext,
-                        row_number() OVER (PARTITION BY {parts} ORDER BY source_file, source_row) AS rn
-                    FROM {ident(checked)} WHERE len(_reasons) = 0 AND {nonnull}
-                ) WHERE rn > 1
-            ) d
-            WHERE c.source_file = d.source_file AND c.source_row = d.source_row AND len(c._reasons) = 0
-            """
+    if json_record:
+        select = (
+            "SELECT * REPLACE (CASE WHEN len(_reasons) > 0 THEN _record END AS _record) "
+            f"FROM ({select})"
         )
-
-    # 5. staged rows, every canonical column in model order
+    # 4. staged rows, every canonical column in model order, written straight from the checks
+    # with the rows' reasons (and kept records) alongside: the rows that fail move to the check
+    # table below and the extra columns are dropped. Writing every row to a check table first
+    # and copying the good ones cost a second full write and read of the rows (spilled at 1M).
+    # A typed value already has its canonical type (config gives a column the entity's type),
+    # so the unique keys compare the same values the check table held.
     canon = ENTITIES[mapping.entity]
     stg_cols = []
     for name, col in canon.items():
@@ -519,22 +503,71 @@ def stage_source(
         "run_id": literal(run_id),
     }
     stg_cols += [f"CAST({prov_vals[n]} AS {t}) AS {ident(n)}" for n, t in PROVENANCE.items()]
+    keeps_record = carry_record or json_record
+    extra = ["_reasons", *(["_record"] if keeps_record else [])]
     stg = stg_table(source.name)
-    create_stg = (
-        f"CREATE OR REPLACE TABLE {ident(stg)} AS SELECT {', '.join(stg_cols)} "
-        f"FROM {ident(checked)} WHERE len(_reasons) = 0"
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TABLE {ident(stg)} AS SELECT {', '.join(stg_cols)}, "
+            f"{', '.join(extra)} FROM ({select})"
+        )
+    except duckdb.OutOfMemoryException:
+        raise  # not the file's fault: pipeline.resource_errors names the setting
+    except duckdb.Error as e:
+        msg = str(e).strip().splitlines()[0]
+        raise ConfigError(
+            f"{mapping.path}: the mapping does not compile against source '{source.name}': {msg}"
+        ) from None
+
+    # 5. unique keys among otherwise-valid rows
+    duplicates = 0
+    for key in mapping.unique:
+        parts = ", ".join(ident(k) for k in key)
+        nonnull = " AND ".join(f"{ident(k)} IS NOT NULL" for k in key)
+        duplicates += con.execute(
+            f"""
+            UPDATE {ident(stg)} c SET _reasons = [{{'reason': 'duplicate-key',
+                'column_name': {literal(",".join(key))}, 'value': CAST(d._keytext AS VARCHAR)}}]
+            FROM (
+                SELECT _rid, _keytext FROM (
+                    SELECT rowid AS _rid, concat_ws('|', {parts}) AS _keytext,
+                        row_number() OVER (PARTITION BY {parts}
+                            ORDER BY source_file, source_row, rowid) AS rn
+                    FROM {ident(stg)} WHERE len(_reasons) = 0 AND {nonnull}
+                ) WHERE rn > 1
+            ) d
+            WHERE c.rowid = d._rid
+            """
+        ).fetchone()[0]
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {ident(checked)} AS SELECT source_file, source_row, "
+        f"{', '.join(extra)} FROM {ident(stg)} WHERE len(_reasons) > 0"
     )
-    # The staged rows are in (source_file, source_row) order. The raw rows are loaded in that
-    # order and the check table is a filter + projection of them, so a plain copy keeps it
-    # without sorting the wide rows again (the costliest contract statement at 1M customers).
-    # The order is verified (a narrow pass); an unpivoted export (several rows per source row)
-    # or a plan that did not keep the order is sorted as before.
-    if mapping.unpivot:
-        con.execute(f"{create_stg} ORDER BY source_file, source_row")
-    else:
-        con.execute(create_stg)
-        if not in_key_order(con, stg):
-            con.execute(f"{create_stg} ORDER BY source_file, source_row")
+    failures = con.execute(f"SELECT count(*) FROM {ident(checked)}").fetchone()[0]
+    if failures:
+        con.execute(f"DELETE FROM {ident(stg)} WHERE len(_reasons) > 0")
+    for col in extra:
+        con.execute(f"ALTER TABLE {ident(stg)} DROP COLUMN {ident(col)}")
+    if json_record and duplicates:
+        # a row that passed every check but repeats a key has no record kept: look it up
+        con.execute(
+            f"UPDATE {ident(checked)} c SET _record = {record_expr('_s')} FROM {rel} _s "
+            "WHERE c._record IS NULL "
+            "AND _s.source_file = c.source_file AND _s.source_row = c.source_row"
+        )
+    # The staged rows are in (source_file, source_row) order. The raw rows are read in that order
+    # and the staged table is a filter + projection of them, so it is written without sorting
+    # the wide rows again (the costliest contract statement at 1M customers). The order is
+    # verified (a narrow pass); an unpivoted export (several rows per source row) or a plan that
+    # did not keep the order is sorted as before.
+    if mapping.unpivot or not in_key_order(con, stg):
+        sorted_stg = table_name("sorted", source.name)
+        con.execute(
+            f"CREATE OR REPLACE TABLE {ident(sorted_stg)} AS SELECT * FROM {ident(stg)} "
+            "ORDER BY source_file, source_row"
+        )
+        con.execute(f"DROP TABLE {ident(stg)}")
+        con.execute(f"ALTER TABLE {ident(sorted_stg)} RENAME TO {ident(stg)}")
 
     # 6. quarantine: contract failures, then lines the reader rejected
     msg_case = (
@@ -543,9 +576,11 @@ def stage_source(
         + " ELSE r.reason END"
     )
     failed = f"SELECT *, _reasons[1] AS r FROM {ident(checked)} WHERE len(_reasons) > 0"
+    # an unpivoted source row is several rows: its record (name and value included) orders them
+    tiebreak = ", _record" if mapping.unpivot else ""
     quarantined = (
         failed
-        if carry_record
+        if carry_record or json_record
         else f"SELECT c.*, {record_expr('_s')} AS _record FROM ({failed}) c JOIN {rel} _s "
         "ON _s.source_file = c.source_file AND _s.source_row = c.source_row"
     )
@@ -557,7 +592,7 @@ def stage_source(
             list_transform(_reasons, lambda x: x.reason || coalesce(':' || x.column_name, '')),
             _record
         FROM ({quarantined})
-        ORDER BY source_file, source_row
+        ORDER BY source_file, source_row{tiebreak}
         """,
         [run_id, source.name, mapping.entity],
     )
@@ -570,10 +605,8 @@ def stage_source(
         """,
         [run_id, source.name, mapping.entity],
     )
-    res.rows_in = (
-        con.execute(f"SELECT count(*) FROM {ident(checked)}").fetchone()[0] + ingest.rows_rejected
-    )
     res.rows_staged = con.execute(f"SELECT count(*) FROM {ident(stg)}").fetchone()[0]
+    res.rows_in = res.rows_staged + failures + ingest.rows_rejected
     res.rows_quarantined = con.execute(
         "SELECT count(*) FROM quarantine WHERE source_name = ?", [source.name]
     ).fetchone()[0]
@@ -583,7 +616,8 @@ def stage_source(
         SELECT ?, ?, ?, f.file, f.sha, coalesce(c.n, 0) + coalesce(rj.n, 0), coalesce(s.n, 0),
                coalesce(q.n, 0)
         FROM (SELECT unnest(?::VARCHAR[]) AS file, unnest(?::VARCHAR[]) AS sha) f
-        LEFT JOIN (SELECT source_file, count(*) n FROM {ident(checked)} GROUP BY ALL) c ON c.source_file = f.file
+        LEFT JOIN (SELECT source_file, count(*) n FROM (SELECT source_file FROM {ident(stg)}
+            UNION ALL SELECT source_file FROM {ident(checked)}) GROUP BY ALL) c ON c.source_file = f.file
         LEFT JOIN (SELECT source_file, count(*) n FROM {ident(rejects_table(source.name))} GROUP BY ALL) rj
             ON rj.source_file = f.file
         LEFT JOIN (SELECT source_file, count(*) n FROM {ident(stg)} GROUP BY ALL) s ON s.source_file = f.file

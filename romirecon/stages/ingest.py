@@ -6,8 +6,9 @@ DuckDB's own (CSV/TSV sniffer, Parquet, JSON) plus fastexcel for XLSX; no Python
 
 Tables written per source:
 - `raw_<source>`: the export's columns (VARCHAR; nested JSON/struct values as JSON text) +
-  `source_file, source_row, file_sha256`. JSON sources instead carry the whole record in `_json`
-  and expose its top-level keys through the view `src_<source>`.
+  `source_file, source_row, file_sha256`. For JSON sources `raw_<source>` is a view over the
+  files, not a table: the whole record in `_json` and a column per top-level key, extracted as
+  contract reads it (the files are read once here for their keys and record count).
 - `rejects_<source>`: lines the CSV reader could not split into the header's columns
   (`source_file, line, error, raw_line`): they become `malformed-row` quarantine rows.
 """
@@ -367,6 +368,7 @@ def ingest_source(
     parts: list[str] = []
     json_parts: list[str] = []  # a SELECT per JSON file, in file order
     json_keys: set[str] = set()
+    json_rows = 0  # records of the JSON files, counted by the keys pass
     for i, f in enumerate(files):
         kind = detect_type(source, f.path)
         part = f"_part_{i}"
@@ -378,18 +380,21 @@ def ingest_source(
             continue  # an empty file has no header and no rows: counted as zero rows
         try:
             if kind in ("json", "ndjson"):
-                # not copied into a table of its own: the records are read twice straight from
-                # the file (the keys here, then once more for `raw`), which costs less than
-                # holding another copy of the text (it spilled at 1M customers). Reading the
-                # file here also names it when it cannot be read.
+                # never copied into a table: the records are read twice straight from the file
+                # (the keys and the record count here, then once more when contract reads the
+                # `raw` view), which costs less than writing the text into a table and reading
+                # it back (it spilled at 1M customers). Reading the file here also names it when
+                # it cannot be read.
                 inner = json_records_sql(kind, f.path, source.format)
                 records = (
                     f"SELECT _json::VARCHAR AS _json, {prov} FROM ({inner}) WHERE _json IS NOT NULL"
                 )
-                json_keys.update(_json_keys(con, records))
+                keys, n = _json_keys(con, records)
+                json_keys.update(keys)
+                json_rows += n
                 json_parts.append(records)
                 continue
-            elif kind == "xlsx":
+            if kind == "xlsx":
                 arrow = _xlsx_arrow(f.path, source.format)
                 con.register("_xlsx_arrow", arrow)
                 con.execute(
@@ -414,13 +419,7 @@ def ingest_source(
             raise InputError(describe_error(f.display, e)) from None
         parts.append(part)
     if res.is_json:
-        try:
-            _materialise_json(con, json_parts, sorted(json_keys), raw)
-        except duckdb.OutOfMemoryException:
-            raise
-        except duckdb.Error as e:  # each file was read once already: not expected
-            names = ", ".join(f.display for f in files)
-            raise InputError(describe_error(names, e)) from None
+        _json_view(con, json_parts, sorted(json_keys), raw)
     elif len(parts) == 1:
         con.execute(f"ALTER TABLE {parts[0]} RENAME TO {ident(raw)}")
     elif parts:
@@ -433,7 +432,10 @@ def ingest_source(
         )
     for p in parts:
         con.execute(f"DROP TABLE IF EXISTS {p}")
-    res.rows_read = con.execute(f"SELECT count(*) FROM {ident(raw)}").fetchone()[0]
+    if res.is_json:
+        res.rows_read = json_rows
+    else:
+        res.rows_read = con.execute(f"SELECT count(*) FROM {ident(raw)}").fetchone()[0]
     res.rows_rejected = con.execute(f"SELECT count(*) FROM {ident(rej)}").fetchone()[0]
     con.execute(f"CREATE TEMP VIEW {ident(src_view(source.name))} AS SELECT * FROM {ident(raw)}")
     res.columns = [
@@ -450,26 +452,33 @@ def drop_raw(con: duckdb.DuckDBPyConnection, source: str) -> None:
         drop_relation(con, name)
 
 
-def _json_keys(con: duckdb.DuckDBPyConnection, records: str) -> list[str]:
-    """The distinct top-level keys of the records a SELECT yields (`_json`)."""
-    return [
-        r[0]
-        for r in con.execute(
-            f"SELECT DISTINCT k FROM (SELECT unnest(json_keys(_json)) AS k FROM ({records})) "
-            "WHERE k IS NOT NULL"
-        ).fetchall()
-    ]
+def _json_keys(con: duckdb.DuckDBPyConnection, records: str) -> tuple[list[str], int]:
+    """The distinct top-level keys of the records a SELECT yields (`_json`), and how many records
+    it yields: one pass, every record prepends a NULL to its keys (keys are never NULL), so the
+    NULL group counts the records."""
+    keys, n = [], 0
+    for k, count in con.execute(
+        f"SELECT k, count(*) FROM (SELECT unnest(list_prepend(NULL::VARCHAR, "
+        f"coalesce(json_keys(_json), []))) AS k FROM ({records})) GROUP BY k"
+    ).fetchall():
+        if k is None:
+            n = count
+        else:
+            keys.append(k)
+    return keys, n
 
 
-def _materialise_json(
-    con: duckdb.DuckDBPyConnection, parts: list[str], keys: list[str], raw: str
-) -> None:
-    """`raw` from the JSON records (`parts`: a SELECT of `_json` + provenance per file, in file
-    order, each in record order; UNION ALL and a plain projection keep that order): every
+def _json_view(con: duckdb.DuckDBPyConnection, parts: list[str], keys: list[str], raw: str) -> None:
+    """`raw` as a view over the JSON records (`parts`: a SELECT of `_json` + provenance per file,
+    in file order, each in record order; UNION ALL and a plain projection keep that order): every
     top-level key of the records (`keys`: those of all records, not of a sample) becomes a
     VARCHAR column (nested values as JSON text), so mappings address JSON and flat exports the
     same way. Each record is parsed once for all its keys (`json_extract_string` with a list of
-    paths), not once per column: a 30-key export read per column parsed every record 30 times."""
+    paths), not once per column: a 30-key export read per column parsed every record 30 times.
+
+    A view, not a table: contract reads it once (`chk_<source>`), so the records are parsed while
+    they are checked instead of being written to a table (spilled at 1M customers) and read back.
+    """
     if not parts:
         con.execute(
             f"CREATE TEMP TABLE {ident(raw)} (_json VARCHAR, source_file VARCHAR, "
@@ -479,12 +488,12 @@ def _materialise_json(
     union = " UNION ALL ".join(f"({p})" for p in parts)
     keys = [k for k in keys if k not in PROVENANCE_RAW and k != "_json"]
     if not keys:
-        con.execute(f"CREATE TEMP TABLE {ident(raw)} AS {union}")
+        con.execute(f"CREATE TEMP VIEW {ident(raw)} AS {union}")
         return
     paths = ", ".join(literal("$." + json_key(k)) for k in keys)
     cols = ", ".join(f"_l[{i}] AS {ident(k)}" for i, k in enumerate(keys, start=1))
     con.execute(
-        f"CREATE TEMP TABLE {ident(raw)} AS SELECT {cols}, _json, "
+        f"CREATE TEMP VIEW {ident(raw)} AS SELECT {cols}, _json, "
         f"{', '.join(PROVENANCE_RAW)} FROM (SELECT json_extract_string(_json, [{paths}]) AS _l, "
         f"* FROM ({union}))"
     )
