@@ -628,7 +628,12 @@ def golden_table_sql(entity: str, columns: list[str]) -> list[str]:
 
     def pick(c: str, alias: str = "") -> str:
         j, i = pos[c]
-        return f"any_value({alias}{ident(c)}) FILTER (WHERE (_w{j} >> {i}) & 1 = 1) AS {ident(c)}"
+        # any_value skips NULLs: only the supplying record yields a value. A CASE per column
+        # instead of a FILTER per aggregate: the FILTERs cost about a third more (100k
+        # customers: 2.1-4.0 s against 1.6-2.0 s for this aggregate)
+        return (
+            f"any_value(CASE WHEN (_w{j} >> {i}) & 1 = 1 THEN {alias}{ident(c)} END) AS {ident(c)}"
+        )
 
     staged = [pick(c) for c in cols if c not in GOLDEN_NORM]
     normed = [pick(c, "x.") for c in cols if c in GOLDEN_NORM]
@@ -660,8 +665,8 @@ def golden_table_sql(entity: str, columns: list[str]) -> list[str]:
         f"JOIN {q.R} x USING (rid)), "
         f"y AS (SELECT s.* EXCLUDE (source_name), w.source_name, w.label, w._rank, "
         f"{ws} FROM w JOIN {stg} s ON {on}), "
-        "a AS (SELECT label, any_value(source_name) FILTER (WHERE _rank = 1) "
-        "AS survivor_source_name, any_value(CAST(source_id AS VARCHAR)) FILTER (WHERE _rank = 1) "
+        "a AS (SELECT label, any_value(CASE WHEN _rank = 1 THEN source_name END) "
+        "AS survivor_source_name, any_value(CASE WHEN _rank = 1 THEN CAST(source_id AS VARCHAR) END) "
         f"AS survivor_source_id, {', '.join(staged)} FROM y GROUP BY label), "
         f"{norm_cte}"
         "c AS (SELECT m.label, count(*) AS n_records, "
