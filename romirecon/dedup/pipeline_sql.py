@@ -48,6 +48,7 @@ def record_table_sql(
     with_norm: bool,
     keep: list[str] | None = None,
     unique_rows: bool = True,
+    masks: list[str] | None = None,
 ) -> str:
     """CREATE `_dd_r` from `stg_<entity>` (joined to `norm_<entity>` for party entities).
 
@@ -56,7 +57,11 @@ def record_table_sql(
     expensive expression here) is computed only where it can matter: rows without a source id
     (their record key is the hash) and rows whose (source, id) repeats. Two rows of one source
     are whole-row equal only if their ids are equal, so every other row is alone in its
-    whole-row group and needs no hash."""
+    whole-row group and needs no hash.
+
+    `masks`: BIGINT expressions over the staged row `s` and the normalized row `n`, carried as
+    `_m0`, `_m1`, ... (the golden table's which-columns-are-present bits, computed here where
+    the staged row is read anyway instead of by a second provenance join)."""
     stg = ident("stg_" + entity)
     has_del = "is_deleted" in columns
     has_merge = "merged_into" in columns
@@ -112,8 +117,9 @@ def record_table_sql(
         )
     else:
         rid, ids = f"(row_number() OVER ({order}) - 1)::INTEGER", ""
+    mask_cols = "".join(f", {m} AS _m{j}" for j, m in enumerate(masks or []))
     inner = (
-        f"SELECT {rid} AS rid, {carry}{norm_cols}, {hashed} AS row_hash, "
+        f"SELECT {rid} AS rid, {carry}{norm_cols}{mask_cols}, {hashed} AS row_hash, "
         f"{complete} AS completeness, ({evidence}) AS is_evidence "
         f"FROM {stg} s{ids} LEFT JOIN {repeated} ON d.source_name IS NOT DISTINCT FROM "
         f"s.source_name AND d.source_id = s.source_id{norm}"
