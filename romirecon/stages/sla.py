@@ -307,9 +307,12 @@ def top_clusters_sql(
     ),
     top AS (
         SELECT * FROM (
+            -- rule, p and expl break the tie of two records with one source and id (a re-import):
+            -- rows equal in every shown column may swap places, which does not show
             SELECT x.*, sizes.size, sizes.surplus,
                    row_number() OVER (PARTITION BY x.entity, x.g
-                                      ORDER BY x.survivor DESC NULLS LAST, x.source_name, x.source_id) AS k
+                                      ORDER BY x.survivor DESC NULLS LAST, x.source_name, x.source_id,
+                                               x.rule, x.p, x.expl) AS k
             FROM x JOIN sizes USING (entity, g)
         ) WHERE k <= ?
     )
