@@ -407,3 +407,15 @@ def test_golden_table_agrees_with_the_general_ranking(monkeypatch: pytest.Monkey
     # 4 golden entities (Ann, Bob, Zed, Kim); Ann's phone comes from 003A, ranked after 003B
     assert len(fast) == 4
     assert fast == general
+
+
+def test_normalized_keys_are_freed_after_dedup(con: duckdb.DuckDBPyConnection) -> None:
+    normalize.run(con, "r1")
+    tables = "SELECT table_name FROM duckdb_tables() WHERE table_name LIKE 'norm\\_%' ESCAPE '\\'"
+    assert sorted(r[0] for r in con.execute(tables).fetchall()) == ["norm_account", "norm_contact"]
+    dedup.run(con, "r1", SETTINGS, KEYS)
+    # read by dedup only: gone once it is done, and the results are there
+    assert con.execute(tables).fetchall() == []
+    assert con.execute("SELECT count(*) FROM entity_xref WHERE entity = 'contact'").fetchone() == (
+        len(ROWS),
+    )

@@ -182,6 +182,10 @@ def run(
         keyed = {s: match_keys.get(s) or [] for s in sources}
         if entity in PARTY or any(keyed.values()):
             dedupe_entity(con, run_id, entity, cfg, keyed)
+    # the normalized keys (temp tables, about 400 MB at 1M customers) are read by dedup only:
+    # dropped here, they are freed when the stage commits instead of staying to the run's end
+    for entity in PARTY:
+        con.execute(f"DROP TABLE IF EXISTS temp.main.{ident('norm_' + entity)}")
 
 
 def dedupe_entity(
