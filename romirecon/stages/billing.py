@@ -1177,15 +1177,30 @@ def item_keys_sql() -> str:
     and its event_id (lines) or adjustment_id (adjustments) as integers `ev` / `adj` (equal ids,
     equal numbers; NULL when the id is NULL or the item is of the other kind). `revenue_sql`
     groups and counts distinct values on these narrow integers instead of five strings per
-    item-month."""
+    item-month.
+
+    Each number is the smallest item_no carrying the value: hash aggregates joined back, not a
+    window sorting every item by strings (the numbers only have to be equal for equal values)."""
     return """
-SELECT item_no,
-       dense_rank() OVER (ORDER BY customer_id, entity_id, currency, source_vendor, exponent) AS g,
-       CASE WHEN kind = 'line' AND event_id IS NOT NULL
-            THEN dense_rank() OVER (ORDER BY event_id) END AS ev,
-       CASE WHEN kind <> 'line' AND adjustment_id IS NOT NULL
-            THEN dense_rank() OVER (ORDER BY adjustment_id) END AS adj
-FROM revenue_item"""
+WITH gk AS (
+    SELECT customer_id, entity_id, currency, source_vendor, exponent, min(item_no) AS g
+    FROM revenue_item GROUP BY ALL
+), ek AS (
+    SELECT event_id, min(item_no) AS ev FROM revenue_item
+    WHERE kind = 'line' AND event_id IS NOT NULL GROUP BY event_id
+), ak AS (
+    SELECT adjustment_id, min(item_no) AS adj FROM revenue_item
+    WHERE kind <> 'line' AND adjustment_id IS NOT NULL GROUP BY adjustment_id
+)
+SELECT r.item_no, gk.g, ek.ev, ak.adj
+FROM revenue_item r
+JOIN gk ON gk.customer_id IS NOT DISTINCT FROM r.customer_id
+     AND gk.entity_id IS NOT DISTINCT FROM r.entity_id
+     AND gk.currency IS NOT DISTINCT FROM r.currency
+     AND gk.source_vendor IS NOT DISTINCT FROM r.source_vendor
+     AND gk.exponent IS NOT DISTINCT FROM r.exponent
+LEFT JOIN ek ON r.kind = 'line' AND ek.event_id = r.event_id
+LEFT JOIN ak ON r.kind <> 'line' AND ak.adjustment_id = r.adjustment_id"""
 
 
 def revenue_sql(reporting_currency: str) -> str:
