@@ -265,14 +265,19 @@ def build_entity_link(con: duckdb.DuckDBPyConnection, run_id: str | None = None)
     from romirecon.stages.common import ensure_entity_views
 
     ensure_entity_views(con)
-    # one scan of the staged party tables; the distinct records come from it
-    _exec(con, f"CREATE OR REPLACE TEMP TABLE _el_refs AS {party_records_sql()}")
     _exec(
         con,
         f"""CREATE OR REPLACE TEMP TABLE _el_rec AS
 SELECT DISTINCT entity, source_system, source_name, vendor, source_id,
        {node_key_sql("entity", "vendor", "source_id")} AS node
-FROM _el_refs""",
+FROM ({party_records_sql()})""",
+    )
+    # only the records that carry a reference make edges (a customer id seen on an invoice
+    # carries none): a scratch table of those, not of every party record and invoice
+    _exec(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE _el_refs AS SELECT * FROM ({party_records_sql()})
+WHERE converted_to IS NOT NULL OR merged_into IS NOT NULL OR external_ref IS NOT NULL""",
     )
     edges = [
         # lead converted to a contact of the same vendor
