@@ -556,9 +556,13 @@ ORDER BY l.source_name, l.source_file, l.source_row""",
         if mirror
         else ""
     )
+    # views as well: lines_sql reads each twice (once a few narrow columns) and the adjustments
+    # a few invoice columns; the anti joins are cheap hash probes, while two more copies of every
+    # wide invoice and line row would stay in memory until the stage commits
+    drop_relation(con, "_b_invoice")
     _exec(
         con,
-        "CREATE OR REPLACE TEMP TABLE _b_invoice AS SELECT i.* FROM _b_invoice1 i "
+        "CREATE TEMP VIEW _b_invoice AS SELECT i.* FROM _b_invoice1 i "
         + mirror_anti.format(a="i", id="source_id"),
     )
     line_anti = [
@@ -568,9 +572,10 @@ ORDER BY l.source_name, l.source_file, l.source_row""",
         "ANTI JOIN _b_idem_inv di ON di.id = l.invoice_id" if idem_inv else "",
         mirror_anti.format(a="l", id="invoice_id"),
     ]
+    drop_relation(con, "_b_line")
     _exec(
         con,
-        "CREATE OR REPLACE TEMP TABLE _b_line AS SELECT l.* FROM _b_line0 l "
+        "CREATE TEMP VIEW _b_line AS SELECT l.* FROM _b_line0 l "
         + " ".join(x for x in line_anti if x),
     )
 
@@ -614,9 +619,10 @@ WITH l AS (
            i.source_name, i.source_system, i.source_vendor, i.source_file, i.source_row,
            i.file_sha256,
            coalesce('invoice:' || i.source_id, 'row:' || i.source_file || ':' || i.source_row), true
-    FROM _b_invoice i
-    WHERE NOT EXISTS (SELECT 1 FROM _b_line x WHERE x.invoice_id = i.source_id
-                      AND x.source_vendor IS NOT DISTINCT FROM i.source_vendor)
+    FROM _b_invoice i  -- a hash anti join (NOT EXISTS was planned as a delim join that
+    -- materialised every wide invoice row first)
+    ANTI JOIN _b_line x ON x.invoice_id = i.source_id
+        AND x.source_vendor IS NOT DISTINCT FROM i.source_vendor
 ), j AS (
     SELECT l.*,
            concat_ws('/', l.source_name, l.invoice_id, l.line_key) AS event_id,
@@ -1395,10 +1401,10 @@ def run(
     _exec(con, f"CREATE OR REPLACE TABLE conversion AS {conversion_sql()}")
     _metrics(con, run_id)
     for t in (
-        "_b_invoice1", "_b_invoice0", "_b_line0", "_b_cn", "_b_refund",
+        "_b_invoice", "_b_line", "_b_invoice1", "_b_invoice0", "_b_line0", "_b_cn", "_b_refund",
         *(f"_b_{k}_{e}" for k in ("ranked", "dupkey")
           for e in ("billing_event", "invoice", "invoice_line", "credit_note", "refund")),
-        "_b_redelivered", "_b_idem_inv", "_b_idem_line", "_b_mirror", "_b_invoice", "_b_line",
+        "_b_redelivered", "_b_idem_inv", "_b_idem_line", "_b_mirror",
         "_b_lines_all", "_b_inv_disc", "_b_adj_doc", "_b_adj_target", "_b_adj_doc2",
         "_b_adj_alloc", "_b_entity", "_b_item_month", "_b_item_key",
     ):  # fmt: skip
