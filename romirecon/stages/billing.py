@@ -645,10 +645,11 @@ WITH l AS (
         FROM stg_subscription
     ) WHERE rn = 1
 )
-SELECT j.* EXCLUDE (customer_id, subscription_id, currency, coupon, live_ok, customer, subscription, cur, line_coupon),
+SELECT j.* EXCLUDE (customer_id, subscription_id, currency, coupon, live_ok, customer, subscription, cur, line_coupon,
+                   source_id, unique_id, quantity, period_start, created_at, has_invoice),  -- read by no later step
        j.customer AS customer_id, j.subscription AS subscription_id, j.cur AS currency,
        coalesce(j.line_coupon, s.sub_coupon) AS coupon,
-       s.trial_start, s.trial_end,
+       s.trial_end,
        CASE WHEN NOT j.has_invoice THEN 'invoice-missing'
             WHEN NOT j.live_ok THEN 'test-mode'
             WHEN j.invoice_status IS NULL OR j.invoice_status NOT IN ({", ".join(counted)})
