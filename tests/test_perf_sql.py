@@ -87,3 +87,28 @@ def test_quotient_from_terms_equals_div_half_even(
         [num, den],
     ).fetchone()
     assert row == (Decimal(want), Decimal(want))
+
+
+def test_multi_column_dedup_key_is_not_a_concatenation(con: duckdb.DuckDBPyConnection) -> None:
+    # key (vendor, id): ('a|b', 'c') and ('a', 'b|c') would both concatenate to 'a|b|c' but are
+    # different records; ('s', 'x') twice is a real repeat (row 4 wins: ORDER BY source_row DESC);
+    # ('s', NULL) twice has no id and is never a duplicate
+    con.execute(
+        """CREATE TABLE t AS SELECT * FROM (VALUES
+        ('a|b', 'c', 's', 'f', 1), ('a', 'b|c', 's', 'f', 2),
+        ('s', 'x', 's', 'f', 3), ('s', 'x', 's', 'f', 4),
+        ('s', NULL, 's', 'f', 5), ('s', NULL, 's', 'f', 6)
+    ) v(vendor, id, source_name, source_file, source_row)"""
+    )
+    key = ["coalesce(vendor, '')", "id"]
+    con.execute(f"CREATE TABLE keys AS {billing.dup_keys_sql('t', key)}")
+    assert con.execute("SELECT _key1, _key2 FROM keys").fetchall() == [("s", "x")]
+    con.execute(f"CREATE TABLE ranked AS {billing.dedup_sql('t', key, 'source_row DESC', 'keys')}")
+    assert con.execute(
+        "SELECT source_row, _copy, kept_source_row FROM ranked ORDER BY source_row"
+    ).fetchall() == [(3, 2, 4), (4, 1, 4)]
+    kept = con.execute(
+        f"""SELECT source_row FROM ({billing.unique_rows_sql("t", key, "keys")})
+        UNION ALL SELECT source_row FROM ranked WHERE _copy = 1 ORDER BY 1"""
+    ).fetchall()
+    assert kept == [(1,), (2,), (4,), (5,), (6,)]
