@@ -112,3 +112,30 @@ def test_multi_column_dedup_key_is_not_a_concatenation(con: duckdb.DuckDBPyConne
         UNION ALL SELECT source_row FROM ranked WHERE _copy = 1 ORDER BY 1"""
     ).fetchall()
     assert kept == [(1,), (2,), (4,), (5,), (6,)]
+
+
+def test_entity_link_label_is_the_smallest_node_key(con: duckdb.DuckDBPyConnection) -> None:
+    # nodes are numbered in no particular order now; the entity id must still hash the smallest
+    # node key of the component: b2 converted to a1 -> one component {contact|sf|a1,
+    # contact|sf|b2}, labelled 'contact|sf|a1' ('a1' < 'b2'); c3 stands alone
+    import hashlib
+
+    from romirecon.stages.common import entity_table_ddl
+
+    con.execute(entity_table_ddl("contact"))
+    con.execute(
+        """INSERT INTO stg_contact (source_system, source_name, source_vendor, source_id,
+        converted_to) VALUES ('crm', 'sf_leads', 'sf', 'b2', 'a1'),
+        ('crm', 'sf_contacts', 'sf', 'a1', NULL), ('crm', 'sf_contacts', 'sf', 'c3', NULL)"""
+    )
+    reconcile.build_entity_link(con, "run1")
+
+    def eid(node: str) -> str:
+        return "E:" + hashlib.sha256(node.encode()).hexdigest()[:16]
+
+    got = con.execute("SELECT source_id, entity_id, rule FROM entity_link ORDER BY 1").fetchall()
+    assert got == [
+        ("a1", eid("contact|sf|a1"), "converted_to"),
+        ("b2", eid("contact|sf|a1"), "converted_to"),
+        ("c3", eid("contact|sf|c3"), "own-id"),
+    ]
