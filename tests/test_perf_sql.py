@@ -87,3 +87,55 @@ def test_quotient_from_terms_equals_div_half_even(
         [num, den],
     ).fetchone()
     assert row == (Decimal(want), Decimal(want))
+
+
+def test_multi_column_dedup_key_is_not_a_concatenation(con: duckdb.DuckDBPyConnection) -> None:
+    # key (vendor, id): ('a|b', 'c') and ('a', 'b|c') would both concatenate to 'a|b|c' but are
+    # different records; ('s', 'x') twice is a real repeat (row 4 wins: ORDER BY source_row DESC);
+    # ('s', NULL) twice has no id and is never a duplicate
+    con.execute(
+        """CREATE TABLE t AS SELECT * FROM (VALUES
+        ('a|b', 'c', 's', 'f', 1), ('a', 'b|c', 's', 'f', 2),
+        ('s', 'x', 's', 'f', 3), ('s', 'x', 's', 'f', 4),
+        ('s', NULL, 's', 'f', 5), ('s', NULL, 's', 'f', 6)
+    ) v(vendor, id, source_name, source_file, source_row)"""
+    )
+    key = ["coalesce(vendor, '')", "id"]
+    con.execute(f"CREATE TABLE keys AS {billing.dup_keys_sql('t', key)}")
+    assert con.execute("SELECT _key1, _key2 FROM keys").fetchall() == [("s", "x")]
+    con.execute(f"CREATE TABLE ranked AS {billing.dedup_sql('t', key, 'source_row DESC', 'keys')}")
+    assert con.execute(
+        "SELECT source_row, _copy, kept_source_row FROM ranked ORDER BY source_row"
+    ).fetchall() == [(3, 2, 4), (4, 1, 4)]
+    kept = con.execute(
+        f"""SELECT source_row FROM ({billing.unique_rows_sql("t", key, "keys")})
+        UNION ALL SELECT source_row FROM ranked WHERE _copy = 1 ORDER BY 1"""
+    ).fetchall()
+    assert kept == [(1,), (2,), (4,), (5,), (6,)]
+
+
+def test_entity_link_label_is_the_smallest_node_key(con: duckdb.DuckDBPyConnection) -> None:
+    # nodes are numbered in no particular order now; the entity id must still hash the smallest
+    # node key of the component: b2 converted to a1 -> one component {contact|sf|a1,
+    # contact|sf|b2}, labelled 'contact|sf|a1' ('a1' < 'b2'); c3 stands alone
+    import hashlib
+
+    from romirecon.stages.common import entity_table_ddl
+
+    con.execute(entity_table_ddl("contact"))
+    con.execute(
+        """INSERT INTO stg_contact (source_system, source_name, source_vendor, source_id,
+        converted_to) VALUES ('crm', 'sf_leads', 'sf', 'b2', 'a1'),
+        ('crm', 'sf_contacts', 'sf', 'a1', NULL), ('crm', 'sf_contacts', 'sf', 'c3', NULL)"""
+    )
+    reconcile.build_entity_link(con, "run1")
+
+    def eid(node: str) -> str:
+        return "E:" + hashlib.sha256(node.encode()).hexdigest()[:16]
+
+    got = con.execute("SELECT source_id, entity_id, rule FROM entity_link ORDER BY 1").fetchall()
+    assert got == [
+        ("a1", eid("contact|sf|a1"), "converted_to"),
+        ("b2", eid("contact|sf|a1"), "converted_to"),
+        ("c3", eid("contact|sf|c3"), "own-id"),
+    ]

@@ -182,39 +182,58 @@ FROM (
 )"""
 
 
-def dup_keys_sql(table: str, key: str) -> str:
-    """SELECT _key: the values of `key` that more than one row of `table` carries (NULL never:
-    a record without an id is never a duplicate of anything). A hash aggregate over one narrow
-    column; in a clean estate it is empty, and only its rows need ranking (`dedup_sql`)."""
+def _key_parts(key: str | Sequence[str]) -> list[tuple[str, str]]:
+    """(expression, column name) of each part of a dedup key: one expression is `_key`, several
+    are `_key1`, `_key2`, ... A key with a NULL part is NULL (never a duplicate)."""
+    if isinstance(key, str):
+        return [(key, "_key")]
+    return [(k, f"_key{i}") for i, k in enumerate(key, 1)]
+
+
+def _key_match(parts: list[tuple[str, str]], alias: str) -> str:
+    return " AND ".join(f"{alias}.{n} = {e}" for e, n in parts)
+
+
+def dup_keys_sql(table: str, key: str | Sequence[str]) -> str:
+    """SELECT _key (or _key1, _key2, ... for a key of several expressions): the values of `key`
+    that more than one row of `table` carries (NULL never: a record without an id is never a
+    duplicate of anything). A hash aggregate over narrow columns; in a clean estate it is empty,
+    and only its rows need ranking (`dedup_sql`). Several columns rather than one concatenated
+    string: no string is built per row, and 'a|b' + 'c' is not 'a' + 'b|c'."""
+    parts = _key_parts(key)
+    cols = ", ".join(f"{e} AS {n}" for e, n in parts)
+    nn = " AND ".join(f"{e} IS NOT NULL" for e, _ in parts)
     return f"""
-SELECT {key} AS _key FROM {ident(table)} WHERE {key} IS NOT NULL GROUP BY 1 HAVING count(*) > 1"""
+SELECT {cols} FROM {ident(table)} WHERE {nn} GROUP BY ALL HAVING count(*) > 1"""
 
 
-def dedup_sql(table: str, key: str, order: str, keys: str) -> str:
-    """SELECT *, _key, _copy, kept_*: the rows of `table` whose `key` is in the relation `keys`
-    (`dup_keys_sql`), numbered within their key by `order` (copy 1 is kept), with the kept copy's
-    provenance on each row. Rows with a unique or NULL key are copy 1 by definition and are not
-    ranked (`unique_rows_sql` selects them): the window sorts only the repeated keys, not every
-    wide row of the table."""
+def dedup_sql(table: str, key: str | Sequence[str], order: str, keys: str) -> str:
+    """SELECT *, _key (or _key1, ...), _copy, kept_*: the rows of `table` whose `key` is in the
+    relation `keys` (`dup_keys_sql`), numbered within their key by `order` (copy 1 is kept), with
+    the kept copy's provenance on each row. Rows with a unique or NULL key are copy 1 by
+    definition and are not ranked (`unique_rows_sql` selects them): the window sorts only the
+    repeated keys, not every wide row of the table."""
+    parts = _key_parts(key)
+    cols = ", ".join(f"{e} AS {n}" for e, n in parts)
+    names = ", ".join(n for _, n in parts)
     return f"""
 SELECT *,
        first_value(source_name) OVER w AS kept_source_name,
        first_value(source_file) OVER w AS kept_source_file,
        first_value(source_row) OVER w AS kept_source_row
 FROM (
-    SELECT *, {key} AS _key, row_number() OVER (PARTITION BY {key} ORDER BY {order}) AS _copy
-    FROM {ident(table)}
-    WHERE {key} IN (SELECT _key FROM {keys})
+    SELECT *, {cols}, row_number() OVER (PARTITION BY {", ".join(e for e, _ in parts)} ORDER BY {order}) AS _copy
+    FROM (SELECT _t.* FROM {ident(table)} _t SEMI JOIN {keys} _k ON {_key_match(parts, "_k")})
 )
-WINDOW w AS (PARTITION BY _key ORDER BY _copy ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"""
+WINDOW w AS (PARTITION BY {names} ORDER BY _copy ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"""
 
 
-def unique_rows_sql(table: str, key: str, keys: str) -> str:
+def unique_rows_sql(table: str, key: str | Sequence[str], keys: str) -> str:
     """SELECT *: the rows of `table` whose `key` is NULL or not in `keys` (they have no other
     copy, so dedup keeps them as they are)."""
+    parts = _key_parts(key)
     return f"""
-SELECT * FROM {ident(table)}
-WHERE {key} IS NULL OR {key} NOT IN (SELECT _key FROM {keys})"""
+SELECT _t.* FROM {ident(table)} _t ANTI JOIN {keys} _k ON {_key_match(parts, "_k")}"""
 
 
 def live_filter(livemode_only: bool) -> str:
@@ -252,57 +271,75 @@ _DUP_COLS = """entity VARCHAR, record_id VARCHAR, source_name VARCHAR, source_fi
     kept_source_file VARCHAR, kept_source_row BIGINT, reason VARCHAR, run_id VARCHAR"""
 
 
-def _redelivered_objects_sql() -> str:
-    """Object ids carried by an event delivered more than once (same event id)."""
-    return """
-SELECT DISTINCT object_id FROM stg_billing_event
-WHERE object_id IS NOT NULL AND source_id IN (
-    SELECT source_id FROM stg_billing_event WHERE source_id IS NOT NULL
-    GROUP BY source_id HAVING count(*) > 1)"""
-
-
 def _dedup_entity(
     con: duckdb.DuckDBPyConnection,
     entity: str,
     table: str,
     out: str,
-    key: str,
+    key: Sequence[str],
     order: str,
     id_expr: str,
     run_id: str,
     carrier_expr: str | None = None,
 ) -> None:
-    """Keep copy 1 of each key in `out`; record the others in billing_duplicate (reason
+    """Keep copy 1 of each key in the view `out`; record the others in billing_duplicate (reason
     `event-redelivery` when the record, or its carrier such as the line's invoice, is the object
-    of an event delivered twice; else `reexport`)."""
-    _rank_copies(con, table, key, order)
-    _exec(
-        con,
-        f"""INSERT INTO billing_duplicate
+    of an event delivered twice; else `reexport`).
+
+    `out` is a view (the unique rows of `table` plus the kept copies of the repeated keys), not
+    a copy of every wide row: its readers take a few columns each, and a temp table dropped
+    inside the stage's transaction would stay in memory until the stage commits."""
+    ranked = _rank_copies(con, entity, table, key, order)
+    if ranked is not None:
+        _exec(
+            con,
+            f"""INSERT INTO billing_duplicate
 SELECT ?, {id_expr}, source_name, source_file, source_row, file_sha256, {id_expr},
        kept_source_name, kept_source_file, kept_source_row,
        CASE WHEN {id_expr} IN (SELECT object_id FROM _b_redelivered)
                  OR {carrier_expr or "NULL"} IN (SELECT object_id FROM _b_redelivered)
             THEN 'event-redelivery'
             ELSE 'reexport' END, ?
-FROM _b_ranked WHERE _copy > 1""",
-        [entity, run_id],
-    )
+FROM {ident(ranked)} WHERE _copy > 1""",
+            [entity, run_id],
+        )
+    names = ", ".join(n for _, n in _key_parts(key))
+    drop_relation(con, out)
+    if ranked is None:  # no key repeats (a clean estate): the view is the table
+        _exec(con, f"CREATE TEMP VIEW {ident(out)} AS SELECT * FROM {ident(table)}")
+        return
     _exec(
         con,
-        f"CREATE OR REPLACE TEMP TABLE {ident(out)} AS {unique_rows_sql(table, key, '_b_dupkey')} "
-        "UNION ALL SELECT * EXCLUDE (_key, _copy, kept_source_name, kept_source_file, "
-        "kept_source_row) FROM _b_ranked WHERE _copy = 1",
+        f"CREATE TEMP VIEW {ident(out)} AS "
+        f"{unique_rows_sql(table, key, ident('_b_dupkey_' + entity))} "
+        f"UNION ALL SELECT * EXCLUDE ({names}, _copy, kept_source_name, kept_source_file, "
+        f"kept_source_row) FROM {ident(ranked)} WHERE _copy = 1",
     )
 
 
-def _rank_copies(con: duckdb.DuckDBPyConnection, table: str, key: str, order: str) -> None:
-    """`_b_dupkey` (the repeated keys of `table`) and `_b_ranked` (their rows, numbered)."""
-    _exec(con, f"CREATE OR REPLACE TEMP TABLE _b_dupkey AS {dup_keys_sql(table, key)}")
+def _is_empty(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return con.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM {ident(table)} LIMIT 1)"
+    ).fetchone() == (0,)
+
+
+def _rank_copies(
+    con: duckdb.DuckDBPyConnection, entity: str, table: str, key: Sequence[str], order: str
+) -> str | None:
+    """`_b_dupkey_<entity>` (the repeated keys of `table`) and `_b_ranked_<entity>` (their rows,
+    numbered); returns the latter's name, or None when no key repeats (then there is nothing to
+    rank). One pair per entity: the entity's view (see `_dedup_entity`) reads them until the
+    stage ends."""
+    keys, ranked = f"_b_dupkey_{entity}", f"_b_ranked_{entity}"
+    _exec(con, f"CREATE OR REPLACE TEMP TABLE {ident(keys)} AS {dup_keys_sql(table, key)}")
+    if _is_empty(con, keys):
+        return None
     _exec(
         con,
-        f"CREATE OR REPLACE TEMP TABLE _b_ranked AS {dedup_sql(table, key, order, '_b_dupkey')}",
+        f"CREATE OR REPLACE TEMP TABLE {ident(ranked)} AS "
+        f"{dedup_sql(table, key, order, ident(keys))}",
     )
+    return ranked
 
 
 def _idempotency_sql(ids: str, fingerprint: str) -> str:
@@ -327,52 +364,79 @@ SELECT id, kept_id FROM (
 
 
 def mirror_sql(invoices: str) -> str:
-    """(id, vendor, kept_id, kept_*) for invoices that mirror an invoice of another vendor: linked
-    by `external_ref` in either direction. The billing system's copy is kept (then ERP, then any
-    other; ties by vendor name), so a NetSuite invoice synced from Stripe is not revenue twice."""
+    """(id, vendor, kept_id, kept_*, source_name, source_file, source_row, file_sha256) for
+    invoices that mirror an invoice of another vendor: linked by `external_ref` in either
+    direction. The billing system's copy is kept (then ERP, then any other; ties by vendor name),
+    so a NetSuite invoice synced from Stripe is not revenue twice. The last four columns are the
+    mirror's own provenance.
+
+    Reads a narrow projection of `invoices` once per side of each link direction; each pair
+    carries both invoices' columns from its join (an invoice's (vendor, id) is unique after
+    dedup), so no join back to the wide rows is needed."""
     rank = "CASE {a}.source_system WHEN 'billing' THEN 0 WHEN 'erp' THEN 1 ELSE 2 END"
     rm, rk = rank.format(a="m"), rank.format(a="k")
+    cols = (
+        "m.source_id AS id, m.source_vendor AS vendor, k.source_id AS kept_id, "
+        "k.source_name AS kept_source_name, k.source_file AS kept_source_file, "
+        "k.source_row AS kept_source_row, m.source_name, m.source_file, m.source_row, "
+        "m.file_sha256, k.source_vendor AS kept_vendor, "
+        f"{rk} AS kept_rank"
+    )
+    cond = (
+        f"k.source_vendor IS DISTINCT FROM m.source_vendor AND ({rm} > {rk} OR ({rm} = {rk} "
+        "AND coalesce(m.source_vendor, '') > coalesce(k.source_vendor, '')))"
+    )
+    narrow = (
+        "(SELECT source_id, source_vendor, external_ref, source_system, source_name, "
+        f"source_file, source_row, file_sha256 FROM {invoices} WHERE source_id IS NOT NULL)"
+    )
     return f"""
-SELECT id, vendor, kept_id, kept_source_name, kept_source_file, kept_source_row FROM (
-    SELECT m.source_id AS id, m.source_vendor AS vendor, k.source_id AS kept_id,
-           k.source_name AS kept_source_name, k.source_file AS kept_source_file,
-           k.source_row AS kept_source_row,
-           row_number() OVER (PARTITION BY m.source_vendor, m.source_id
-                              ORDER BY {rk}, k.source_vendor, k.source_id) AS rn
+WITH inv AS {narrow}
+SELECT id, vendor, kept_id, kept_source_name, kept_source_file, kept_source_row, source_name,
+       source_file, source_row, file_sha256
+FROM (
+    SELECT *, row_number() OVER (PARTITION BY vendor, id
+                                 ORDER BY kept_rank, kept_vendor, kept_id) AS rn
     FROM (  -- linked either way; two equi-joins (an OR in the join would be a nested loop)
-        SELECT m.source_id AS m_id, m.source_vendor AS m_vendor, k.source_id AS k_id,
-               k.source_vendor AS k_vendor
-        FROM {invoices} m JOIN {invoices} k ON m.external_ref = k.source_id
-        UNION
-        SELECT m.source_id, m.source_vendor, k.source_id, k.source_vendor
-        FROM {invoices} m JOIN {invoices} k ON k.external_ref = m.source_id
-    ) p
-    JOIN {invoices} m ON m.source_id = p.m_id AND m.source_vendor IS NOT DISTINCT FROM p.m_vendor
-    JOIN {invoices} k ON k.source_id = p.k_id AND k.source_vendor IS NOT DISTINCT FROM p.k_vendor
-    WHERE k.source_vendor IS DISTINCT FROM m.source_vendor
-      AND ({rm} > {rk} OR ({rm} = {rk} AND coalesce(m.source_vendor, '') > coalesce(k.source_vendor, '')))
+        SELECT {cols} FROM inv m JOIN inv k ON m.external_ref = k.source_id WHERE {cond}
+        UNION ALL  -- a pair linked both ways comes twice, as two equal rows: rn = 1 keeps one
+        SELECT {cols} FROM inv m JOIN inv k ON k.external_ref = m.source_id WHERE {cond}
+    )
 ) WHERE rn = 1"""
 
 
 def _deduplicate(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
     _exec(con, f"CREATE OR REPLACE TABLE billing_duplicate ({_DUP_COLS})")
-    _exec(con, f"CREATE OR REPLACE TEMP TABLE _b_redelivered AS {_redelivered_objects_sql()}")
-    # webhook redelivery: the same event id twice
-    _rank_copies(con, "stg_billing_event", "source_id", "source_file, source_row, source_name")
+    # webhook redelivery: the same event id twice; the objects those events carry are
+    # `_b_redelivered` (read from the ranked copies: every row of a repeated event id)
+    ranked = _rank_copies(
+        con, "billing_event", "stg_billing_event", ["source_id"],
+        "source_file, source_row, source_name",
+    )  # fmt: skip
     _exec(
         con,
-        """INSERT INTO billing_duplicate
+        "CREATE OR REPLACE TEMP TABLE _b_redelivered AS SELECT DISTINCT object_id "
+        + (
+            f"FROM {ident(ranked)} WHERE object_id IS NOT NULL"
+            if ranked
+            else "FROM stg_billing_event WHERE false"
+        ),
+    )
+    if ranked is not None:
+        _exec(
+            con,
+            f"""INSERT INTO billing_duplicate
 SELECT 'billing_event', source_id, source_name, source_file, source_row, file_sha256, source_id,
        kept_source_name, kept_source_file, kept_source_row, 'event-redelivery', ?
-FROM _b_ranked WHERE _copy > 1 AND source_id IS NOT NULL""",
-        [run_id],
-    )
+FROM {ident(ranked)} WHERE _copy > 1 AND source_id IS NOT NULL""",
+            [run_id],
+        )
     _dedup_entity(
         con,
         "invoice",
         "stg_invoice",
         "_b_invoice0",
-        "coalesce(source_vendor, '') || '|' || source_id",
+        ["coalesce(source_vendor, '')", "source_id"],
         f"updated_at DESC NULLS LAST, {_INVOICE_STATUS_RANK} DESC, source_file DESC, source_row DESC, source_name",
         "source_id",
         run_id,
@@ -382,7 +446,11 @@ FROM _b_ranked WHERE _copy > 1 AND source_id IS NOT NULL""",
         "invoice_line",
         "stg_invoice_line",
         "_b_line0",
-        "coalesce(source_vendor, '') || '|' || coalesce(invoice_id, '') || '|' || coalesce(unique_id, source_id)",
+        [
+            "coalesce(source_vendor, '')",
+            "coalesce(invoice_id, '')",
+            "coalesce(unique_id, source_id)",
+        ],
         "source_file, source_row, source_name",
         "coalesce(unique_id, source_id)",
         run_id,
@@ -393,7 +461,7 @@ FROM _b_ranked WHERE _copy > 1 AND source_id IS NOT NULL""",
         "credit_note",
         "stg_credit_note",
         "_b_cn",
-        "coalesce(source_vendor, '') || '|' || source_id",
+        ["coalesce(source_vendor, '')", "source_id"],
         f"{_CREDIT_NOTE_STATUS_RANK} DESC, source_file DESC, source_row DESC, source_name",
         "source_id",
         run_id,
@@ -403,7 +471,7 @@ FROM _b_ranked WHERE _copy > 1 AND source_id IS NOT NULL""",
         "refund",
         "stg_refund",
         "_b_refund",
-        "coalesce(source_vendor, '') || '|' || source_id",
+        ["coalesce(source_vendor, '')", "source_id"],
         f"{_REFUND_STATUS_RANK} DESC, source_file DESC, source_row DESC, source_name",
         "source_id",
         run_id,
@@ -428,18 +496,21 @@ FROM _b_ranked WHERE _copy > 1 AND source_id IS NOT NULL""",
             "fingerprint",
         ),
     )
-    _exec(
-        con,
-        """INSERT INTO billing_duplicate
+    idem_inv, idem_line = not _is_empty(con, "_b_idem_inv"), not _is_empty(con, "_b_idem_line")
+    if idem_inv:
+        _exec(
+            con,
+            """INSERT INTO billing_duplicate
 SELECT 'invoice', i.source_id, i.source_name, i.source_file, i.source_row, i.file_sha256, d.kept_id,
        k.source_name, k.source_file, k.source_row, 'idempotency-key', ?
 FROM _b_invoice0 i JOIN _b_idem_inv d ON d.id = i.source_id
 LEFT JOIN _b_invoice0 k ON k.source_id = d.kept_id""",
-        [run_id],
-    )
-    _exec(
-        con,
-        """INSERT INTO billing_duplicate
+            [run_id],
+        )
+    if idem_inv or idem_line:
+        _exec(
+            con,
+            """INSERT INTO billing_duplicate
 SELECT 'invoice_line', coalesce(l.unique_id, l.source_id), l.source_name, l.source_file,
        l.source_row, l.file_sha256, coalesce(dl.kept_id, di.kept_id),
        NULL, NULL, NULL, 'idempotency-key', ?
@@ -447,54 +518,65 @@ FROM _b_line0 l
 LEFT JOIN _b_idem_line dl ON dl.id = coalesce(l.unique_id, l.source_id)
 LEFT JOIN _b_idem_inv di ON di.id = l.invoice_id
 WHERE dl.id IS NOT NULL OR di.id IS NOT NULL""",
-        [run_id],
-    )
+            [run_id],
+        )
     # a view, not a copy of every wide invoice row: the mirror search reads a few narrow columns
-    # of it and _b_invoice below is the one copy
+    # of it and _b_invoice below is the one copy. Anti joins (hash joins on the narrow id
+    # tables), and none at all for an empty table
+    idem_inv_anti = "ANTI JOIN _b_idem_inv d ON d.id = i.source_id" if idem_inv else ""
     drop_relation(con, "_b_invoice1")
-    _exec(
-        con,
-        "CREATE TEMP VIEW _b_invoice1 AS SELECT * FROM _b_invoice0 "
-        "WHERE source_id IS NULL OR source_id NOT IN (SELECT id FROM _b_idem_inv)",
-    )
+    _exec(con, f"CREATE TEMP VIEW _b_invoice1 AS SELECT i.* FROM _b_invoice0 i {idem_inv_anti}")
     # the same invoice in two systems (NetSuite mirroring Stripe, linked by external_ref): count
     # the billing system's copy, record the mirror
     _exec(con, f"CREATE OR REPLACE TEMP TABLE _b_mirror AS {mirror_sql('_b_invoice1')}")
-    _exec(
-        con,
-        """INSERT INTO billing_duplicate
-SELECT 'invoice', m.id, i.source_name, i.source_file, i.source_row, i.file_sha256, m.kept_id,
+    mirror = not _is_empty(con, "_b_mirror")
+    if mirror:
+        _exec(
+            con,
+            """INSERT INTO billing_duplicate
+SELECT 'invoice', m.id, m.source_name, m.source_file, m.source_row, m.file_sha256, m.kept_id,
        m.kept_source_name, m.kept_source_file, m.kept_source_row, 'cross-system-mirror', ?
-FROM _b_mirror m JOIN _b_invoice1 i
-  ON i.source_id = m.id AND i.source_vendor IS NOT DISTINCT FROM m.vendor
+FROM _b_mirror m
 ORDER BY m.vendor, m.id""",
-        [run_id],
-    )
-    _exec(
-        con,
-        """INSERT INTO billing_duplicate
+            [run_id],
+        )
+        _exec(
+            con,
+            """INSERT INTO billing_duplicate
 SELECT 'invoice_line', coalesce(l.unique_id, l.source_id), l.source_name, l.source_file,
        l.source_row, l.file_sha256, m.kept_id, m.kept_source_name, m.kept_source_file,
        m.kept_source_row, 'cross-system-mirror', ?
 FROM _b_line0 l JOIN _b_mirror m
   ON m.id = l.invoice_id AND m.vendor IS NOT DISTINCT FROM l.source_vendor
 ORDER BY l.source_name, l.source_file, l.source_row""",
-        [run_id],
+            [run_id],
+        )
+    mirror_anti = (
+        "ANTI JOIN _b_mirror m ON m.id = {a}.{id} AND m.vendor IS NOT DISTINCT FROM {a}.source_vendor"
+        if mirror
+        else ""
     )
+    # views as well: lines_sql reads each twice (once a few narrow columns) and the adjustments
+    # a few invoice columns; the anti joins are cheap hash probes, while two more copies of every
+    # wide invoice and line row would stay in memory until the stage commits
+    drop_relation(con, "_b_invoice")
     _exec(
         con,
-        """CREATE OR REPLACE TEMP TABLE _b_invoice AS SELECT * FROM _b_invoice1 i
-WHERE NOT EXISTS (SELECT 1 FROM _b_mirror m WHERE m.id = i.source_id
-                  AND m.vendor IS NOT DISTINCT FROM i.source_vendor)""",
+        "CREATE TEMP VIEW _b_invoice AS SELECT i.* FROM _b_invoice1 i "
+        + mirror_anti.format(a="i", id="source_id"),
     )
+    line_anti = [
+        "ANTI JOIN _b_idem_line dl ON dl.id = coalesce(l.unique_id, l.source_id)"
+        if idem_line
+        else "",
+        "ANTI JOIN _b_idem_inv di ON di.id = l.invoice_id" if idem_inv else "",
+        mirror_anti.format(a="l", id="invoice_id"),
+    ]
+    drop_relation(con, "_b_line")
     _exec(
         con,
-        """CREATE OR REPLACE TEMP TABLE _b_line AS SELECT * FROM _b_line0
-WHERE (coalesce(unique_id, source_id) IS NULL
-       OR coalesce(unique_id, source_id) NOT IN (SELECT id FROM _b_idem_line))
-  AND (invoice_id IS NULL OR invoice_id NOT IN (SELECT id FROM _b_idem_inv))
-  AND NOT EXISTS (SELECT 1 FROM _b_mirror m WHERE m.id = _b_line0.invoice_id
-                  AND m.vendor IS NOT DISTINCT FROM _b_line0.source_vendor)""",
+        "CREATE TEMP VIEW _b_line AS SELECT l.* FROM _b_line0 l "
+        + " ".join(x for x in line_anti if x),
     )
 
 
@@ -537,9 +619,10 @@ WITH l AS (
            i.source_name, i.source_system, i.source_vendor, i.source_file, i.source_row,
            i.file_sha256,
            coalesce('invoice:' || i.source_id, 'row:' || i.source_file || ':' || i.source_row), true
-    FROM _b_invoice i
-    WHERE NOT EXISTS (SELECT 1 FROM _b_line x WHERE x.invoice_id = i.source_id
-                      AND x.source_vendor IS NOT DISTINCT FROM i.source_vendor)
+    FROM _b_invoice i  -- a hash anti join (NOT EXISTS was planned as a delim join that
+    -- materialised every wide invoice row first)
+    ANTI JOIN _b_line x ON x.invoice_id = i.source_id
+        AND x.source_vendor IS NOT DISTINCT FROM i.source_vendor
 ), j AS (
     SELECT l.*,
            concat_ws('/', l.source_name, l.invoice_id, l.line_key) AS event_id,
@@ -562,10 +645,11 @@ WITH l AS (
         FROM stg_subscription
     ) WHERE rn = 1
 )
-SELECT j.* EXCLUDE (customer_id, subscription_id, currency, coupon, live_ok, customer, subscription, cur, line_coupon),
+SELECT j.* EXCLUDE (customer_id, subscription_id, currency, coupon, live_ok, customer, subscription, cur, line_coupon,
+                   source_id, unique_id, quantity, period_start, created_at, has_invoice),  -- read by no later step
        j.customer AS customer_id, j.subscription AS subscription_id, j.cur AS currency,
        coalesce(j.line_coupon, s.sub_coupon) AS coupon,
-       s.trial_start, s.trial_end,
+       s.trial_end,
        CASE WHEN NOT j.has_invoice THEN 'invoice-missing'
             WHEN NOT j.live_ok THEN 'test-mode'
             WHEN j.invoice_status IS NULL OR j.invoice_status NOT IN ({", ".join(counted)})
@@ -1100,15 +1184,30 @@ def item_keys_sql() -> str:
     and its event_id (lines) or adjustment_id (adjustments) as integers `ev` / `adj` (equal ids,
     equal numbers; NULL when the id is NULL or the item is of the other kind). `revenue_sql`
     groups and counts distinct values on these narrow integers instead of five strings per
-    item-month."""
+    item-month.
+
+    Each number is the smallest item_no carrying the value: hash aggregates joined back, not a
+    window sorting every item by strings (the numbers only have to be equal for equal values)."""
     return """
-SELECT item_no,
-       dense_rank() OVER (ORDER BY customer_id, entity_id, currency, source_vendor, exponent) AS g,
-       CASE WHEN kind = 'line' AND event_id IS NOT NULL
-            THEN dense_rank() OVER (ORDER BY event_id) END AS ev,
-       CASE WHEN kind <> 'line' AND adjustment_id IS NOT NULL
-            THEN dense_rank() OVER (ORDER BY adjustment_id) END AS adj
-FROM revenue_item"""
+WITH gk AS (
+    SELECT customer_id, entity_id, currency, source_vendor, exponent, min(item_no) AS g
+    FROM revenue_item GROUP BY ALL
+), ek AS (
+    SELECT event_id, min(item_no) AS ev FROM revenue_item
+    WHERE kind = 'line' AND event_id IS NOT NULL GROUP BY event_id
+), ak AS (
+    SELECT adjustment_id, min(item_no) AS adj FROM revenue_item
+    WHERE kind <> 'line' AND adjustment_id IS NOT NULL GROUP BY adjustment_id
+)
+SELECT r.item_no, gk.g, ek.ev, ak.adj
+FROM revenue_item r
+JOIN gk ON gk.customer_id IS NOT DISTINCT FROM r.customer_id
+     AND gk.entity_id IS NOT DISTINCT FROM r.entity_id
+     AND gk.currency IS NOT DISTINCT FROM r.currency
+     AND gk.source_vendor IS NOT DISTINCT FROM r.source_vendor
+     AND gk.exponent IS NOT DISTINCT FROM r.exponent
+LEFT JOIN ek ON r.kind = 'line' AND ek.event_id = r.event_id
+LEFT JOIN ak ON r.kind <> 'line' AND ak.adjustment_id = r.adjustment_id"""
 
 
 def revenue_sql(reporting_currency: str) -> str:
@@ -1303,8 +1402,10 @@ def run(
     _exec(con, f"CREATE OR REPLACE TABLE conversion AS {conversion_sql()}")
     _metrics(con, run_id)
     for t in (
-        "_b_ranked", "_b_dupkey", "_b_redelivered", "_b_invoice0", "_b_line0", "_b_cn", "_b_refund",
-        "_b_idem_inv", "_b_idem_line", "_b_invoice1", "_b_mirror", "_b_invoice", "_b_line",
+        "_b_invoice", "_b_line", "_b_invoice1", "_b_invoice0", "_b_line0", "_b_cn", "_b_refund",
+        *(f"_b_{k}_{e}" for k in ("ranked", "dupkey")
+          for e in ("billing_event", "invoice", "invoice_line", "credit_note", "refund")),
+        "_b_redelivered", "_b_idem_inv", "_b_idem_line", "_b_mirror",
         "_b_lines_all", "_b_inv_disc", "_b_adj_doc", "_b_adj_target", "_b_adj_doc2",
         "_b_adj_alloc", "_b_entity", "_b_item_month", "_b_item_key",
     ):  # fmt: skip

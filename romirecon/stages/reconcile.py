@@ -213,33 +213,25 @@ FROM {t} d WHERE d.customer_id IS NOT NULL"""
 
 
 def _el_components(con: duckdb.DuckDBPyConnection) -> None:
-    """`_el_label(node, label)` from `_el_node(node, idx)` and `_el_edge(a, b)`: the label is the
-    smallest node key of the node's connected component (idx follows key order, so the smallest
-    idx is the smallest key)."""
+    """`_el_comp(idx, comp)` from `_el_node(node, idx)` and the integer edges `_el_edge_i(a, b)`:
+    `comp` numbers the node's connected component (its smallest idx; idx is in no particular
+    order, so the component's label, its smallest node key, is taken by `_el_lab`)."""
     import numpy as np
     import pyarrow as pa
 
     from romirecon.dedup.cluster import connected_components
 
     n = int(con.execute("SELECT count(*) FROM _el_node").fetchone()[0])
-    e = con.execute(
-        """SELECT na.idx AS a, nb.idx AS b FROM _el_edge e
-JOIN _el_node na ON na.node = e.a JOIN _el_node nb ON nb.node = e.b"""
-    ).fetchnumpy()
+    e = con.execute("SELECT a, b FROM _el_edge_i").fetchnumpy()
     labels = connected_components(
         n, np.asarray(e["a"], dtype=np.int64), np.asarray(e["b"], dtype=np.int64)
     )
-    comp = pa.table({"idx": pa.array(np.arange(n, dtype=np.int64)), "label_idx": labels})
-    con.register("_el_comp", comp)
+    comp = pa.table({"idx": pa.array(np.arange(n, dtype=np.int64)), "comp": labels})
+    con.register("_el_comp_arrow", comp)
     try:
-        _exec(
-            con,
-            """CREATE OR REPLACE TEMP TABLE _el_label AS
-SELECT n.node, l.node AS label
-FROM _el_node n JOIN _el_comp c USING (idx) JOIN _el_node l ON l.idx = c.label_idx""",
-        )
+        _exec(con, "CREATE OR REPLACE TEMP TABLE _el_comp AS SELECT idx, comp FROM _el_comp_arrow")
     finally:
-        con.unregister("_el_comp")
+        con.unregister("_el_comp_arrow")
 
 
 def entity_link_built(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
@@ -280,7 +272,13 @@ SELECT DISTINCT entity, source_system, source_name, vendor, source_id,
        {node_key_sql("entity", "vendor", "source_id")} AS node
 FROM ({party_records_sql()})""",
     )
-    _exec(con, f"CREATE OR REPLACE TEMP TABLE _el_refs AS {party_records_sql()}")
+    # only the records that carry a reference make edges (a customer id seen on an invoice
+    # carries none): a scratch table of those, not of every party record and invoice
+    _exec(
+        con,
+        f"""CREATE OR REPLACE TEMP TABLE _el_refs AS SELECT * FROM ({party_records_sql()})
+WHERE converted_to IS NOT NULL OR merged_into IS NOT NULL OR external_ref IS NOT NULL""",
+    )
     edges = [
         # lead converted to a contact of the same vendor
         f"""SELECT {node_key_sql("r.entity", "r.vendor", "r.source_id")} AS a,
@@ -310,28 +308,38 @@ WHERE x.golden_id IS NOT NULL"""
         + " UNION ALL ".join(edges)
         + ") WHERE a <> b",
     )
-    # connected components: every node takes the smallest node key of its component (numpy
-    # label propagation with pointer jumping over integer node numbers, numbered in key order)
+    # connected components over integer node numbers (numbered in no particular order: a hash
+    # DISTINCT, no sort of every node key), numpy label propagation with pointer jumping; each
+    # component's label is then its smallest node key (a min per component)
     _exec(
         con,
         """CREATE OR REPLACE TEMP TABLE _el_node AS
-SELECT node, CAST(row_number() OVER (ORDER BY node) - 1 AS BIGINT) AS idx
+SELECT node, CAST(row_number() OVER () - 1 AS BIGINT) AS idx
 FROM (SELECT node FROM _el_rec UNION SELECT a FROM _el_edge UNION SELECT b FROM _el_edge)""",
+    )
+    _exec(
+        con,
+        """CREATE OR REPLACE TEMP TABLE _el_edge_i AS
+SELECT na.idx AS a, nb.idx AS b, e.rule FROM _el_edge e
+JOIN _el_node na ON na.node = e.a JOIN _el_node nb ON nb.node = e.b""",
     )
     _el_components(con)
     _exec(
         con,
+        """CREATE OR REPLACE TEMP TABLE _el_lab AS  -- one hash per component, not per record
+SELECT comp, 'E:' || substr(sha256(label), 1, 16) AS entity_id
+FROM (SELECT c.comp, min(n.node) AS label FROM _el_comp c JOIN _el_node n USING (idx)
+      GROUP BY c.comp)""",
+    )
+    _exec(
+        con,
         f"""CREATE OR REPLACE TABLE entity_link AS
-WITH lab AS (  -- one hash per component, not per record
-    SELECT label, 'E:' || substr(sha256(label), 1, 16) AS entity_id
-    FROM (SELECT DISTINCT label FROM _el_label)
-)
 SELECT r.entity, r.source_system, r.source_name, r.vendor, r.source_id, r.node,
        lab.entity_id, coalesce(k.rule, 'own-id') AS rule
-FROM _el_rec r JOIN _el_label l USING (node) JOIN lab USING (label)
-LEFT JOIN (SELECT node, {rules_sql("rule")} AS rule
-           FROM (SELECT a AS node, rule FROM _el_edge UNION ALL SELECT b, rule FROM _el_edge)
-           GROUP BY node) k USING (node)
+FROM _el_rec r JOIN _el_node n USING (node) JOIN _el_comp c USING (idx) JOIN _el_lab lab USING (comp)
+LEFT JOIN (SELECT idx, {rules_sql("rule")} AS rule
+           FROM (SELECT a AS idx, rule FROM _el_edge_i UNION ALL SELECT b, rule FROM _el_edge_i)
+           GROUP BY idx) k USING (idx)
 ORDER BY r.entity, r.vendor, r.source_id, r.source_name, r.source_system""",
     )
     _exec(
@@ -339,7 +347,7 @@ ORDER BY r.entity, r.vendor, r.source_id, r.source_name, r.source_system""",
         "CREATE OR REPLACE TEMP TABLE _el_built AS SELECT CAST(? AS VARCHAR) AS run_id",
         [run_id],
     )
-    for t in ("_el_rec", "_el_refs", "_el_edge", "_el_node", "_el_label"):
+    for t in ("_el_rec", "_el_refs", "_el_edge", "_el_node", "_el_edge_i", "_el_comp", "_el_lab"):
         _exec(con, f"DROP TABLE IF EXISTS {ident(t)}")
 
 
@@ -661,7 +669,10 @@ def run(
         fx.ensure_exponent_table(con)
     build_entity_link(con, run_id)
     _exec(con, f"CREATE OR REPLACE TEMP TABLE _rc_entity_id AS {entity_ids_sql()}")
-    _exec(con, f"CREATE OR REPLACE TEMP TABLE _rc_inv0 AS {invoices_sql()}")
+    # a view: fx.convert reads it twice (its currency-days, then every row once into
+    # _rc_invoice); a table would be one more copy of every invoice kept until the stage commits
+    _exec(con, "DROP VIEW IF EXISTS _rc_inv0")
+    _exec(con, f"CREATE TEMP VIEW _rc_inv0 AS {invoices_sql()}")
     fx.convert(
         con,
         "_rc_inv0",
@@ -753,10 +764,11 @@ FROM ({reconciliation_output_query()})""",
     )
     _metrics(con, run_id, as_of, st)
     for t in (
-        "_rc_entity_id", "_rc_inv0", "_rc_inv1", "_rc_invoice", "_rc_deal", "_rc_deal_link", "_rc_erp_link",
+        "_rc_entity_id", "_rc_inv1", "_rc_invoice", "_rc_deal", "_rc_deal_link", "_rc_erp_link",
         "_rc_erp_dup",
     ):  # fmt: skip
         _exec(con, f"DROP TABLE IF EXISTS {ident(t)}")
+    _exec(con, "DROP VIEW IF EXISTS _rc_inv0")
 
 
 def _metrics(
