@@ -181,3 +181,20 @@ def test_stale_rate_file_is_not_carried_forward() -> None:
     con.execute("INSERT INTO need VALUES ('EUR', '2024-04-05')")
     fx.build_daily_rates(con, "SELECT * FROM need", "USD", "r", forward_from=dt.date(2024, 3, 31))
     assert con.execute("SELECT fx_rate FROM r").fetchall() == [(None,)]
+
+
+def test_convert_leaves_the_source_exponent_overrides_in_place() -> None:
+    # billing installs per-source exponents (Stripe's ISK is 2, ISO says 0); a later convert
+    # with ISO exponents must not replace that table for the readers after it
+    con = _con([("2024-03-01", "EUR", "USD", "1.0830")])
+    fx.ensure_exponent_table(con, {"stripe": {"isk": 2}})
+    con.execute("CREATE TABLE spend (cur VARCHAR, d DATE, amt BIGINT)")
+    con.execute("INSERT INTO spend VALUES ('EUR', DATE '2024-03-01', 12345)")
+    out = fx.convert(con, "spend", "amt", "cur", "d", "USD", "r1")
+    # 123.45 EUR (ISO exponent 2) x 1.083 = 133.69635
+    assert con.execute(f"SELECT amount_reporting FROM {out}").fetchone() == (
+        Decimal("133.6963500000"),
+    )
+    assert con.execute(
+        "SELECT scope, key, exponent FROM currency_exponent WHERE currency = 'ISK' ORDER BY scope"
+    ).fetchall() == [("iso", "", 0), ("source", "stripe", 2)]
