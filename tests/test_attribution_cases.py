@@ -225,17 +225,6 @@ WHERE r.romi_key IS NULL OR l.model IS NULL OR r.revenue <> l.rev OR r.spend <> 
     assert max(vals) - min(vals) <= len(vals) * 0.01 if vals else True
 
 
-def test_lineage_is_stored_in_its_published_order(case: dict[str, Any]) -> None:
-    """The publisher scans romi_lineage without sorting: the stage stores it in LINEAGE_ORDER."""
-    con = run_case(case)
-    stored = con.execute(romi.romi_lineage_output_query()).fetchall()
-    assert len(stored) > 0
-    assert (
-        stored
-        == con.execute(f"SELECT * FROM romi_lineage ORDER BY {romi.LINEAGE_ORDER}").fetchall()
-    )
-
-
 def test_lineage_grows_with_lines_and_credits_not_their_product(case: dict[str, Any]) -> None:
     """A revenue line is in the lineage once per period (not once per model x touch), a credit
     once, a spend row once (not once per model)."""

@@ -381,11 +381,7 @@ LINEAGE_ORDER = (
 
 
 def romi_lineage_output_query() -> str:
-    """The SELECT the publisher writes to romi_lineage.parquet: a plain scan, because `run`
-    stores the table in LINEAGE_ORDER (`CREATE TABLE ... ORDER BY`; the connection keeps
-    insertion order), rather than sorting its 10.9M rows (1M customers) inside the COPY after
-    writing them unsorted."""
-    return "SELECT * FROM romi_lineage"
+    return f"SELECT * FROM romi_lineage ORDER BY {LINEAGE_ORDER}"
 
 
 def run(
@@ -455,8 +451,7 @@ def run(
     )
     _exec(
         con,
-        f"CREATE OR REPLACE TABLE romi_lineage AS {lineage_sql(st.period, st.models)} "
-        f"ORDER BY {LINEAGE_ORDER}",
+        f"CREATE OR REPLACE TABLE romi_lineage AS {lineage_sql(st.period, st.models)}",
     )
     _exec(
         con,
