@@ -675,11 +675,16 @@ FROM attribution_conversion c CROSS JOIN ({model_rows}) m
 WHERE NOT EXISTS (SELECT 1 FROM _at_credit k WHERE k.conversion_id = c.conversion_id)"""
 
 
+# the published order of attribution_credit (total: one position per conversion x model, and
+# the one unattributed row of a conversion without touches has position 0)
+CREDIT_ORDER = "conversion_id, model_order, position, touchpoint_id NULLS FIRST"
+
+
 def attribution_credit_output_query() -> str:
-    return (
-        "SELECT * EXCLUDE (model_order) FROM attribution_credit "
-        "ORDER BY conversion_id, model_order, position, touchpoint_id NULLS FIRST"
-    )
+    """The SELECT the publisher writes to attribution_credit.parquet / .csv: a plain scan, because
+    `run` creates the table from one sorted stream (`CREATE TABLE ... ORDER BY CREDIT_ORDER`) and
+    the connection keeps insertion order; sorting it again before publishing redid that sort."""
+    return "SELECT * EXCLUDE (model_order) FROM attribution_credit"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -809,7 +814,7 @@ def run(
     _exec(
         con,
         f"CREATE OR REPLACE TABLE attribution_credit AS {credit_table_sql(st.models)} "
-        "ORDER BY conversion_id, model_order, position, touchpoint_id NULLS FIRST",
+        f"ORDER BY {CREDIT_ORDER}",
     )
     _findings_and_metrics(con, run_id)
     for t in ("_at_raw", "_at_class", "_at_weight", "_at_credit", "_at_mapping"):
