@@ -225,6 +225,15 @@ WHERE r.romi_key IS NULL OR l.model IS NULL OR r.revenue <> l.rev OR r.spend <> 
     assert max(vals) - min(vals) <= len(vals) * 0.01 if vals else True
 
 
+def test_credits_are_stored_in_their_published_order(case: dict[str, Any]) -> None:
+    """The publisher scans attribution_credit without sorting: the stage stores it sorted."""
+    con = run_case(case)
+    stored = con.execute(attribution.attribution_credit_output_query()).fetchall()
+    assert len(stored) > 0
+    want = "SELECT * EXCLUDE (model_order) FROM attribution_credit ORDER BY "
+    assert stored == con.execute(want + attribution.CREDIT_ORDER).fetchall()
+
+
 def test_lineage_grows_with_lines_and_credits_not_their_product(case: dict[str, Any]) -> None:
     """A revenue line is in the lineage once per period (not once per model x touch), a credit
     once, a spend row once (not once per model)."""

@@ -335,7 +335,10 @@ def _entity_expr(alias: str, vendor: str, source_id: str) -> str:
 
 
 def raw_touches_sql() -> str:
-    """Every candidate touch with its raw fields, entity and provenance (not yet classified)."""
+    """Every candidate touch with its raw fields, entity and provenance (not yet classified), and
+    `touch_key`, a row number that identifies the touch while it is classified. Any unique
+    number does (it never reaches an output), so it is numbered as the rows come: ranking the
+    wide touch rows by their provenance for it was most of the classification's time."""
     from romirecon.stages.reconcile import vendor_sql
 
     v = vendor_sql("c")
@@ -352,6 +355,7 @@ FROM stg_contact c {_entity_join("el", v, "c.source_id")} WHERE c.source_system 
     vm = vendor_sql("m")
     vd = vendor_sql("d")
     return f"""
+SELECT *, row_number() OVER () AS touch_key FROM (
 WITH rec AS ({rec}),
 ranked AS (
     SELECT *, row_number() OVER (PARTITION BY entity_id
@@ -394,7 +398,8 @@ UNION ALL
 SELECT c.entity_id, CAST(c.converted_on AS TIMESTAMP) + INTERVAL 1 DAY - INTERVAL 1 SECOND,
        'promo_code', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, c.coupon,
        'billing', 'billing', c.first_customer_id, NULL, NULL
-FROM attribution_conversion c WHERE c.coupon IS NOT NULL"""
+FROM attribution_conversion c WHERE c.coupon IS NOT NULL
+)"""
 
 
 def ad_campaigns_sql() -> str:
@@ -433,9 +438,7 @@ WITH t AS (
     SELECT r.*, {platform} AS platform0, {channel} AS channel0,
            {norm_sql("r.utm_campaign")} AS n_utm, {norm_sql("r.crm_campaign_id")} AS n_cid,
            {norm_sql("r.crm_campaign_name")} AS n_cname, {norm_sql("r.promo_code")} AS n_promo,
-           {norm_sql("r.lead_source")} AS n_lead,
-           row_number() OVER (ORDER BY r.source_system, r.source_name, r.source_id, r.touch_type,
-                              r.touch_at, r.source_file, r.source_row) AS touch_key
+           {norm_sql("r.lead_source")} AS n_lead
     FROM _at_raw r
 ), id_hits AS (  -- equi-joins only: an OR join is a nested loop over touches x campaigns
     SELECT t.touch_key, a.platform, a.campaign_id FROM t JOIN ad_campaign a ON a.norm_id = t.n_cid
@@ -672,11 +675,16 @@ FROM attribution_conversion c CROSS JOIN ({model_rows}) m
 WHERE NOT EXISTS (SELECT 1 FROM _at_credit k WHERE k.conversion_id = c.conversion_id)"""
 
 
+# the published order of attribution_credit (total: one position per conversion x model, and
+# the one unattributed row of a conversion without touches has position 0)
+CREDIT_ORDER = "conversion_id, model_order, position, touchpoint_id NULLS FIRST"
+
+
 def attribution_credit_output_query() -> str:
-    return (
-        "SELECT * EXCLUDE (model_order) FROM attribution_credit "
-        "ORDER BY conversion_id, model_order, position, touchpoint_id NULLS FIRST"
-    )
+    """The SELECT the publisher writes to attribution_credit.parquet / .csv: a plain scan, because
+    `run` creates the table from one sorted stream (`CREATE TABLE ... ORDER BY CREDIT_ORDER`) and
+    the connection keeps insertion order; sorting it again before publishing redid that sort."""
+    return "SELECT * EXCLUDE (model_order) FROM attribution_credit"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -806,7 +814,7 @@ def run(
     _exec(
         con,
         f"CREATE OR REPLACE TABLE attribution_credit AS {credit_table_sql(st.models)} "
-        "ORDER BY conversion_id, model_order, position, touchpoint_id NULLS FIRST",
+        f"ORDER BY {CREDIT_ORDER}",
     )
     _findings_and_metrics(con, run_id)
     for t in ("_at_raw", "_at_class", "_at_weight", "_at_credit", "_at_mapping"):
