@@ -456,9 +456,10 @@ def stage_source(
     # over the files there (see ingest._json_view), and a lookup would read them again.
     carry_record = bool(mapping.unpivot)
     json_record = ingest.is_json and not carry_record
+    keeps_record = carry_record or json_record
     text_sel = ", ".join(f"{e} AS {ident('_v_' + n)}" for n, e in texts.items())
     filter_sel = f", ({mapping.filter}) AS _filter" if mapping.filter else ""
-    record_sel = f", {record_expr('_s')} AS _record" if carry_record or json_record else ""
+    record_sel = f", {record_expr('_s')} AS _record" if keeps_record else ""
     extracted = json_paths.select_items()
     base = f"(SELECT *, {', '.join(extracted)} FROM {rel})" if extracted else rel
     inner = (
@@ -472,7 +473,7 @@ def stage_source(
     checked = table_name("chk", source.name)
     select = (
         f"SELECT {typed_sel}, _t.source_file, _t.source_row, _t.file_sha256"
-        f"{', _t._record' if carry_record or json_record else ''}, "
+        f"{', _t._record' if keeps_record else ''}, "
         f"{reasons} AS _reasons FROM {checked_from} _t"
     )
     if json_record:
@@ -503,7 +504,6 @@ def stage_source(
         "run_id": literal(run_id),
     }
     stg_cols += [f"CAST({prov_vals[n]} AS {t}) AS {ident(n)}" for n, t in PROVENANCE.items()]
-    keeps_record = carry_record or json_record
     extra = ["_reasons", *(["_record"] if keeps_record else [])]
     stg = stg_table(source.name)
     try:
@@ -580,7 +580,7 @@ def stage_source(
     tiebreak = ", _record" if mapping.unpivot else ""
     quarantined = (
         failed
-        if carry_record or json_record
+        if keeps_record
         else f"SELECT c.*, {record_expr('_s')} AS _record FROM ({failed}) c JOIN {rel} _s "
         "ON _s.source_file = c.source_file AND _s.source_row = c.source_row"
     )
@@ -613,11 +613,11 @@ def stage_source(
     con.execute(
         f"""
         INSERT INTO ingest_stats
-        SELECT ?, ?, ?, f.file, f.sha, coalesce(c.n, 0) + coalesce(rj.n, 0), coalesce(s.n, 0),
-               coalesce(q.n, 0)
+        SELECT ?, ?, ?, f.file, f.sha, coalesce(s.n, 0) + coalesce(c.n, 0) + coalesce(rj.n, 0),
+               coalesce(s.n, 0), coalesce(q.n, 0)
         FROM (SELECT unnest(?::VARCHAR[]) AS file, unnest(?::VARCHAR[]) AS sha) f
-        LEFT JOIN (SELECT source_file, count(*) n FROM (SELECT source_file FROM {ident(stg)}
-            UNION ALL SELECT source_file FROM {ident(checked)}) GROUP BY ALL) c ON c.source_file = f.file
+        LEFT JOIN (SELECT source_file, count(*) n FROM {ident(checked)} GROUP BY ALL) c
+            ON c.source_file = f.file
         LEFT JOIN (SELECT source_file, count(*) n FROM {ident(rejects_table(source.name))} GROUP BY ALL) rj
             ON rj.source_file = f.file
         LEFT JOIN (SELECT source_file, count(*) n FROM {ident(stg)} GROUP BY ALL) s ON s.source_file = f.file
