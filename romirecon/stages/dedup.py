@@ -573,10 +573,15 @@ GOLDEN_NORM = (
     "last_name_norm",
     "full_name_norm",
 )
-# provenance joining a record of `_dd_r` to its staged row
-PROVENANCE_ON = " AND ".join(
-    f"s.{c} IS NOT DISTINCT FROM x.{c}" for c in ("source_name", "source_file", "source_row")
-)
+
+
+def provenance_on(record: str = "x") -> str:
+    """The join of a record (alias `record`: a `_dd_r` row or a relation carrying its
+    provenance) to its staged row `s`."""
+    return " AND ".join(
+        f"s.{c} IS NOT DISTINCT FROM {record}.{c}"
+        for c in ("source_name", "source_file", "source_row")
+    )
 
 
 def golden_columns(columns: list[str]) -> list[str]:
@@ -644,7 +649,6 @@ def golden_table_sql(entity: str, columns: list[str]) -> list[str]:
     stg = ident("stg_" + entity)
     supplies = " OR ".join(f"_w{j} <> 0" for j in range(len(chunks)))
     ws = ", ".join(f"w._w{j}" for j in range(len(chunks)))
-    on = PROVENANCE_ON.replace("x.", "w.")
     # records supplying a normalized value: any of their bits at a GOLDEN_NORM column
     norm_bits: dict[int, int] = {}
     for c in cols:
@@ -668,7 +672,7 @@ def golden_table_sql(entity: str, columns: list[str]) -> list[str]:
         f"FROM (SELECT * FROM _dd_gw WHERE _rank = 1 OR {supplies}) w "
         f"JOIN {q.R} x USING (rid)), "
         f"y AS (SELECT s.* EXCLUDE (source_name), w.source_name, w.label, w._rank, "
-        f"{ws} FROM w JOIN {stg} s ON {on}), "
+        f"{ws} FROM w JOIN {stg} s ON {provenance_on('w')}), "
         "a AS (SELECT label, any_value(CASE WHEN _rank = 1 THEN source_name END) "
         "AS survivor_source_name, any_value(CASE WHEN _rank = 1 THEN CAST(source_id AS VARCHAR) END) "
         f"AS survivor_source_id, {', '.join(staged)} FROM y GROUP BY label), "
@@ -702,7 +706,7 @@ def golden_by_id_sql(entity: str, order: str, columns: list[str]) -> str:
         f"row_number() OVER (PARTITION BY g.golden_id ORDER BY {order}) AS _rank "
         f"FROM {q.R} r JOIN _dd_m m USING (rid) JOIN _dd_gid g USING (label)), "
         "y AS (SELECT s.* EXCLUDE (source_name), x.* EXCLUDE (source_file, source_row) "
-        f"FROM {ident('stg_' + entity)} s JOIN x ON {PROVENANCE_ON}) "
+        f"FROM {ident('stg_' + entity)} s JOIN x ON {provenance_on()}) "
         # the survivor's source and id (one survivor per cluster; ties broken by the rank)
         "SELECT golden_id, arg_min(source_name, (NOT is_survivor, source_name, _rank)) "
         "AS survivor_source_name, "
