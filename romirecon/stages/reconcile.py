@@ -671,8 +671,7 @@ def run(
     _exec(con, f"CREATE OR REPLACE TEMP TABLE _rc_entity_id AS {entity_ids_sql()}")
     # a view: fx.convert reads it twice (its currency-days, then every row once into
     # _rc_invoice); a table would be one more copy of every invoice kept until the stage commits
-    _exec(con, "DROP VIEW IF EXISTS _rc_inv0")
-    _exec(con, f"CREATE TEMP VIEW _rc_inv0 AS {invoices_sql()}")
+    _exec(con, f"CREATE OR REPLACE TEMP VIEW _rc_inv0 AS {invoices_sql()}")
     fx.convert(
         con,
         "_rc_inv0",
@@ -764,7 +763,7 @@ FROM ({reconciliation_output_query()})""",
     )
     _metrics(con, run_id, as_of, st)
     for t in (
-        "_rc_entity_id", "_rc_inv1", "_rc_invoice", "_rc_deal", "_rc_deal_link", "_rc_erp_link",
+        "_rc_entity_id", "_rc_invoice", "_rc_deal", "_rc_deal_link", "_rc_erp_link",
         "_rc_erp_dup",
     ):  # fmt: skip
         _exec(con, f"DROP TABLE IF EXISTS {ident(t)}")
