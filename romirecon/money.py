@@ -7,6 +7,8 @@ in some ISO two-decimal currencies as zero-decimal), so a mapping may override e
 
 from __future__ import annotations
 
+from romirecon.sqlutil import literal
+
 # ISO 4217 exponents that differ from 2. Every other active code has exponent 2.
 ISO_EXPONENT_EXCEPTIONS: dict[str, int] = {
     # zero-decimal
@@ -201,3 +203,10 @@ def exponent(code: str, overrides: dict[str, int] | None = None) -> int:
 def exponent_table(overrides: dict[str, int] | None = None) -> list[tuple[str, int]]:
     """(code, exponent) for every ISO code, overrides applied: loaded into DuckDB as a join table."""
     return sorted((c, exponent(c, overrides)) for c in ISO_CODES | set(overrides or {}))
+
+
+def exponent_map_sql(overrides: dict[str, int] | None = None) -> str:
+    """`exponent_table` as a DuckDB MAP literal (code -> exponent), for `map_extract_value`: a
+    constant lookup instead of a join, which keeps the rows' order and costs no hash table."""
+    pairs = ", ".join(f"{literal(c)}: {int(e)}" for c, e in exponent_table(overrides))
+    return "MAP {" + pairs + "}"

@@ -23,7 +23,7 @@ import duckdb
 from romirecon.config import ColumnSpec, Mapping, Source, did_you_mean
 from romirecon.exitcodes import ConfigError, InputError
 from romirecon.model import ENTITIES, PROVENANCE, TYPES
-from romirecon.money import exponent_table
+from romirecon.money import exponent_map_sql
 from romirecon.sqlutil import ident, literal, table_name
 from romirecon.stages.ingest import IngestResult, json_key, rejects_table, src_view
 
@@ -373,13 +373,7 @@ def stage_source(
     # 2. currency exponents for money columns and currency checks: a lookup in a constant MAP,
     # not a join with an exponent table. A join does not keep the rows' order, and the staged
     # table relies on the check table being in the raw (source_file, source_row) order (step 5).
-    exponents = (
-        "MAP {"
-        + ", ".join(
-            f"{literal(code)}: {int(exp)}" for code, exp in exponent_table(mapping.exponents)
-        )
-        + "}"
-    )
+    exponents = exponent_map_sql(mapping.exponents)
     currency_cols = sorted(
         {spec.currency for spec in mapping.columns.values() if spec.type == "money"}
         | ({"currency"} & set(texts))

@@ -29,7 +29,8 @@ from datetime import date
 
 import duckdb
 
-from romirecon.sqlutil import ident, literal
+from romirecon.money import exponent_map_sql
+from romirecon.sqlutil import ident
 
 RATE_TYPE = "DECIMAL(38,10)"
 DEFAULT_MAX_FALLBACK_DAYS = 7
@@ -247,7 +248,7 @@ def convert(
     else:
         # the ISO 4217 exponent from a constant MAP: recreating `currency_exponent` here (as
         # this did) dropped the per-source overrides billing had put there for later readers
-        exp = f"coalesce(map_extract_value({iso_exponent_map()}, upper(x.{cur})), 2)"
+        exp = f"coalesce(map_extract_value({exponent_map_sql()}, upper(x.{cur})), 2)"
         join = ""
     cols = "x.*" if keep_cols is None else ", ".join(f"x.{ident(c)}" for c in keep_cols)
     con.execute(
@@ -273,14 +274,6 @@ def exact_reporting_sql(amount_minor: str, rate: str, exponent: str) -> str:
     """amount_minor * rate * 10**-exponent, exact: DECIMAL(38,14) (rate scale 10 + exponent <= 4),
     no rounding at all. Sums of these stay exact; round once, at output, with round_even."""
     return f"(CAST({amount_minor} AS DECIMAL(38,0)) * {rate} * {minor_factor_sql(exponent)})"
-
-
-def iso_exponent_map() -> str:
-    """A DuckDB MAP literal: ISO 4217 currency code -> minor-unit exponent."""
-    from romirecon.money import exponent_table
-
-    pairs = ", ".join(f"{literal(c)}: {int(e)}" for c, e in exponent_table())
-    return "MAP {" + pairs + "}"
 
 
 def ensure_exponent_table(
