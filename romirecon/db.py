@@ -38,10 +38,46 @@ def configure(con: duckdb.DuckDBPyConnection, project: Project | None = None) ->
     con.execute(f"SET temp_directory = {literal(str(temp))}")
 
 
+# What the state database file keeps: what the next run or a later command reads (golden ids,
+# SLA history) and, for inspection, the last run's staged inputs with their quarantine and
+# ingest statistics. Every other table of a run is TEMP: in memory, spilled to temp_dir beyond
+# memory_limit, gone when the run ends. Writing them to the file cost a compressing write each
+# (a third of a persistent CREATE TABLE ... AS is the write) that no later reader used, and the
+# file grew by gigabytes at 1M customers.
+KEEP_TABLES = frozenset({"golden_id_map", "sla_run", "sla_history", "quarantine", "ingest_stats"})
+KEEP_PREFIXES = ("staged_", "stg_")
+
+
+def kept(name: str) -> bool:
+    """Whether a relation of this name belongs in the state database file."""
+    return name in KEEP_TABLES or name.startswith(KEEP_PREFIXES)
+
+
+def drop_stale(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Drop the persistent tables and views earlier versions left in the state database (per-run
+    tables, now TEMP; `metric`/`finding`, which grew by every run's rows while only the run's
+    own were read): a persistent copy would shadow nothing but would still be listed, and read
+    stale, by a check for a table's existence. Returns the names dropped."""
+    from romirecon.sqlutil import ident
+
+    rows = con.execute(
+        "SELECT table_name, 'TABLE' FROM duckdb_tables() WHERE NOT temporary "
+        "AND database_name = current_database() AND schema_name = 'main' "
+        "UNION ALL SELECT view_name, 'VIEW' FROM duckdb_views() WHERE NOT temporary "
+        "AND NOT internal AND database_name = current_database() AND schema_name = 'main' "
+        "ORDER BY 1"
+    ).fetchall()
+    stale = [(n, kind) for n, kind in rows if not kept(n)]
+    for name, kind in stale:
+        con.execute(f"DROP {kind} IF EXISTS main.{ident(name)}")
+    return [n for n, _ in stale]
+
+
 def open_state(project: Project) -> duckdb.DuckDBPyConnection:
     project.state_dir.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(project.state_dir / STATE_DB))
     configure(con, project)
+    drop_stale(con)
     return con
 
 

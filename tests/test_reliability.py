@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from romirecon import db
 from tests.conftest import CONTACT_MAPPING, run_cli, write_project
 
 
@@ -38,10 +39,69 @@ def test_rerun_is_byte_identical(contact_project: Path) -> None:
     con = duckdb.connect(str(contact_project / ".romirecon" / "romirecon.duckdb"), read_only=True)
     assert con.execute("SELECT count(DISTINCT run_id) FROM sla_run").fetchone() == (2,)
     assert con.execute("SELECT count(*) FROM stg_contact").fetchone() == (1,)
+    # the file keeps what the next run or a later command reads, and the staged inputs; the
+    # per-run tables (revenue, duplicates, metric, ...) were TEMP and are gone with the run
+    persistent = {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE NOT temporary UNION ALL "
+            "SELECT view_name FROM duckdb_views() WHERE NOT temporary AND NOT internal"
+        ).fetchall()
+    }
     con.close()
+    assert {"golden_id_map", "sla_run", "sla_history", "quarantine", "ingest_stats"} <= persistent
+    assert {"staged_sf_contacts", "stg_contact"} <= persistent
+    assert not {"metric", "finding", "revenue", "duplicates", "entity_xref", "golden_contact"} & (
+        persistent
+    )
+    assert persistent == {
+        n for n in persistent if n in db.KEEP_TABLES or n.startswith(db.KEEP_PREFIXES)
+    }
     assert {"quarantine.parquet", "quarantine.csv", "duplicates.parquet", "revenue.csv"} <= set(
         first
     )
+
+
+def test_tables_an_older_version_left_in_the_state_database_are_dropped(
+    contact_project: Path,
+) -> None:
+    """Earlier versions wrote every per-run table, and every run's metric and finding rows, to
+    the state database file. The next run drops them; golden ids and history stay."""
+    state = contact_project / ".romirecon"
+    state.mkdir()
+    con = duckdb.connect(str(state / "romirecon.duckdb"))
+    con.execute("CREATE TABLE revenue AS SELECT 'stale' AS revenue_id")
+    con.execute("CREATE TABLE metric (run_id VARCHAR, name VARCHAR)")
+    con.execute("INSERT INTO metric VALUES ('old-run', 'rows_read')")
+    con.execute("CREATE VIEW revenue_daily AS SELECT * FROM revenue")
+    con.execute(
+        "CREATE TABLE golden_id_map (entity VARCHAR, record_key VARCHAR, golden_id VARCHAR, "
+        "first_run_id VARCHAR, last_run_id VARCHAR)"
+    )
+    # a record of an earlier night that this night's export no longer has: its id stays
+    con.execute(
+        "INSERT INTO golden_id_map VALUES ('contact', 'sf_contacts:003Z', 'G-old', 'r0', 'r0')"
+    )
+    con.close()
+    assert run_cli("run", "--project", str(contact_project)).returncode == 0
+    con = duckdb.connect(str(state / "romirecon.duckdb"), read_only=True)
+    names = {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() UNION ALL "
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal"
+        ).fetchall()
+    }
+    assert not {"revenue", "metric", "revenue_daily"} & names
+    assert con.execute(
+        "SELECT golden_id FROM golden_id_map WHERE record_key = 'sf_contacts:003Z'"
+    ).fetchall() == [("G-old",)]
+    # this run's one staged contact (003B has no last name: quarantined) was added beside it
+    assert con.execute("SELECT record_key FROM golden_id_map ORDER BY 1").fetchall() == [
+        ("sf_contacts:003A",),
+        ("sf_contacts:003Z",),
+    ]
+    con.close()
 
 
 def test_live_lock_stops_a_second_run(contact_project: Path) -> None:

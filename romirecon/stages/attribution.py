@@ -788,11 +788,11 @@ def run(
         build_entity_link(con, run_id)
     _exec(
         con,
-        f"CREATE OR REPLACE TABLE ad_campaign AS {ad_campaigns_sql()} ORDER BY platform, campaign_id",
+        f"CREATE OR REPLACE TEMP TABLE ad_campaign AS {ad_campaigns_sql()} ORDER BY platform, campaign_id",
     )
     _exec(
         con,
-        f"CREATE OR REPLACE TABLE attribution_conversion AS {conversions_sql(st.revenue_basis)} "
+        f"CREATE OR REPLACE TEMP TABLE attribution_conversion AS {conversions_sql(st.revenue_basis)} "
         "ORDER BY conversion_id",
     )
     has_mapping = st.campaign_mapping is not None
@@ -803,7 +803,7 @@ def run(
         con,
         f"CREATE OR REPLACE TEMP TABLE _at_class AS {classified_touches_sql(has_mapping)}",
     )
-    _exec(con, f"CREATE OR REPLACE TABLE touchpoint AS {touchpoint_sql(st.promo_codes)}")
+    _exec(con, f"CREATE OR REPLACE TEMP TABLE touchpoint AS {touchpoint_sql(st.promo_codes)}")
     _exec(
         con,
         "CREATE OR REPLACE TEMP TABLE _at_weight AS "
@@ -813,7 +813,7 @@ def run(
     _exec(con, f"CREATE OR REPLACE TEMP TABLE _at_credit AS {credits_sql()}")
     _exec(
         con,
-        f"CREATE OR REPLACE TABLE attribution_credit AS {credit_table_sql(st.models)} "
+        f"CREATE OR REPLACE TEMP TABLE attribution_credit AS {credit_table_sql(st.models)} "
         f"ORDER BY {CREDIT_ORDER}",
     )
     _findings_and_metrics(con, run_id)

@@ -406,7 +406,7 @@ FROM (
 
 
 def _deduplicate(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
-    _exec(con, f"CREATE OR REPLACE TABLE billing_duplicate ({_DUP_COLS})")
+    _exec(con, f"CREATE OR REPLACE TEMP TABLE billing_duplicate ({_DUP_COLS})")
     # webhook redelivery: the same event id twice; the objects those events carry are
     # `_b_redelivered` (read from the ranked copies: every row of a repeated event id)
     ranked = _rank_copies(
@@ -681,7 +681,7 @@ def _build_events(con: duckdb.DuckDBPyConnection, st: BillingSettings, run_id: s
     )
     _exec(
         con,
-        f"""CREATE OR REPLACE TABLE revenue_event AS
+        f"""CREATE OR REPLACE TEMP TABLE revenue_event AS
 SELECT l.event_id, l.source_name, l.source_system, l.source_vendor, l.source_file, l.source_row,
        l.file_sha256, CAST(? AS VARCHAR) AS run_id,
        l.invoice_id, l.invoice_number, l.line_key AS line_id, l.synthetic, l.customer_id,
@@ -927,7 +927,7 @@ FROM _b_adj_doc a""",
     line_period = st.adjustment_timing == "line-period"
     _exec(
         con,
-        f"""CREATE OR REPLACE TABLE revenue_adjustment AS
+        f"""CREATE OR REPLACE TEMP TABLE revenue_adjustment AS
 SELECT concat_ws('/', a.kind, a.source_name, a.document_id) AS adjustment_id, a.kind,
        a.document_id, a.source_name, a.source_vendor, a.source_file, a.source_row,
        CAST(? AS VARCHAR) AS run_id, a.invoice_id, a.invoice_line_id,
@@ -1138,7 +1138,7 @@ def _build_daily(
     `item_periods_sql` does per item and period directly."""
     _exec(
         con,
-        f"""CREATE OR REPLACE TABLE revenue_item AS
+        f"""CREATE OR REPLACE TEMP TABLE revenue_item AS
 SELECT row_number() OVER (ORDER BY item_id) AS item_no, *
 FROM {items_sql()} ORDER BY item_no""",
     )
@@ -1152,13 +1152,12 @@ FROM (SELECT DISTINCT currency, start_day, end_day FROM revenue_item)""",
         "revenue_fx_day",
         max_fallback_days=st.fx_max_fallback_days,
         forward_from=st.as_of,
-        temp=False,
     )
     fx.record_gaps(
         con, "revenue_fx_day", rep, run_id, STAGE, max_fallback_days=st.fx_max_fallback_days
     )
     drop_relation(con, "revenue_daily")
-    _exec(con, f"CREATE VIEW revenue_daily AS {revenue_daily_sql()}")
+    _exec(con, f"CREATE OR REPLACE TEMP VIEW revenue_daily AS {revenue_daily_sql()}")
 
 
 def revenue_daily_sql() -> str:
@@ -1398,8 +1397,8 @@ def run(
     _build_daily(con, st, rep, run_id)
     build_item_periods(con, "month", "_b_item_month")
     _exec(con, f"CREATE OR REPLACE TEMP TABLE _b_item_key AS {item_keys_sql()}")
-    _exec(con, f"CREATE OR REPLACE TABLE revenue AS {revenue_sql(rep)}", {"rep": rep})
-    _exec(con, f"CREATE OR REPLACE TABLE conversion AS {conversion_sql()}")
+    _exec(con, f"CREATE OR REPLACE TEMP TABLE revenue AS {revenue_sql(rep)}", {"rep": rep})
+    _exec(con, f"CREATE OR REPLACE TEMP TABLE conversion AS {conversion_sql()}")
     _metrics(con, run_id)
     for t in (
         "_b_invoice", "_b_line", "_b_invoice1", "_b_invoice0", "_b_line0", "_b_cn", "_b_refund",

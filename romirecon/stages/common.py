@@ -8,13 +8,13 @@ from collections.abc import Iterator
 import duckdb
 
 METRIC_DDL = """
-CREATE TABLE IF NOT EXISTS metric (
+CREATE TEMP TABLE IF NOT EXISTS metric (
     run_id VARCHAR, stage VARCHAR, source_name VARCHAR, entity VARCHAR, name VARCHAR,
     value DOUBLE, numerator DOUBLE, denominator DOUBLE, unit VARCHAR
 )"""
 
 FINDING_DDL = """
-CREATE TABLE IF NOT EXISTS finding (
+CREATE TEMP TABLE IF NOT EXISTS finding (
     run_id VARCHAR, stage VARCHAR, code VARCHAR, severity VARCHAR, source_name VARCHAR,
     entity VARCHAR, record_id VARCHAR, other_id VARCHAR, message VARCHAR, detail VARCHAR
 )"""

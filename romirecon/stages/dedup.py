@@ -64,12 +64,12 @@ FUZZY_FIELDS: dict[str, list[tuple[str, str]]] = {
     ],
 }
 
-XREF_DDL = """CREATE OR REPLACE TABLE entity_xref (
+XREF_DDL = """CREATE OR REPLACE TEMP TABLE entity_xref (
     entity VARCHAR, source_name VARCHAR, source_system VARCHAR, source_id VARCHAR,
     source_file VARCHAR, source_row BIGINT, golden_id VARCHAR, rule VARCHAR,
     match_probability DOUBLE, is_survivor BOOLEAN, record_key VARCHAR)"""
 
-DUPLICATES_DDL = """CREATE OR REPLACE TABLE duplicates (
+DUPLICATES_DDL = """CREATE OR REPLACE TEMP TABLE duplicates (
     entity VARCHAR, source_name VARCHAR, source_system VARCHAR, source_id VARCHAR,
     source_file VARCHAR, source_row BIGINT, golden_id VARCHAR, rule VARCHAR,
     match_probability DOUBLE, matched_source_name VARCHAR, matched_source_id VARCHAR,
@@ -667,7 +667,7 @@ def golden_table_sql(entity: str, columns: list[str]) -> list[str]:
         f"{', '.join(wins)} FROM (SELECT x.rid, m.label, m.k AS _rank, "
         f"{', '.join(f'x._m{j}' for j in range(len(chunks)))} "
         f"FROM {q.R} x JOIN _dd_m m ON m.rid = x.rid)",
-        f"CREATE OR REPLACE TABLE {ident('golden_' + entity)} AS "
+        f"CREATE OR REPLACE TEMP TABLE {ident('golden_' + entity)} AS "
         f"WITH w AS (SELECT w.label, w._rank, {ws}, x.source_name, x.source_file, x.source_row "
         f"FROM (SELECT * FROM _dd_gw WHERE _rank = 1 OR {supplies}) w "
         f"JOIN {q.R} x USING (rid)), "
@@ -700,7 +700,7 @@ def golden_by_id_sql(entity: str, order: str, columns: list[str]) -> str:
         for c in golden_columns(columns)
     ]
     return (
-        f"CREATE OR REPLACE TABLE {ident('golden_' + entity)} AS "
+        f"CREATE OR REPLACE TEMP TABLE {ident('golden_' + entity)} AS "
         "WITH x AS (SELECT r.source_name, r.source_file, r.source_row, "
         f"{', '.join('r.' + ident(c) for c in GOLDEN_NORM)}, m.is_survivor, g.golden_id, "
         f"row_number() OVER (PARTITION BY g.golden_id ORDER BY {order}) AS _rank "

@@ -292,7 +292,7 @@ def ensure_exponent_table(
         for c, e in sorted(m.items())
     ]
     con.execute(
-        "CREATE OR REPLACE TABLE currency_exponent "
+        "CREATE OR REPLACE TEMP TABLE currency_exponent "
         "(scope VARCHAR, key VARCHAR, currency VARCHAR, exponent INTEGER)"
     )
     con.executemany("INSERT INTO currency_exponent VALUES (?, ?, ?, ?)", rows)

@@ -333,7 +333,7 @@ FROM (SELECT c.comp, min(n.node) AS label FROM _el_comp c JOIN _el_node n USING 
     )
     _exec(
         con,
-        f"""CREATE OR REPLACE TABLE entity_link AS
+        f"""CREATE OR REPLACE TEMP TABLE entity_link AS
 SELECT r.entity, r.source_system, r.source_name, r.vendor, r.source_id, r.node,
        lab.entity_id, coalesce(k.rule, 'own-id') AS rule
 FROM _el_rec r JOIN _el_node n USING (node) JOIN _el_comp c USING (idx) JOIN _el_lab lab USING (comp)
@@ -719,7 +719,7 @@ def run(
     )
     _exec(
         con,
-        """CREATE OR REPLACE TABLE recon_link AS
+        """CREATE OR REPLACE TEMP TABLE recon_link AS
 SELECT 'deal-invoice' AS link_type, 'crm' AS left_system, deal_vendor AS left_vendor,
        deal_id AS left_id, 'billing' AS right_system, invoice_vendor AS right_vendor,
        invoice_id AS right_id, rule
@@ -734,7 +734,7 @@ FROM _rc_deal_link d JOIN _rc_erp_link e
   ON e.billing_id = d.invoice_id AND e.billing_vendor = d.invoice_vendor
 ORDER BY link_type, left_vendor, left_id, right_vendor, right_id""",
     )
-    _exec(con, f"CREATE OR REPLACE TABLE reconciliation ({RECON_COLUMNS})")
+    _exec(con, f"CREATE OR REPLACE TEMP TABLE reconciliation ({RECON_COLUMNS})")
     _exec(
         con,
         f"INSERT INTO reconciliation {_findings_sql()}",

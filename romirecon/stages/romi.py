@@ -416,10 +416,11 @@ def run(
         out="_rm_spend1",
         max_fallback_days=st.fx_max_fallback_days,
         stage=STAGE,
+        temp=True,
     )
     _exec(
         con,
-        "CREATE OR REPLACE TABLE ad_spend_daily AS SELECT * EXCLUDE (_x) FROM _rm_spend1 "
+        "CREATE OR REPLACE TEMP TABLE ad_spend_daily AS SELECT * EXCLUDE (_x) FROM _rm_spend1 "
         "ORDER BY platform, account_id, campaign_id, date",
     )
     if st.revenue_basis == "closed_won":
@@ -439,6 +440,7 @@ def run(
             out="_rm_deals",
             max_fallback_days=st.fx_max_fallback_days,
             stage=STAGE,
+            temp=True,
         )
     if st.revenue_basis != "closed_won":
         billing.build_item_periods(con, st.period, "_rm_item_period")
@@ -451,11 +453,11 @@ def run(
     )
     _exec(
         con,
-        f"CREATE OR REPLACE TABLE romi_lineage AS {lineage_sql(st.period, st.models)}",
+        f"CREATE OR REPLACE TEMP TABLE romi_lineage AS {lineage_sql(st.period, st.models)}",
     )
     _exec(
         con,
-        f"CREATE OR REPLACE TABLE romi AS {romi_sql(st, rep)} ORDER BY {ROMI_ORDER}",
+        f"CREATE OR REPLACE TEMP TABLE romi AS {romi_sql(st, rep)} ORDER BY {ROMI_ORDER}",
     )
     _exec(
         con,
