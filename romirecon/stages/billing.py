@@ -1142,7 +1142,6 @@ def _build_daily(
 SELECT row_number() OVER (ORDER BY item_id) AS item_no, *
 FROM {items_sql()} ORDER BY item_no""",
     )
-    drop_relation(con, "revenue_day")  # a table in state databases of earlier versions
     drop_relation(con, "revenue_fx_day")
     fx.build_daily_rates(
         con,

@@ -139,11 +139,10 @@ def build_daily_rates(
     max_fallback_days: int = DEFAULT_MAX_FALLBACK_DAYS,
     rates_table: str = "stg_fx_rate",
     forward_from: date | None = None,
-    temp: bool = True,
 ) -> None:
     """Create table `out` (currency, day, fx_rate, fx_rate_date, fx_method) for the DISTINCT
-    (currency, day) rows of the query/relation text `pairs` (a temp table unless `temp` is
-    false)."""
+    (currency, day) rows of the query/relation text `pairs`, as a temp table (it lives for the
+    run only)."""
     rep = reporting_currency.upper()
     q = f"{out}__quotes"
     con.execute(
@@ -151,7 +150,7 @@ def build_daily_rates(
     )
     pairs_rel = f"(SELECT DISTINCT upper(currency) AS currency, day FROM ({pairs}) WHERE day IS NOT NULL AND currency IS NOT NULL)"
     con.execute(
-        f"CREATE OR REPLACE {'TEMP ' if temp else ''}TABLE {ident(out)} AS "
+        f"CREATE OR REPLACE TEMP TABLE {ident(out)} AS "
         f"{daily_rates_sql(pairs_rel, ident(q))} ORDER BY currency, day",
         {"rep": rep, "max_days": int(max_fallback_days), "forward_from": forward_from},
     )
@@ -210,10 +209,9 @@ def convert(
     rates_table: str = "stg_fx_rate",
     keep_cols: Sequence[str] | None = None,
     forward_from: date | None = None,
-    temp: bool = False,
     amount_as: str = "amount_reporting",
 ) -> str:
-    """Create table `out` (default `<table>_reporting`; a temp table when `temp`): every row of
+    """Create table `out` (a temp table, default `<table>_reporting`): every row of
     `table` plus `fx_rate`, `fx_rate_date`, `fx_method` and `amount_as` (default
     `amount_reporting`) DECIMAL(38,14): the amount in the
     reporting currency, exact (minor units x rate x 10**-exponent needs scale 10 + exponent, so
@@ -252,7 +250,7 @@ def convert(
         join = ""
     cols = "x.*" if keep_cols is None else ", ".join(f"x.{ident(c)}" for c in keep_cols)
     con.execute(
-        f"""CREATE OR REPLACE {"TEMP " if temp else ""}TABLE {ident(out)} AS
+        f"""CREATE OR REPLACE TEMP TABLE {ident(out)} AS
 SELECT {cols}, r.fx_rate, r.fx_rate_date, r.fx_method,
        {exact_reporting_sql(f"x.{ident(amount_col)}", "r.fx_rate", exp)} AS {ident(amount_as)}
 FROM {t} x {join}

@@ -684,7 +684,6 @@ def run(
         exponent_col="exponent",
         max_fallback_days=st.fx_max_fallback_days,
         stage=STAGE,
-        temp=True,
         amount_as="total_reporting",
     )
     _exec(con, f"CREATE OR REPLACE TEMP TABLE _rc_deal AS {deals_sql()}")

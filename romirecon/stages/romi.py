@@ -416,7 +416,6 @@ def run(
         out="_rm_spend1",
         max_fallback_days=st.fx_max_fallback_days,
         stage=STAGE,
-        temp=True,
     )
     _exec(
         con,
@@ -440,7 +439,6 @@ def run(
             out="_rm_deals",
             max_fallback_days=st.fx_max_fallback_days,
             stage=STAGE,
-            temp=True,
         )
     if st.revenue_basis != "closed_won":
         billing.build_item_periods(con, st.period, "_rm_item_period")
