@@ -181,6 +181,7 @@ class Project:
     threads: int | None
     temp_dir: Path | None
     hash_pii: bool
+    keep_tables: tuple[str, ...] = ()
 
     def section(self, name: str) -> dict[str, Any]:
         return dict(self.raw.get(name) or {})
@@ -379,4 +380,5 @@ def load_project(project: str | Path | None = None, out_dir: str | Path | None =
         threads=state.get("threads"),
         temp_dir=temp_dir,
         hash_pii=bool(outputs.get("hash_pii", False)),
+        keep_tables=tuple(state.get("keep_tables") or ()),
     )

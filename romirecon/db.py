@@ -53,6 +53,34 @@ def kept(name: str) -> bool:
     return name in KEEP_TABLES or name.startswith(KEEP_PREFIXES)
 
 
+# Tables of a run that `state.keep_tables` may copy into the state database at the end of the
+# run, for inspection (the schema's enum lists the same names); replaced by every run.
+KEEPABLE = (
+    "attribution_conversion", "attribution_credit", "billing_duplicate", "conversion",
+    "duplicates", "entity_link", "entity_xref", "finding", "golden_account", "golden_contact",
+    "metric", "recon_link", "reconciliation", "revenue", "revenue_adjustment", "revenue_event",
+    "revenue_item", "romi", "romi_lineage", "touchpoint",
+)  # fmt: skip
+
+
+def keep_tables(con: duckdb.DuckDBPyConnection, names: tuple[str, ...] | list[str]) -> None:
+    """Copy these TEMP tables of the run into the state database (`state.keep_tables`), each
+    replacing the previous run's copy; one a run did not build is skipped. The next run drops
+    them when it opens the database (`drop_stale`) and writes them again at its end, so a
+    stage never sees a previous run's copy."""
+    from romirecon.sqlutil import ident
+
+    built = {
+        r[0]
+        for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary").fetchall()
+    }
+    for name in names:
+        if name in built:
+            con.execute(
+                f"CREATE OR REPLACE TABLE main.{ident(name)} AS SELECT * FROM temp.main.{ident(name)}"
+            )
+
+
 def drop_stale(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Drop the persistent tables and views earlier versions left in the state database (per-run
     tables, now TEMP; `metric`/`finding`, which grew by every run's rows while only the run's

@@ -16,7 +16,7 @@ from typing import IO, Any
 import duckdb
 
 from romirecon.config import Project, Source, resolve_inside
-from romirecon.db import RunLock, open_state
+from romirecon.db import RunLock, keep_tables, open_state
 from romirecon.exitcodes import (
     ConfigError,
     ExitCode,
@@ -289,6 +289,9 @@ def run(
                     analyse(con, project, run_id, log)
                     with log.stage("publish", con):
                         written = publish(con, project)
+                    if project.keep_tables:  # state.keep_tables: copies for inspection
+                        with transaction(con):
+                            keep_tables(con, project.keep_tables)
             except RomireconError as e:
                 _rollback(con)
                 # CI still gets a junit <error> and cron a metrics.prom with the failure

@@ -329,3 +329,57 @@ def test_reports_show_ids_unless_show_pii(tmp_path: Path) -> None:
     assert "003A" in (proj / "out" / "sla_report.html").read_text()  # ids are shown
     run_cli("run", "--project", str(proj), "--show-pii")
     assert "ann.lee@corp.example" in (proj / "out" / "sla_report.html").read_text()
+
+
+def _keep_project(root: Path, keep: list[str]) -> Path:
+    csv = (
+        "Id,Email,LastName,CurrencyIsoCode,CreatedDate\n"
+        "003A,A@x.com,Lee,USD,2024-01-15T10:20:30.000Z\n"
+        "003B,b@x.com,Lee,EUR,2024-01-16T10:20:30.000Z\n"
+        "003C,c@x.com,Kim,EUR,2024-01-17T10:20:30.000Z\n"
+    )
+    return write_project(
+        root,
+        [{"name": "sf_contacts", "system": "crm", "entity": "contact",
+          "mapping": "mappings/contact.yaml", "path": "data/Contact*.csv"}],
+        {"contact": CONTACT_MAPPING},
+        {"data/Contact.csv": csv},
+        state={"keep_tables": keep},
+    )  # fmt: skip
+
+
+def test_keep_tables_copies_the_run_tables_asked_for(tmp_path: Path) -> None:
+    """state.keep_tables keeps the named tables of the last run in the state database."""
+    proj = _keep_project(tmp_path / "p", ["entity_xref", "metric"])
+    db_file = proj / ".romirecon" / "romirecon.duckdb"
+    for _ in range(2):
+        assert run_cli("run", "--project", str(proj)).returncode in (0, 1)
+    con = duckdb.connect(str(db_file), read_only=True)
+    # the three staged contacts, and the golden ids the published golden records carry
+    rows = con.execute("SELECT source_id FROM entity_xref ORDER BY source_id").fetchall()
+    assert rows == [("003A",), ("003B",), ("003C",)]
+    ids = {r[0] for r in con.execute("SELECT golden_id FROM entity_xref").fetchall()}
+    published = duckdb.connect().execute(
+        "SELECT golden_id FROM read_parquet(?)", [str(proj / "out" / "golden_contact.parquet")]
+    )
+    assert ids == {r[0] for r in published.fetchall()}
+    # the last run's metrics only: the copy is replaced, not appended to
+    assert con.execute("SELECT count(DISTINCT run_id) FROM metric").fetchone() == (1,)
+    last = con.execute("SELECT max(run_id) FROM sla_run").fetchone()[0]
+    assert con.execute("SELECT DISTINCT run_id FROM metric").fetchall() == [(last,)]
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    con.close()
+    assert "duplicates" not in tables and "revenue" not in tables
+
+
+def test_keep_tables_rejects_a_name_it_does_not_know(tmp_path: Path) -> None:
+    proj = _keep_project(tmp_path / "p", ["entity_xrefs"])
+    r = run_cli("run", "--project", str(proj))
+    assert r.returncode == 2
+    assert "keep_tables" in r.stderr and "entity_xrefs" in r.stderr
+
+
+def test_keep_tables_schema_lists_the_keepable_tables() -> None:
+    schema = json.loads((Path(db.__file__).parent / "schemas" / "project.schema.json").read_text())
+    enum = schema["properties"]["state"]["properties"]["keep_tables"]["items"]["enum"]
+    assert sorted(enum) == sorted(db.KEEPABLE)
