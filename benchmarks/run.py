@@ -150,8 +150,8 @@ def load_floor(project_dir: Path) -> float:
 
 def keep_xref(project_dir: Path) -> None:
     """Ask the run to keep `entity_xref` in the state database (`state.keep_tables`): the
-    dedup precision/recall reads each record's golden id from it. The copy is part of the timed
-    run (about 3 s at 1M customers)."""
+    dedup precision/recall reads each record's golden id from it. The copy is logged as its own
+    stage, `keep_tables`; the wall time reported is the run's without it."""
     import yaml
 
     path = project_dir / "romirecon.yaml"
@@ -212,9 +212,12 @@ def run_once(project_dir: Path, out_dir: Path) -> dict[str, Any]:
                     "rows_out": ev.get("rows_out"),
                 }
             )
+    # the entity_xref copy is the benchmark's own request (keep_xref), not part of the job
+    keep = sum(s["seconds"] for s in stages if s["stage"] == "keep_tables")
     return {
         "exit_code": proc.returncode,
-        "wall_seconds": wall,
+        "wall_seconds": wall - keep,
+        "keep_tables_seconds": keep,
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux: KiB
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "stages": stages,
@@ -381,6 +384,10 @@ def write_results(results: list[dict[str, Any]]) -> None:
         "# Benchmark: `romirecon run` on generated estates",
         "",
         f"Machine: {machine}. Generated with `python -m benchmarks.run` (`make bench`).",
+        "",
+        "Wall time is the run's without its `keep_tables` stage: the copy of `entity_xref` into "
+        "the state database that this benchmark asks for to measure dedup precision/recall "
+        "(shown with the stages).",
         "",
         "| customers | input rows | wall s | peak RSS MB | rows/s | bare read s | first read s | x bare read | DuckDB load s | x DuckDB load | s per n·log n (×1e6) | peak spill MB | dedup P | dedup R | dedup F1 | exit | load avg | commit |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",

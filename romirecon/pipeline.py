@@ -290,7 +290,7 @@ def run(
                     with log.stage("publish", con):
                         written = publish(con, project)
                     if project.keep_tables:  # state.keep_tables: copies for inspection
-                        with transaction(con):
+                        with log.stage("keep_tables", con), transaction(con):
                             keep_tables(con, project.keep_tables)
             except RomireconError as e:
                 _rollback(con)
