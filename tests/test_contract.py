@@ -359,3 +359,107 @@ def test_json_members_of_one_column_are_extracted_together(tmp_path: Path) -> No
     assert rows(con, "SELECT source_id, email, city, company FROM staged_sample ORDER BY rowid") == [
         ("1", "a@x.io", "Oslo", "Acme"), ("2", "b@y.io", "Rome", None),
     ]  # fmt: skip
+
+
+def _ndjson_project(tmp_path: Path, mapping: dict[str, Any], files: dict[str, list[str]]):
+    """A project of one invoice source over `files` (name -> lines), read the way a run reads
+    it: DuckDB on four threads, so an export of a few tens of MB is read in parallel."""
+    import duckdb
+
+    from romirecon.config import load_project
+    from romirecon.db import configure
+    from romirecon.stages import contract, ingest
+    from romirecon.stages.common import ensure_common_tables
+
+    (tmp_path / "exports").mkdir()
+    for name, lines in files.items():
+        (tmp_path / "exports" / name).write_text("\n".join(lines) + "\n")
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(mapping))
+    doc = {"version": 1, "reporting_currency": "USD", "sources": [
+        {"name": "inv", "system": "billing", "entity": "invoice", "mapping": "m.yaml",
+         "path": "exports/*.jsonl"},
+    ]}  # fmt: skip
+    (tmp_path / "romirecon.yaml").write_text(yaml.safe_dump(doc))
+    project = load_project(tmp_path)
+    con = duckdb.connect()
+    configure(con)
+    con.execute("SET threads = 4")
+    ensure_common_tables(con)
+    contract.ensure_tables(con)
+    res = ingest.ingest_source(con, project, project.sources[0], "t")
+    contract.stage_source(con, project.sources[0], res, "t")
+    return con, res
+
+
+def test_large_ndjson_read_in_parallel_keeps_every_record_number(tmp_path: Path) -> None:
+    """Two NDJSON files of 28 and 21 MB (large enough that DuckDB splits each across threads:
+    with insertion order off, the same read comes back out of order) are read without record
+    numbers and numbered from the staged order. Each record carries its own line number `n`,
+    written by this test; every staged row's source_row must equal it, and the rows that fail
+    the id pattern must be quarantined under exactly the lines this test broke."""
+    pad = "x" * 100
+    broken = {"a_1.jsonl": {1, 7, 99_999, 200_000}, "a_2.jsonl": {1, 65_537, 150_000}}
+    files = {
+        name: [
+            f'{{"id":"{"bad" if i in broken[name] else "in_"}{i}","n":{i},"pad":"{pad}"}}'
+            for i in range(1, n + 1)
+        ]
+        for name, n in (("a_1.jsonl", 200_000), ("a_2.jsonl", 150_000))
+    }
+    m = {"entity": "invoice", "columns": {
+        "source_id": {"from": "id", "required": True, "pattern": "^in_[0-9]+$"},
+        "number": {"from": "n"},
+    }}  # fmt: skip
+    con, res = _ndjson_project(tmp_path, m, files)
+    assert res.unnumbered_view is not None  # the parallel read was taken
+    assert res.json_file_rows == [("exports/a_1.jsonl", 200_000), ("exports/a_2.jsonl", 150_000)]
+    staged = con.execute(
+        "SELECT source_file, count(*), count(*) FILTER (WHERE CAST(number AS BIGINT) <> source_row),"
+        " min(source_row), max(source_row) FROM staged_inv GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert staged == [("exports/a_1.jsonl", 200_000 - 4, 0, 2, 199_999),
+                      ("exports/a_2.jsonl", 150_000 - 3, 0, 2, 149_999)]  # fmt: skip
+    q = con.execute(
+        "SELECT source_file, source_row, reason, value, record FROM quarantine "
+        "ORDER BY source_file, source_row"
+    ).fetchall()
+    want = [(f, i, "pattern-mismatch", f"bad{i}", files[f.split("/")[1]][i - 1])
+            for f in ("exports/a_1.jsonl", "exports/a_2.jsonl")
+            for i in sorted(broken[f.split("/")[1]])]  # fmt: skip
+    assert q == want
+
+
+def test_a_mapping_that_reads_source_row_gets_it_from_the_numbered_read(tmp_path: Path) -> None:
+    m = {"entity": "invoice", "columns": {
+        "source_id": {"from": "id"},
+        "number": {"expr": "'row ' || CAST(source_row AS VARCHAR)"},
+    }}  # fmt: skip
+    con, _res = _ndjson_project(tmp_path, m, {"a.jsonl": ['{"id":"x"}', '{"id":"y"}']})
+    assert con.execute("SELECT source_id, number, source_row FROM staged_inv ORDER BY rowid").fetchall() == [
+        ("x", "row 1", 1), ("y", "row 2", 2),
+    ]  # fmt: skip
+
+
+def test_number_rows_refuses_rows_that_are_not_where_the_counts_put_them() -> None:
+    import duckdb
+
+    from romirecon.stages.contract import number_rows
+
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE t AS SELECT * FROM (VALUES ('f1', NULL::BIGINT), ('f2', NULL), ('f1', NULL))"
+        " v(source_file, source_row)"
+    )
+    # positions 0, 1, 2: f1's two rows belong at 0-1 and f2's at 2, so positions 1 and 2 are wrong
+    with pytest.raises(RuntimeError, match="2 rows are not in their file's place"):
+        number_rows(con, "t", [("f1", 2), ("f2", 1)])
+    with pytest.raises(RuntimeError, match="3 rows written for 4 records read"):
+        number_rows(con, "t", [("f1", 2), ("f2", 2)])
+    con.execute(
+        "CREATE OR REPLACE TABLE t AS SELECT * FROM (VALUES ('f1', NULL::BIGINT), ('f2', NULL), "
+        "('f2', NULL)) v(source_file, source_row)"
+    )
+    number_rows(con, "t", [("f1", 1), ("f2", 2)])
+    assert con.execute("SELECT * FROM t ORDER BY rowid").fetchall() == [
+        ("f1", 1), ("f2", 1), ("f2", 2),
+    ]  # fmt: skip

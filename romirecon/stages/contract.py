@@ -15,6 +15,7 @@ the line into the header's columns).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -455,7 +456,19 @@ def stage_source(
     filter_sel = f", ({mapping.filter}) AS _filter" if mapping.filter else ""
     record_sel = f", {record_expr('_s')} AS _record" if keeps_record else ""
     extracted = json_paths.select_items()
-    base = f"(SELECT *, {', '.join(extracted)} FROM {rel})" if extracted else rel
+    # NDJSON: the rows are read without record numbers (on every thread) and numbered from
+    # their order in the staged table afterwards (`number_rows`). Not for an unpivoted export
+    # (several rows per record) or a mapping whose SQL reads source_row itself.
+    renumber = bool(
+        ingest.unnumbered_view
+        and not mapping.unpivot
+        and not any(
+            re.search(r"\bsource_row\b", x or "", re.IGNORECASE)
+            for x in [mapping.filter, *(spec.expr for spec in mapping.columns.values())]
+        )
+    )
+    read_from = ident(ingest.unnumbered_view) if renumber else rel
+    base = f"(SELECT *, {', '.join(extracted)} FROM {read_from})" if extracted else read_from
     inner = (
         f"SELECT {text_sel}{', ' if text_sel else ''}source_file, source_row, file_sha256"
         f"{record_sel}{filter_sel} FROM {base} _s"
@@ -513,6 +526,9 @@ def stage_source(
             f"{mapping.path}: the mapping does not compile against source '{source.name}': {msg}"
         ) from None
 
+    if renumber:
+        number_rows(con, stg, ingest.json_file_rows)
+
     # 5. unique keys among otherwise-valid rows
     duplicates = 0
     for key in mapping.unique:
@@ -554,7 +570,12 @@ def stage_source(
     # the wide rows again (the costliest contract statement at 1M customers). The order is
     # verified (a narrow pass); an unpivoted export (several rows per source row) or a plan that
     # did not keep the order is sorted as before.
-    if mapping.unpivot or not in_key_order(con, stg):
+    # Rows numbered from their storage order are in that order by construction, when the files
+    # (appended in list order) are in name order too.
+    numbered_in_order = renumber and [f for f, _ in ingest.json_file_rows] == sorted(
+        f for f, _ in ingest.json_file_rows
+    )
+    if mapping.unpivot or not (numbered_in_order or in_key_order(con, stg)):
         sorted_stg = table_name("sorted", source.name)
         con.execute(
             f"CREATE OR REPLACE TABLE {ident(sorted_stg)} AS SELECT * FROM {ident(stg)} "
@@ -630,6 +651,41 @@ def stage_source(
     )
     con.execute(f"DROP TABLE {ident(checked)}")
     return res
+
+
+def number_rows(
+    con: duckdb.DuckDBPyConnection, table: str, file_rows: list[tuple[str, int]]
+) -> None:
+    """Fill `source_row` of a freshly written `table` whose rows are the records of the files
+    `file_rows` ((file, records) in file order) in their order: the table's storage order
+    (`rowid`, counted from the table's first row) is the read order, so a row's record number
+    is its position among its file's rows. Checks that the rows add up and that each file's
+    rows are where the counts put them; anything else is an internal error, never a silent
+    misnumbering."""
+    t = ident(table)
+    first, n = con.execute(f"SELECT min(rowid), count(*) FROM {t}").fetchone()
+    expected = sum(c for _, c in file_rows)
+    if n != expected:
+        raise RuntimeError(f"{table}: {n} rows written for {expected} records read")
+    if not n:
+        return
+    pos = f"(rowid - {int(first)})"
+    if len(file_rows) == 1:
+        con.execute(f"UPDATE {t} SET source_row = {pos} + 1")
+        return
+    starts, ends, at = [], [], 0
+    for f, c in file_rows:
+        starts.append(f"{literal(f)}: {at}")
+        ends.append(f"{literal(f)}: {at + c}")
+        at += c
+    start = f"map_extract_value(MAP {{{', '.join(starts)}}}, source_file)"
+    end = f"map_extract_value(MAP {{{', '.join(ends)}}}, source_file)"
+    misplaced = con.execute(
+        f"SELECT count(*) FROM {t} WHERE NOT coalesce({pos} >= {start} AND {pos} < {end}, false)"
+    ).fetchone()[0]
+    if misplaced:
+        raise RuntimeError(f"{table}: {misplaced} rows are not in their file's place")
+    con.execute(f"UPDATE {t} SET source_row = {pos} - {start} + 1")
 
 
 def in_key_order(con: duckdb.DuckDBPyConnection, table: str) -> bool:

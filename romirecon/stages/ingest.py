@@ -50,6 +50,13 @@ class IngestResult:
     rows_rejected: int = 0
     columns: list[str] = field(default_factory=list)  # source columns (top-level keys for JSON)
     is_json: bool = False
+    # NDJSON only: a view like the source view, over the same records in the same order, but
+    # without their numbers (`source_row` NULL), so DuckDB reads the files on every thread
+    # (numbering records WITH ORDINALITY reads a file on one thread). The records of each
+    # file, in file order, are counted in `json_file_rows`; whoever writes the view's rows into
+    # a table numbers them from their order there (contract.number_rows).
+    unnumbered_view: str | None = None
+    json_file_rows: list[tuple[str, int]] = field(default_factory=list)
 
 
 def raw_table(source: str) -> str:
@@ -58,6 +65,10 @@ def raw_table(source: str) -> str:
 
 def src_view(source: str) -> str:
     return table_name("src", source)
+
+
+def unnumbered_view(source: str) -> str:
+    return table_name("srcu", source)
 
 
 def rejects_table(source: str) -> str:
@@ -224,19 +235,26 @@ def _first_byte(path: Path) -> bytes:
     return head[:1]
 
 
-def json_records_sql(kind: str, path: Path, fmt: dict) -> str:
+def json_records_sql(kind: str, path: Path, fmt: dict, numbered: bool = True) -> str:
     """A SELECT yielding `_json` (one record as JSON text) and `_ord` (1-based) for JSON files:
     NDJSON (a record per line), a top-level array, records under `json_path` in a wrapper
     object (Stripe list objects: `{"object": "list", "data": [...]}`), or one object per
-    document. Each is a single streaming DuckDB read; no per-record Python."""
+    document. Each is a single streaming DuckDB read; no per-record Python.
+
+    `numbered=False` (NDJSON only): `_ord` is NULL. DuckDB reads an NDJSON file on every thread
+    then; WITH ORDINALITY reads it on one (the contract of a large export ran on one core).
+    The records still come in file order: a scan feeding a projection keeps its order."""
     p = literal(str(path))
     comp = fmt.get("compression", "auto")
     copt = f", compression = {literal(comp)}" if comp != "auto" else ""
     if kind == "ndjson":
+        if not numbered:
+            return f"SELECT json AS _json, NULL::BIGINT AS _ord FROM read_ndjson_objects({p}{copt})"
         return (
             f"SELECT json AS _json, ordinality AS _ord FROM read_ndjson_objects({p}{copt}) "
             "WITH ORDINALITY"
         )
+    assert numbered, kind
     json_path = fmt.get("json_path")
     if json_path:
         first, *rest = json_path.split(".")
@@ -355,6 +373,7 @@ def ingest_source(
     raw = raw_table(source.name)
     rej = rejects_table(source.name)
     drop_relation(con, src_view(source.name))
+    drop_relation(con, unnumbered_view(source.name))
     drop_relation(con, raw)
     drop_relation(con, rej)
     con.execute(
@@ -367,6 +386,7 @@ def ingest_source(
         raise InputError(f"source '{source.name}': mixes JSON and non-JSON files ({sorted(kinds)})")
     parts: list[str] = []
     json_parts: list[str] = []  # a SELECT per JSON file, in file order
+    unnumbered_parts: list[str] = []  # the same SELECT without record numbers (NDJSON files)
     json_keys: set[str] = set()
     json_rows = 0  # records of the JSON files, counted by the keys pass
     for i, f in enumerate(files):
@@ -385,14 +405,26 @@ def ingest_source(
                 # `raw` view), which costs less than writing the text into a table and reading
                 # it back (it spilled at 1M customers). Reading the file here also names it when
                 # it cannot be read.
-                inner = json_records_sql(kind, f.path, source.format)
-                records = (
-                    f"SELECT _json::VARCHAR AS _json, {prov} FROM ({inner}) WHERE _json IS NOT NULL"
+                def records_of(inner: str, prov: str = prov) -> str:
+                    return (
+                        f"SELECT _json::VARCHAR AS _json, {prov} FROM ({inner}) "
+                        "WHERE _json IS NOT NULL"
+                    )
+
+                records = records_of(json_records_sql(kind, f.path, source.format))
+                unnumbered = (
+                    records_of(json_records_sql(kind, f.path, source.format, numbered=False))
+                    if kind == "ndjson"
+                    else None
                 )
-                keys, n = _json_keys(con, records)
+                # the keys pass needs no record numbers: it reads on every thread
+                keys, n = _json_keys(con, unnumbered or records)
                 json_keys.update(keys)
                 json_rows += n
                 json_parts.append(records)
+                if unnumbered is not None:
+                    unnumbered_parts.append(unnumbered)
+                res.json_file_rows.append((f.display, n))
                 continue
             if kind == "xlsx":
                 arrow = _xlsx_arrow(f.path, source.format)
@@ -420,6 +452,9 @@ def ingest_source(
         parts.append(part)
     if res.is_json:
         _json_view(con, json_parts, sorted(json_keys), raw)
+        if unnumbered_parts and len(unnumbered_parts) == len(json_parts):
+            res.unnumbered_view = unnumbered_view(source.name)
+            _json_view(con, unnumbered_parts, sorted(json_keys), res.unnumbered_view)
     elif len(parts) == 1:
         con.execute(f"ALTER TABLE {parts[0]} RENAME TO {ident(raw)}")
     elif parts:
@@ -448,7 +483,12 @@ def ingest_source(
 
 def drop_raw(con: duckdb.DuckDBPyConnection, source: str) -> None:
     """Free a source's raw rows once contract has staged them (they live for the run only)."""
-    for name in (src_view(source), raw_table(source), rejects_table(source)):
+    for name in (
+        src_view(source),
+        unnumbered_view(source),
+        raw_table(source),
+        rejects_table(source),
+    ):
         drop_relation(con, name)
 
 
