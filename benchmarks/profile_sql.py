@@ -3,13 +3,16 @@ issued them) take the time. A diagnostic for issue #8, not a timed test.
 
     python -m benchmarks.profile_sql PROJECT_DIR [--out DIR] [--top 40]
 
-Wraps the state connection in a proxy that times every execute()/sql() call, then prints the
-slowest statements with the stage function that issued them.
+Wraps the state connection in a proxy that times every execute()/sql() call (wall and the
+process's CPU time), then prints the slowest statements with the stage function that issued
+them, and the slow statements that kept about one core busy: on a 2-core machine those are where
+DuckDB ran a plan on one thread (WITH ORDINALITY, an unpartitioned window, a serial sink).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import sys
 import time
@@ -21,7 +24,12 @@ from typing import Any
 import romirecon.db as db
 import romirecon.pipeline as pipeline
 
-RECORDS: list[tuple[float, str, str]] = []
+RECORDS: list[tuple[float, str, str, float]] = []  # (wall, call site, SQL, CPU)
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 class TimedConnection:
@@ -32,15 +40,16 @@ class TimedConnection:
         return getattr(self._con, name)
 
     def _timed(self, fn: Any, sql: Any, *args: Any, **kw: Any) -> Any:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), _cpu()
         res = fn(sql, *args, **kw)
-        dt = time.perf_counter() - t
+        dt, cpu = time.perf_counter() - t, _cpu() - c
         frames = [
             f"{Path(fr.filename).stem}:{fr.lineno}:{fr.name}"
             for fr in traceback.extract_stack()[:-2]
             if "/romirecon/" in fr.filename
         ]
-        RECORDS.append((dt, frames[-1] if frames else "?", " ".join(str(sql).split())[:160]))
+        site = frames[-1] if frames else "?"
+        RECORDS.append((dt, site, " ".join(str(sql).split())[:160], cpu))
         return res
 
     def execute(self, sql: Any, *args: Any, **kw: Any) -> Any:
@@ -74,14 +83,20 @@ def main(argv: list[str] | None = None) -> int:
         f"wall {wall:.1f} s, {len(RECORDS)} statements, {total:.1f} s in SQL, exit {res.exit_code}"
     )
     by_site: dict[str, float] = defaultdict(float)
-    for dt, site, _ in RECORDS:
+    for dt, site, _, _ in RECORDS:
         by_site[site] += dt
     print("\nby call site:")
     for site, dt in sorted(by_site.items(), key=lambda kv: -kv[1])[: args.top]:
         print(f"{dt:8.2f}  {site}")
-    print("\nslowest statements:")
-    for dt, site, sql in sorted(RECORDS, key=lambda r: -r[0])[: args.top]:
-        print(f"{dt:8.2f}  {site}  {sql}")
+    print("\nslowest statements (wall s, CPU s):")
+    for dt, site, sql, cpu in sorted(RECORDS, key=lambda r: -r[0])[: args.top]:
+        print(f"{dt:8.2f} {cpu:8.2f}  {site}  {sql}")
+    serial = [r for r in RECORDS if r[0] >= 1.0 and r[3] < 1.25 * r[0]]
+    print(
+        f"\non about one core (wall >= 1 s, CPU < 1.25 x wall): {sum(r[0] for r in serial):.1f} s"
+    )
+    for dt, site, sql, cpu in sorted(serial, key=lambda r: -r[0])[: args.top]:
+        print(f"{dt:8.2f} {cpu:8.2f}  {site}  {sql}")
     return 0
 
 
