@@ -443,7 +443,7 @@ def test_a_mapping_that_reads_source_row_gets_it_from_the_numbered_read(tmp_path
 def test_number_rows_refuses_rows_that_are_not_where_the_counts_put_them() -> None:
     import duckdb
 
-    from romirecon.stages.contract import number_rows
+    from romirecon.stages.ingest import number_rows
 
     con = duckdb.connect()
     con.execute(
@@ -463,3 +463,52 @@ def test_number_rows_refuses_rows_that_are_not_where_the_counts_put_them() -> No
     assert con.execute("SELECT * FROM t ORDER BY rowid").fetchall() == [
         ("f1", 1), ("f2", 1), ("f2", 2),
     ]  # fmt: skip
+
+
+def test_large_csv_read_unnumbered_keeps_every_record_number(tmp_path: Path) -> None:
+    """A 30 MB CSV is read without record numbers and without a sort, and numbered from its
+    order in the table: each row's `n` column, written by this test, is its data row number,
+    and the rows this test broke are quarantined under exactly those rows. (With the 64 MB
+    max_line_size ingest allows, DuckDB 2.0 reads a CSV on one thread; were it to split the
+    file, this is the test that says the order held.)"""
+    import duckdb
+
+    from romirecon.config import load_project
+    from romirecon.db import configure
+    from romirecon.stages import contract, ingest
+    from romirecon.stages.common import ensure_common_tables
+
+    pad = "x" * 100
+    broken = {1, 4_097, 123_456, 250_000}
+    lines = ["id,n,pad"] + [
+        f"{'bad' if i in broken else 'in_'}{i},{i},{pad}" for i in range(1, 250_001)
+    ]
+    (tmp_path / "a.csv").write_text("\n".join(lines) + "\n")
+    m = {"entity": "invoice", "columns": {
+        "source_id": {"from": "id", "required": True, "pattern": "^in_[0-9]+$"},
+        "number": {"from": "n"},
+    }}  # fmt: skip
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(m))
+    doc = {"version": 1, "reporting_currency": "USD", "sources": [
+        {"name": "inv", "system": "billing", "entity": "invoice", "mapping": "m.yaml", "path": "a.csv"},
+    ]}  # fmt: skip
+    (tmp_path / "romirecon.yaml").write_text(yaml.safe_dump(doc))
+    project = load_project(tmp_path)
+    con = duckdb.connect()
+    configure(con)
+    con.execute("SET threads = 4")
+    ensure_common_tables(con)
+    contract.ensure_tables(con)
+    res = ingest.ingest_source(con, project, project.sources[0], "t")
+    contract.stage_source(con, project.sources[0], res, "t")
+    assert con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE CAST(number AS BIGINT) <> source_row), "
+        "min(source_row), max(source_row) FROM staged_inv"
+    ).fetchone() == (250_000 - 4, 0, 2, 249_999)
+    q = con.execute(
+        "SELECT source_row, reason, value, record FROM quarantine ORDER BY source_row"
+    ).fetchall()
+    assert [(r, reason, value) for r, reason, value, _ in q] == [
+        (i, "pattern-mismatch", f"bad{i}") for i in sorted(broken)
+    ]
+    assert all(f'"n":"{r}"' in record for r, _, _, record in q)  # each row's own values

@@ -26,7 +26,13 @@ from romirecon.exitcodes import ConfigError, InputError
 from romirecon.model import ENTITIES, PROVENANCE, TYPES
 from romirecon.money import exponent_map_sql
 from romirecon.sqlutil import ident, literal, table_name
-from romirecon.stages.ingest import IngestResult, json_key, rejects_table, src_view
+from romirecon.stages.ingest import (
+    IngestResult,
+    json_key,
+    number_rows,
+    rejects_table,
+    src_view,
+)
 
 QUARANTINE_DDL = """
 CREATE OR REPLACE TABLE quarantine (
@@ -651,41 +657,6 @@ def stage_source(
     )
     con.execute(f"DROP TABLE {ident(checked)}")
     return res
-
-
-def number_rows(
-    con: duckdb.DuckDBPyConnection, table: str, file_rows: list[tuple[str, int]]
-) -> None:
-    """Fill `source_row` of a freshly written `table` whose rows are the records of the files
-    `file_rows` ((file, records) in file order) in their order: the table's storage order
-    (`rowid`, counted from the table's first row) is the read order, so a row's record number
-    is its position among its file's rows. Checks that the rows add up and that each file's
-    rows are where the counts put them; anything else is an internal error, never a silent
-    misnumbering."""
-    t = ident(table)
-    first, n = con.execute(f"SELECT min(rowid), count(*) FROM {t}").fetchone()
-    expected = sum(c for _, c in file_rows)
-    if n != expected:
-        raise RuntimeError(f"{table}: {n} rows written for {expected} records read")
-    if not n:
-        return
-    pos = f"(rowid - {int(first)})"
-    if len(file_rows) == 1:
-        con.execute(f"UPDATE {t} SET source_row = {pos} + 1")
-        return
-    starts, ends, at = [], [], 0
-    for f, c in file_rows:
-        starts.append(f"{literal(f)}: {at}")
-        ends.append(f"{literal(f)}: {at + c}")
-        at += c
-    start = f"map_extract_value(MAP {{{', '.join(starts)}}}, source_file)"
-    end = f"map_extract_value(MAP {{{', '.join(ends)}}}, source_file)"
-    misplaced = con.execute(
-        f"SELECT count(*) FROM {t} WHERE NOT coalesce({pos} >= {start} AND {pos} < {end}, false)"
-    ).fetchone()[0]
-    if misplaced:
-        raise RuntimeError(f"{table}: {misplaced} rows are not in their file's place")
-    con.execute(f"UPDATE {t} SET source_row = {pos} - {start} + 1")
 
 
 def in_key_order(con: duckdb.DuckDBPyConnection, table: str) -> bool:

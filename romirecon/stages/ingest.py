@@ -54,7 +54,7 @@ class IngestResult:
     # without their numbers (`source_row` NULL), so DuckDB reads the files on every thread
     # (numbering records WITH ORDINALITY reads a file on one thread). The records of each
     # file, in file order, are counted in `json_file_rows`; whoever writes the view's rows into
-    # a table numbers them from their order there (contract.number_rows).
+    # a table numbers them from their order there (`number_rows`).
     unnumbered_view: str | None = None
     json_file_rows: list[tuple[str, int]] = field(default_factory=list)
 
@@ -208,14 +208,20 @@ def describe_error(display: str, err: Exception, hint: str = "") -> str:
     return f"{display}{where}: cannot read: {first[:300]}{hint}"
 
 
-def _read_file_sql(kind: str, path: Path, fmt: dict, rejects: str | None) -> str:
-    """A SELECT yielding the file's columns (VARCHAR) plus `_ord` (1-based record number)."""
+def _read_file_sql(
+    kind: str, path: Path, fmt: dict, rejects: str | None, numbered: bool = True
+) -> str:
+    """A SELECT yielding the file's columns (VARCHAR) plus `_ord` (1-based record number).
+    `numbered=False` (CSV/TSV): `_ord` is NULL and DuckDB reads the file on every thread (WITH
+    ORDINALITY reads it on one); the records come in file order all the same."""
     p = literal(str(path))
     if kind in ("csv", "tsv"):
         opts = _csv_options(fmt, kind == "tsv")
         if rejects:
             opts += f", store_rejects = true, rejects_table = {literal(rejects)}"
             opts += f", rejects_scan = {literal(rejects + '_scan')}"
+        if not numbered:
+            return f"SELECT *, NULL::BIGINT AS _ord FROM read_csv({p}, {opts})"
         return f"SELECT * RENAME (ordinality AS _ord) FROM read_csv({p}, {opts}) WITH ORDINALITY"
     if kind == "parquet":
         return (
@@ -329,6 +335,42 @@ def _normalized_newlines(path: Path, dest: Path) -> None:
         out.write(carry.replace(b"\r", b"\n"))
 
 
+def number_rows(
+    con: duckdb.DuckDBPyConnection, table: str, file_rows: list[tuple[str, int]]
+) -> None:
+    """Fill `source_row` of a freshly written `table` whose rows are the records of the files
+    `file_rows` ((file, records) in file order) in their order (read unnumbered, see
+    `json_records_sql` and `_read_file_sql`): the table's storage order
+    (`rowid`, counted from the table's first row) is the read order, so a row's record number
+    is its position among its file's rows. Checks that the rows add up and that each file's
+    rows are where the counts put them; anything else is an internal error, never a silent
+    misnumbering."""
+    t = ident(table)
+    first, n = con.execute(f"SELECT min(rowid), count(*) FROM {t}").fetchone()
+    expected = sum(c for _, c in file_rows)
+    if n != expected:
+        raise RuntimeError(f"{table}: {n} rows written for {expected} records read")
+    if not n:
+        return
+    pos = f"(rowid - {int(first)})"
+    if len(file_rows) == 1:
+        con.execute(f"UPDATE {t} SET source_row = {pos} + 1")
+        return
+    starts, ends, at = [], [], 0
+    for f, c in file_rows:
+        starts.append(f"{literal(f)}: {at}")
+        ends.append(f"{literal(f)}: {at + c}")
+        at += c
+    start = f"map_extract_value(MAP {{{', '.join(starts)}}}, source_file)"
+    end = f"map_extract_value(MAP {{{', '.join(ends)}}}, source_file)"
+    misplaced = con.execute(
+        f"SELECT count(*) FROM {t} WHERE NOT coalesce({pos} >= {start} AND {pos} < {end}, false)"
+    ).fetchone()[0]
+    if misplaced:
+        raise RuntimeError(f"{table}: {misplaced} rows are not in their file's place")
+    con.execute(f"UPDATE {t} SET source_row = {pos} - {start} + 1")
+
+
 def _load_delimited(
     con: duckdb.DuckDBPyConnection,
     kind: str,
@@ -339,12 +381,16 @@ def _load_delimited(
     scratch: str,
 ) -> None:
     rejects = scratch if kind != "parquet" else None
+    # a delimited file is read unnumbered, on every thread, in file order; its rows are
+    # numbered from their order in the table (`number_rows`)
+    numbered = kind == "parquet"
+    order = " ORDER BY _ord" if numbered else ""
 
     def create(sql: str) -> str:
-        return f"CREATE OR REPLACE TEMP TABLE {part} AS SELECT * EXCLUDE (_ord), {prov} FROM ({sql}) ORDER BY _ord"
+        return f"CREATE OR REPLACE TEMP TABLE {part} AS SELECT * EXCLUDE (_ord), {prov} FROM ({sql}){order}"
 
     try:
-        con.execute(create(_read_file_sql(kind, f.path, fmt, rejects)))
+        con.execute(create(_read_file_sql(kind, f.path, fmt, rejects, numbered)))
     except duckdb.Error as e:
         compressed = f.path.name.lower().endswith((".gz", ".zst", ".zstd"))
         if kind == "parquet" or compressed or "sniffing" not in str(e):
@@ -354,7 +400,10 @@ def _load_delimited(
         with tempfile.TemporaryDirectory() as d:
             copy = Path(d) / f.path.name
             _normalized_newlines(f.path, copy)
-            con.execute(create(_read_file_sql(kind, copy, fmt, rejects)))
+            con.execute(create(_read_file_sql(kind, copy, fmt, rejects, numbered)))
+    if not numbered:
+        n = con.execute(f"SELECT count(*) FROM {part}").fetchone()[0]
+        number_rows(con, part, [(f.display, n)])
 
 
 def ingest_source(
