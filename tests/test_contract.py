@@ -361,9 +361,12 @@ def test_json_members_of_one_column_are_extracted_together(tmp_path: Path) -> No
     ]  # fmt: skip
 
 
-def _ndjson_project(tmp_path: Path, mapping: dict[str, Any], files: dict[str, list[str]]):
-    """A project of one invoice source over `files` (name -> lines), read the way a run reads
-    it: DuckDB on four threads, so an export of a few tens of MB is read in parallel."""
+def _staged_project(
+    tmp_path: Path, mapping: dict[str, Any], files: dict[str, list[str]], glob: str = "*.jsonl"
+):
+    """A project of one invoice source over `files` (name under exports/ -> lines; the source
+    reads exports/<glob>), ingested and staged the way a run does it, DuckDB on four threads
+    (an NDJSON export of a few tens of MB is read in parallel then)."""
     import duckdb
 
     from romirecon.config import load_project
@@ -377,7 +380,7 @@ def _ndjson_project(tmp_path: Path, mapping: dict[str, Any], files: dict[str, li
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(mapping))
     doc = {"version": 1, "reporting_currency": "USD", "sources": [
         {"name": "inv", "system": "billing", "entity": "invoice", "mapping": "m.yaml",
-         "path": "exports/*.jsonl"},
+         "path": f"exports/{glob}"},
     ]}  # fmt: skip
     (tmp_path / "romirecon.yaml").write_text(yaml.safe_dump(doc))
     project = load_project(tmp_path)
@@ -389,6 +392,14 @@ def _ndjson_project(tmp_path: Path, mapping: dict[str, Any], files: dict[str, li
     res = ingest.ingest_source(con, project, project.sources[0], "t")
     contract.stage_source(con, project.sources[0], res, "t")
     return con, res
+
+
+# an invoice's id must look like in_<digits>; `n` (the record's own number, written by the
+# test) is staged as the invoice number
+NUMBERED = {"entity": "invoice", "columns": {
+    "source_id": {"from": "id", "required": True, "pattern": "^in_[0-9]+$"},
+    "number": {"from": "n"},
+}}  # fmt: skip
 
 
 def test_large_ndjson_read_in_parallel_keeps_every_record_number(tmp_path: Path) -> None:
@@ -406,11 +417,7 @@ def test_large_ndjson_read_in_parallel_keeps_every_record_number(tmp_path: Path)
         ]
         for name, n in (("a_1.jsonl", 200_000), ("a_2.jsonl", 150_000))
     }
-    m = {"entity": "invoice", "columns": {
-        "source_id": {"from": "id", "required": True, "pattern": "^in_[0-9]+$"},
-        "number": {"from": "n"},
-    }}  # fmt: skip
-    con, res = _ndjson_project(tmp_path, m, files)
+    con, res = _staged_project(tmp_path, NUMBERED, files)
     assert res.unnumbered_view is not None  # the parallel read was taken
     assert res.json_file_rows == [("exports/a_1.jsonl", 200_000), ("exports/a_2.jsonl", 150_000)]
     staged = con.execute(
@@ -434,7 +441,7 @@ def test_a_mapping_that_reads_source_row_gets_it_from_the_numbered_read(tmp_path
         "source_id": {"from": "id"},
         "number": {"expr": "'row ' || CAST(source_row AS VARCHAR)"},
     }}  # fmt: skip
-    con, _res = _ndjson_project(tmp_path, m, {"a.jsonl": ['{"id":"x"}', '{"id":"y"}']})
+    con, _res = _staged_project(tmp_path, m, {"a.jsonl": ['{"id":"x"}', '{"id":"y"}']})
     assert con.execute("SELECT source_id, number, source_row FROM staged_inv ORDER BY rowid").fetchall() == [
         ("x", "row 1", 1), ("y", "row 2", 2),
     ]  # fmt: skip
@@ -471,36 +478,13 @@ def test_large_csv_read_unnumbered_keeps_every_record_number(tmp_path: Path) -> 
     and the rows this test broke are quarantined under exactly those rows. (With the 64 MB
     max_line_size ingest allows, DuckDB 2.0 reads a CSV on one thread; were it to split the
     file, this is the test that says the order held.)"""
-    import duckdb
-
-    from romirecon.config import load_project
-    from romirecon.db import configure
-    from romirecon.stages import contract, ingest
-    from romirecon.stages.common import ensure_common_tables
-
     pad = "x" * 100
     broken = {1, 4_097, 123_456, 250_000}
     lines = ["id,n,pad"] + [
         f"{'bad' if i in broken else 'in_'}{i},{i},{pad}" for i in range(1, 250_001)
     ]
-    (tmp_path / "a.csv").write_text("\n".join(lines) + "\n")
-    m = {"entity": "invoice", "columns": {
-        "source_id": {"from": "id", "required": True, "pattern": "^in_[0-9]+$"},
-        "number": {"from": "n"},
-    }}  # fmt: skip
-    (tmp_path / "m.yaml").write_text(yaml.safe_dump(m))
-    doc = {"version": 1, "reporting_currency": "USD", "sources": [
-        {"name": "inv", "system": "billing", "entity": "invoice", "mapping": "m.yaml", "path": "a.csv"},
-    ]}  # fmt: skip
-    (tmp_path / "romirecon.yaml").write_text(yaml.safe_dump(doc))
-    project = load_project(tmp_path)
-    con = duckdb.connect()
-    configure(con)
-    con.execute("SET threads = 4")
-    ensure_common_tables(con)
-    contract.ensure_tables(con)
-    res = ingest.ingest_source(con, project, project.sources[0], "t")
-    contract.stage_source(con, project.sources[0], res, "t")
+    con, res = _staged_project(tmp_path, NUMBERED, {"a.csv": lines}, glob="a.csv")
+    assert res.unnumbered_view is None  # not JSON: numbered as the part table is written
     assert con.execute(
         "SELECT count(*), count(*) FILTER (WHERE CAST(number AS BIGINT) <> source_row), "
         "min(source_row), max(source_row) FROM staged_inv"
