@@ -212,8 +212,10 @@ def _read_file_sql(
     kind: str, path: Path, fmt: dict, rejects: str | None, numbered: bool = True
 ) -> str:
     """A SELECT yielding the file's columns (VARCHAR) plus `_ord` (1-based record number).
-    `numbered=False` (CSV/TSV): `_ord` is NULL and DuckDB reads the file on every thread (WITH
-    ORDINALITY reads it on one); the records come in file order all the same."""
+    `numbered=False` (CSV/TSV): `_ord` is NULL and the records come in file order, to be
+    numbered from their order in the table (`number_rows`) instead of sorted by `_ord`. (WITH
+    ORDINALITY would also keep DuckDB on one thread; with the 64 MB max_line_size above, DuckDB
+    2.0 reads a CSV on one thread anyway.)"""
     p = literal(str(path))
     if kind in ("csv", "tsv"):
         opts = _csv_options(fmt, kind == "tsv")
@@ -381,8 +383,8 @@ def _load_delimited(
     scratch: str,
 ) -> None:
     rejects = scratch if kind != "parquet" else None
-    # a delimited file is read unnumbered, on every thread, in file order; its rows are
-    # numbered from their order in the table (`number_rows`)
+    # a delimited file is read unnumbered, in file order, and its rows are numbered from their
+    # order in the table (`number_rows`): no sort of the wide rows by record number
     numbered = kind == "parquet"
     order = " ORDER BY _ord" if numbered else ""
 
