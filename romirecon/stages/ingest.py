@@ -456,15 +456,11 @@ def ingest_source(
                 # `raw` view), which costs less than writing the text into a table and reading
                 # it back (it spilled at 1M customers). Reading the file here also names it when
                 # it cannot be read.
-                def records_of(inner: str, prov: str = prov) -> str:
-                    return (
-                        f"SELECT _json::VARCHAR AS _json, {prov} FROM ({inner}) "
-                        "WHERE _json IS NOT NULL"
-                    )
-
-                records = records_of(json_records_sql(kind, f.path, source.format))
+                records = _json_records(json_records_sql(kind, f.path, source.format), prov)
                 unnumbered = (
-                    records_of(json_records_sql(kind, f.path, source.format, numbered=False))
+                    _json_records(
+                        json_records_sql(kind, f.path, source.format, numbered=False), prov
+                    )
                     if kind == "ndjson"
                     else None
                 )
@@ -541,6 +537,11 @@ def drop_raw(con: duckdb.DuckDBPyConnection, source: str) -> None:
         rejects_table(source),
     ):
         drop_relation(con, name)
+
+
+def _json_records(inner: str, prov: str) -> str:
+    """The records a `json_records_sql` SELECT yields, as `_json` text plus provenance."""
+    return f"SELECT _json::VARCHAR AS _json, {prov} FROM ({inner}) WHERE _json IS NOT NULL"
 
 
 def _json_keys(con: duckdb.DuckDBPyConnection, records: str) -> tuple[list[str], int]:
