@@ -81,11 +81,11 @@ def keep_tables(con: duckdb.DuckDBPyConnection, names: tuple[str, ...] | list[st
             )
 
 
-def drop_stale(con: duckdb.DuckDBPyConnection) -> list[str]:
+def drop_stale(con: duckdb.DuckDBPyConnection) -> None:
     """Drop the persistent tables and views earlier versions left in the state database (per-run
     tables, now TEMP; `metric`/`finding`, which grew by every run's rows while only the run's
     own were read): a persistent copy would shadow nothing but would still be listed, and read
-    stale, by a check for a table's existence. Returns the names dropped."""
+    stale, by a check for a table's existence."""
     from romirecon.sqlutil import ident
 
     rows = con.execute(
@@ -95,10 +95,9 @@ def drop_stale(con: duckdb.DuckDBPyConnection) -> list[str]:
         "AND NOT internal AND database_name = current_database() AND schema_name = 'main' "
         "ORDER BY 1"
     ).fetchall()
-    stale = [(n, kind) for n, kind in rows if not kept(n)]
-    for name, kind in stale:
-        con.execute(f"DROP {kind} IF EXISTS main.{ident(name)}")
-    return [n for n, _ in stale]
+    for name, kind in rows:
+        if not kept(name):
+            con.execute(f"DROP {kind} IF EXISTS main.{ident(name)}")
 
 
 def open_state(project: Project) -> duckdb.DuckDBPyConnection:
