@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import duckdb
 import pytest
 
 from romirecon import db
-from tests.conftest import CONTACT_MAPPING, run_cli, write_project
+from tests.conftest import CONTACT_MAPPING, ROOT, run_cli, write_project
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -383,3 +384,92 @@ def test_keep_tables_schema_lists_the_keepable_tables() -> None:
     schema = json.loads((Path(db.__file__).parent / "schemas" / "project.schema.json").read_text())
     enum = schema["properties"]["state"]["properties"]["keep_tables"]["items"]["enum"]
     assert sorted(enum) == sorted(db.KEEPABLE)
+
+
+def _demo_run(root: Path, keep: tuple[str, ...] = ()) -> Path:
+    """The demo estate run in this process (so a test can patch the pipeline); returns its
+    output folder."""
+    from romirecon import pipeline
+    from romirecon.config import load_project
+
+    shutil.copytree(
+        ROOT / "fixtures" / "demo", root, ignore=shutil.ignore_patterns(".romirecon", "out")
+    )
+    project = load_project(root, root / "out")
+    project.keep_tables = keep
+    assert pipeline.run(project).exit_code in (0, 1)
+    return root / "out"
+
+
+def test_tables_no_later_step_reads_are_released_after_their_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each stage's last-read tables are dropped when it ends, except those keep_tables asks
+    for, and the outputs are the same as when every table lives to the end of the run."""
+    from romirecon import pipeline
+
+    released: dict[str, dict[str, int]] = {}
+    real_release, real_publish = pipeline.release, pipeline.publish
+
+    def release(con: duckdb.DuckDBPyConnection, stage: str, keep: tuple[str, ...] = ()) -> None:
+        released[stage] = {
+            n: con.execute(f"SELECT count(*) FROM temp.main.{n}").fetchone()[0]
+            for n in pipeline.RELEASED_AFTER.get(stage, ())
+        }
+        real_release(con, stage, keep)
+
+    at_publish: set[str] = set()
+
+    def publish(con: duckdb.DuckDBPyConnection, project: object) -> list[Path]:
+        at_publish.update(
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'temp'"
+            ).fetchall()
+        )
+        return real_publish(con, project)
+
+    monkeypatch.setattr(pipeline, "release", release)
+    monkeypatch.setattr(pipeline, "publish", publish)
+    out = _demo_run(tmp_path / "a", keep=("touchpoint",))
+    assert set(released) == {"billing", "reconcile", "romi"}
+    # the demo fills every released relation, so each drop below frees something
+    assert all(n > 0 for counts in released.values() for n in counts.values()), released
+    dropped = {n for names in pipeline.RELEASED_AFTER.values() for n in names} - {"touchpoint"}
+    assert not dropped & at_publish
+    # a kept table stays to the end of the run and is copied into the state database
+    assert {"touchpoint", "romi", "revenue", "entity_xref", "duplicates"} <= at_publish
+    con = duckdb.connect(str(tmp_path / "a" / ".romirecon" / "romirecon.duckdb"), read_only=True)
+    kept = con.execute("SELECT count(*) FROM touchpoint").fetchone()[0]
+    con.close()
+    assert kept == released["romi"]["touchpoint"]
+
+    # nothing after a stage read what it released: a run that keeps every table alive to the
+    # end writes the same bytes (a stage that made an empty stand-in for a missing table would
+    # not crash, but would change them)
+    monkeypatch.setattr(pipeline, "RELEASED_AFTER", {})
+    assert digest(_demo_run(tmp_path / "b")) == digest(out)
+
+
+def test_released_tables_are_named_by_no_later_step() -> None:
+    """The static side of the test above, for code paths the demo does not take: no module that
+    runs after a stage names a table that stage releases."""
+    import inspect
+    import re
+
+    from romirecon import pipeline, publish
+    from romirecon.stages import attribution, reconcile, romi, sla
+
+    report = sorted((Path(pipeline.__file__).parent / "report").glob("*.py"))
+    after_all = [inspect.getsource(sla), inspect.getsource(publish)]
+    after_all += [inspect.getsource(pipeline.publish), *(p.read_text() for p in report)]
+    later = {
+        "billing": [inspect.getsource(m) for m in (reconcile, attribution, romi)],
+        "reconcile": [inspect.getsource(m) for m in (attribution, romi)],
+        "romi": [],
+    }
+    assert set(later) == set(pipeline.RELEASED_AFTER)
+    for stage, names in pipeline.RELEASED_AFTER.items():
+        for name in names:
+            readers = [s for s in later[stage] + after_all if re.search(rf"\b{name}\b", s)]
+            assert not readers, f"{name} is released after {stage} but read later"
