@@ -234,3 +234,39 @@ def test_fuzz_random_csv_shapes(
     nl = "\r\n" if crlf else "\n"
     text = HEADER.replace(",", sep).replace("\n", nl) + "".join(sep.join(r) + nl for r in rows)
     _check_outcome(_fresh(tmp_path, text.encode("utf-8", "surrogatepass")))
+
+
+@pytest.mark.parametrize("preamble", [0, 2])
+def test_rows_after_a_rejected_line_keep_their_file_row_number(
+    tmp_path: Path, preamble: int
+) -> None:
+    """A rejected line is still a data row of the file: the rows after it keep their own row
+    numbers (a quoted value spanning two lines is one row; a preamble skipped by `skip_rows`
+    is not a row). Expected numbers are the data rows of the file as written below."""
+    head = "Id,Email,LastName,CurrencyIsoCode,Amount,CreatedDate\n"
+    rows = [
+        "D1,a@x.com,Lee,USD,1.00,2024-01-15T10:20:30Z",  # row 1
+        'D2,b@x.com,"Moe\nJr",EUR,2.00,2024-01-16T08:00:00Z',  # row 2, two lines
+        "D3,c@x.com,Roe,USD,3.00,2024-01-17T00:00:00Z,EXTRA",  # row 3: too many fields
+        "D4,d@x.com,Poe",  # row 4: too few fields
+        "D5,e@x.com,Kay,USD,abc,2024-01-18T00:00:00Z",  # row 5: not a number
+        "D6,f@x.com,Fox,USD,6.00,2024-01-19T00:00:00Z",  # row 6
+        "D7,g@x.com,Gil,USD,7.00,2024-01-20T00:00:00Z,EXTRA",  # row 7: too many fields
+        "D8,h@x.com,Gus,USD,8.00,2024-01-21T00:00:00Z",  # row 8
+    ]
+    text = "".join(f"note {i}\n" for i in range(preamble)) + head + "\n".join(rows) + "\n"
+    proj = _project(tmp_path, "deals.csv", {"skip_rows": preamble} if preamble else {}, {})
+    (proj / "data" / "deals.csv").write_text(text)
+    code, message, con = _outcome(proj)
+    assert code is None and con is not None, message
+    staged = con.execute("SELECT source_id, source_row FROM stg_deal ORDER BY 1").fetchall()
+    assert staged == [("D1", 1), ("D2", 2), ("D6", 6), ("D8", 8)]
+    bad = con.execute(
+        "SELECT source_row, reason FROM quarantine WHERE source_row IS NOT NULL"
+    ).fetchall()
+    assert [r[0] for r in bad] == [5] and bad[0][1] != "malformed-row"
+    # rejected lines keep DuckDB's line number: preamble, header and each record once
+    lines = con.execute(
+        "SELECT source_line FROM quarantine WHERE reason = 'malformed-row' ORDER BY 1"
+    ).fetchall()
+    assert lines == [(preamble + 1 + 3,), (preamble + 1 + 4,), (preamble + 1 + 7,)]

@@ -406,6 +406,38 @@ def _load_delimited(
     if not numbered:
         n = con.execute(f"SELECT count(*) FROM {part}").fetchone()[0]
         number_rows(con, part, [(f.display, n)])
+        if rejects:
+            _count_rejected_rows(con, part, rejects)
+
+
+def _count_rejected_rows(con: duckdb.DuckDBPyConnection, part: str, rejects: str) -> None:
+    """Number the rows of `part` among all the file's data rows, the rejected ones included.
+
+    `number_rows` counts the rows the reader returned, so after a line the reader rejected (too
+    many or too few fields) every later row was numbered one too low, and a user looking up row
+    N of the file found row N+1. DuckDB's reject `line` counts the skipped rows, the header and
+    each record once (a quoted value spanning lines is one), so a rejected record's data row is
+    `line - skip_rows - header`; with r_1 < ... < r_m those rows, r_i - i rows were returned
+    before r_i, and the k-th returned row moves down by the number of r_i with r_i - i < k (an
+    ASOF join on that count). Blank lines are not records, but DuckDB counts them in `line`: with
+    b blank lines before a rejected line, up to b rows right after it stay one too low, as they
+    all were before; the rows after those are numbered right."""
+    if not con.execute(f"SELECT count(*) FROM {rejects}").fetchone()[0]:
+        return
+    con.execute(
+        f"""UPDATE {part} SET source_row = source_row + s.shift FROM (
+            SELECT p.rowid AS rid, g.shift
+            FROM {part} p ASOF JOIN (
+                SELECT returned_before, max(i) AS shift FROM (
+                    SELECT rec - row_number() OVER (ORDER BY rec) AS returned_before,
+                           row_number() OVER (ORDER BY rec) AS i
+                    FROM (SELECT DISTINCT r.line - c.skip_rows - CASE WHEN c.has_header
+                                 THEN 1 ELSE 0 END AS rec
+                          FROM {rejects} r JOIN {rejects}_scan c USING (scan_id, file_id)))
+                GROUP BY returned_before
+            ) g ON p.source_row > g.returned_before
+        ) s WHERE {part}.rowid = s.rid"""
+    )
 
 
 def ingest_source(
