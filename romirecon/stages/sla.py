@@ -681,6 +681,16 @@ def collect_sync_latency(
         need = {"source_name", "source_id", "source_system", "created_at", "updated_at"}
         if not need <= set(_columns(con, stg)):
             continue
+        # a latency needs CRM records and ERP/billing records of the entity; without both
+        # the query finds no pair, after joining every record to the xref (invoices at 1M
+        # customers: 3.9 s for no rows, this check 0.04 s)
+        crm, target = con.execute(
+            "SELECT coalesce(bool_or(source_system = 'crm'), false), "
+            "coalesce(bool_or(source_system IN ('erp', 'billing')), false) "
+            f"FROM {ident(stg)}"
+        ).fetchone()
+        if not (crm and target):
+            continue
         rows = con.execute(
             sync_latency_sql(table, stg, _run_filter(cols, "x.")), [ent, *_params(cols, run_id)]
         ).fetchall()
