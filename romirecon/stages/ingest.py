@@ -407,10 +407,10 @@ def _load_delimited(
         n = con.execute(f"SELECT count(*) FROM {part}").fetchone()[0]
         number_rows(con, part, [(f.display, n)])
         if rejects:
-            _count_rejected_rows(con, part, rejects)
+            _renumber_around_rejects(con, part, rejects)
 
 
-def _count_rejected_rows(con: duckdb.DuckDBPyConnection, part: str, rejects: str) -> None:
+def _renumber_around_rejects(con: duckdb.DuckDBPyConnection, part: str, rejects: str) -> None:
     """Number the rows of `part` among all the file's data rows, the rejected ones included.
 
     `number_rows` counts the rows the reader returned, so after a line the reader rejected (too
@@ -428,9 +428,8 @@ def _count_rejected_rows(con: duckdb.DuckDBPyConnection, part: str, rejects: str
         f"""UPDATE {part} SET source_row = source_row + s.shift FROM (
             SELECT p.rowid AS rid, g.shift
             FROM {part} p ASOF JOIN (
-                SELECT returned_before, max(i) AS shift FROM (
-                    SELECT rec - row_number() OVER (ORDER BY rec) AS returned_before,
-                           row_number() OVER (ORDER BY rec) AS i
+                SELECT rec - i AS returned_before, max(i) AS shift FROM (
+                    SELECT rec, row_number() OVER (ORDER BY rec) AS i
                     FROM (SELECT DISTINCT r.line - c.skip_rows - CASE WHEN c.has_header
                                  THEN 1 ELSE 0 END AS rec
                           FROM {rejects} r JOIN {rejects}_scan c USING (scan_id, file_id)))
