@@ -44,7 +44,9 @@ def configure(con: duckdb.DuckDBPyConnection, project: Project | None = None) ->
 # memory_limit, gone when the run ends. Writing them to the file cost a compressing write each
 # (a third of a persistent CREATE TABLE ... AS is the write) that no later reader used, and the
 # file grew by gigabytes at 1M customers.
-KEEP_TABLES = frozenset({"golden_id_map", "sla_run", "sla_history", "quarantine", "ingest_stats"})
+KEEP_TABLES = frozenset(
+    {"golden_id_map", "sla_run", "sla_history", "quarantine", "ingest_stats", "phone_e164_cache"}
+)
 KEEP_PREFIXES = ("staged_", "stg_")
 
 

@@ -300,3 +300,56 @@ def test_international_number_parsed_once_national_number_per_region() -> None:
         "+442079460958",
         "+492079460958",
     ]
+
+
+def test_phones_parsed_on_an_earlier_night_are_not_parsed_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """libphonenumber's answers stay in `phone_e164_cache`: the next run parses only the pairs
+    it has not seen, gets the same phone_e164 for the others, and the cache keeps exactly the
+    pairs of the latest run. Another library version parses everything again."""
+    seen: list[list[tuple[str, str]]] = []
+    real = normalize.e164_all
+
+    def counting(pairs: list[tuple[str, str]]) -> list[str | None]:
+        seen.append(list(pairs))
+        return real(pairs)
+
+    monkeypatch.setattr(normalize, "e164_all", counting)
+    con = duckdb.connect()
+    con.execute(entity_table_ddl("contact"))
+
+    def night(phones: list[tuple[str, str | None]]) -> list[tuple[int, str | None]]:
+        con.execute("DELETE FROM stg_contact")
+        for i, (phone, country) in enumerate(phones, 1):
+            con.execute(
+                "INSERT INTO stg_contact (source_name, source_file, source_row, phone, country) "
+                "VALUES ('s', 'f', ?, ?, ?)",
+                [i, phone, country],
+            )
+        seen.clear()
+        normalize.run(con, "r")
+        return con.execute("SELECT source_row, phone_e164 FROM norm_contact ORDER BY 1").fetchall()
+
+    first = night([("(415) 555-0123", "US"), ("020 7946 0958", "GB"), ("12", None)])
+    # by hand: US and GB national numbers in E.164; "12" is no possible number
+    assert first == [(1, "+14155550123"), (2, "+442079460958"), (3, None)]
+    # the keys are the digits (a leading + kept), the region the country else the default
+    assert sorted(seen[0]) == [("02079460958", "GB"), ("12", "US"), ("4155550123", "US")]
+    # the next night: one phone is gone, one is new; only the new one is parsed
+    second = night([("020 7946 0958", "GB"), ("12", None), ("030 123456", "DE")])
+    assert second == [(1, "+442079460958"), (2, None), (3, "+4930123456")]
+    assert seen[0] == [("030123456", "DE")]
+    cached = con.execute(
+        "SELECT phone_key, region, phone_e164 FROM phone_e164_cache WHERE entity = 'contact' "
+        "ORDER BY 1"
+    ).fetchall()
+    assert cached == [
+        ("02079460958", "GB", "+442079460958"),
+        ("030123456", "DE", "+4930123456"),
+        ("12", "US", None),
+    ]
+    # answers of another libphonenumber version are not trusted
+    con.execute("UPDATE phone_e164_cache SET library = 'old'")
+    assert night([("020 7946 0958", "GB")]) == [(1, "+442079460958")]
+    assert seen[0] == [("02079460958", "GB")]
