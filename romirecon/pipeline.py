@@ -30,7 +30,12 @@ from romirecon.pii import salt as pii_salt
 from romirecon.publish import write_table
 from romirecon.sqlutil import ident
 from romirecon.stages import contract, ingest
-from romirecon.stages.common import add_metric, ensure_common_tables, transaction
+from romirecon.stages.common import (
+    add_metric,
+    drop_relation,
+    ensure_common_tables,
+    transaction,
+)
 
 
 @dataclass
@@ -233,16 +238,9 @@ def release(con: duckdb.DuckDBPyConnection, stage: str, keep: Iterable[str] = ()
     """Drop the per-run relations `stage` was the last reader of (RELEASED_AFTER), except those
     `state.keep_tables` copies into the state database after the run."""
     kept = set(keep)
-    names = [n for n in RELEASED_AFTER.get(stage, ()) if n not in kept]
-    if not names:
-        return
-    rows = con.execute(
-        "SELECT table_name, table_type FROM information_schema.tables "
-        "WHERE table_catalog = 'temp' AND list_contains(?, table_name) ORDER BY table_name",
-        [names],
-    ).fetchall()
-    for name, kind in rows:
-        con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} temp.main.{ident(name)}")
+    for name in RELEASED_AFTER.get(stage, ()):
+        if name not in kept:
+            drop_relation(con, name)
 
 
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
