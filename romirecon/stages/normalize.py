@@ -336,15 +336,17 @@ def _phones(con: duckdb.DuckDBPyConnection, tmp: str, entity: str) -> None:
     # (norm_select_sql), so it is parsed once, not once per region it appears with (that halved
     # the distinct pairs of a 100k estate: 285k -> 142k)
     pairs = f"SELECT DISTINCT phone_key, region FROM {ident(tmp)} WHERE phone_key IS NOT NULL"
-    known = (
-        f"SELECT phone_key, region, phone_e164 FROM {cache} WHERE entity = $entity "
-        "AND library = $lib"
+    # one pass over the run's pairs, each with the cached answer when there is one
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _norm_pairs AS SELECT p.phone_key, p.region, "
+        f"k.phone_e164, k.phone_key IS NOT NULL AS cached FROM ({pairs}) p "
+        f"LEFT JOIN (SELECT * FROM {cache} WHERE entity = ? AND library = ?) k "
+        "ON k.phone_key = p.phone_key AND k.region IS NOT DISTINCT FROM p.region",
+        [entity, lib],
     )
     new = con.execute(
-        f"SELECT p.phone_key, p.region FROM ({pairs}) p ANTI JOIN ({known}) k "
-        "ON k.phone_key = p.phone_key AND k.region IS NOT DISTINCT FROM p.region "
-        "ORDER BY p.phone_key, p.region NULLS FIRST",
-        {"entity": entity, "lib": lib},
+        "SELECT phone_key, region FROM _norm_pairs WHERE NOT cached "
+        "ORDER BY phone_key, region NULLS FIRST"
     ).fetchall()
     parsed = pa.table(
         {
@@ -356,14 +358,13 @@ def _phones(con: duckdb.DuckDBPyConnection, tmp: str, entity: str) -> None:
     con.register("_norm_parsed", parsed)
     try:
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _norm_phones AS SELECT k.* FROM ({known}) k "
-            f"SEMI JOIN ({pairs}) p ON p.phone_key = k.phone_key "
-            "AND p.region IS NOT DISTINCT FROM k.region "
-            "UNION ALL SELECT phone_key, region, phone_e164 FROM _norm_parsed",
-            {"entity": entity, "lib": lib},
+            "CREATE OR REPLACE TEMP TABLE _norm_phones AS SELECT phone_key, region, phone_e164 "
+            "FROM _norm_pairs WHERE cached "
+            "UNION ALL SELECT phone_key, region, phone_e164 FROM _norm_parsed"
         )
     finally:
         con.unregister("_norm_parsed")
+    con.execute("DROP TABLE _norm_pairs")
     con.execute(f"DELETE FROM {cache} WHERE entity = ?", [entity])
     con.execute(
         f"INSERT INTO {cache} SELECT ?, phone_key, region, phone_e164, ? FROM _norm_phones "
