@@ -361,6 +361,77 @@ def test_json_members_of_one_column_are_extracted_together(tmp_path: Path) -> No
     ]  # fmt: skip
 
 
+# A mapping reading the record text `_json` with literal paths, as the bundled Stripe mappings do
+# (the discount and tax sums of an invoice line, the first item of a subscription)
+JSON_CALLS = {"entity": "invoice_line", "filter": "json_extract_string(_json, '$.livemode') <> 'false'",
+              "columns": {
+    "source_id": {"from": "id"},
+    "currency": {"from": "currency"},
+    "amount": {"from": "amount", "unit": "minor"},
+    "discount": {"expr": "coalesce(list_sum(CAST(json_extract(\"_json\", '$.discount_amounts[*].amount') AS BIGINT[])), 0)", "unit": "minor"},
+    "tax": {"expr": "coalesce(list_sum(CAST(json_extract(\"_json\", '$.tax_amounts[*].amount') AS BIGINT[])), list_sum(CAST(json_extract(\"_json\", '$.taxes[*].amount') AS BIGINT[])), -1)", "unit": "minor"},
+    "price_id": {"expr": "coalesce(json_extract_string(\"_json\", '$.items.data[0].price.id'), json_extract_string(\"_json\", '$.plan.id'))"},
+    "coupon": {"expr": "len(json_extract(_json, '$.discount_amounts[*].amount'))"},
+    "description": {"expr": "json_extract_string(_json, '$.meta') || '|' || json_extract(\"_JSON\", '$.meta') || '|' || 'json_extract(_json, ''$.x'')'"},
+}}  # fmt: skip
+
+
+def test_literal_json_paths_of_exprs_share_one_parse(tmp_path: Path) -> None:
+    """Every `json_extract(_json, '$...')` / `json_extract_string(...)` call of the exprs and the
+    filter reads one shared extraction instead of parsing the record again, and gives what the
+    call gives. Expected values worked out from the records below: a wildcard over a missing
+    member is the empty list (so its sum is NULL and the next alternative applies), over an
+    empty array too; a string call unquotes a string and writes an object as JSON text; the
+    text inside a string literal is left alone."""
+    from romirecon.stages.contract import JsonPaths
+
+    docs = [
+        # discounts 100 + 25, old-style taxes, the price of the first item
+        '{"id":"l1","currency":"usd","amount":1000,"livemode":true,"discount_amounts":[{"amount":100},{"amount":25}],'
+        '"tax_amounts":[{"amount":7}],"items":{"data":[{"price":{"id":"p_1"}}]},"plan":{"id":"pl_1"},"meta":"m"}',
+        # no discounts member, new-style taxes, no items: the plan's id; meta an object
+        '{"id":"l2","currency":"usd","amount":2000,"livemode":true,"taxes":[{"amount":3},{"amount":4}],'
+        '"plan":{"id":"pl_2"},"meta":{"k":[1,2]}}',
+        # empty discounts, no tax member of either shape, meta null
+        '{"id":"l3","currency":"eur","amount":0,"livemode":true,"discount_amounts":[],"meta":null}',
+        # filtered out: livemode false
+        '{"id":"l4","currency":"usd","amount":5,"livemode":false}',
+    ]
+    con, t, q = stage(tmp_path, JSON_CALLS, "\n".join(docs) + "\n", name="l.jsonl")
+    assert rows(con, f"SELECT source_id, discount, tax, price_id, coupon, description FROM {t} ORDER BY source_id") == [
+        ("l1", 125, 7, "p_1", "2", 'm|"m"|json_extract(_json, \'$.x\')'),
+        ("l2", 0, 7, "pl_2", "0", '{"k":[1,2]}|{"k":[1,2]}|json_extract(_json, \'$.x\')'),
+        ("l3", 0, -1, None, "0", None),
+    ]  # fmt: skip
+    assert [(r["source_row"], r["reason"]) for r in q] == [(4, "filtered-out")]
+
+    # the planning: the record's text is extracted once, by json_extract (wildcards and JSON
+    # calls among them), each path once; the call inside the string literal is not one
+    jp = JsonPaths()
+    sqls = [
+        JSON_CALLS["filter"],
+        *(c["expr"] for c in JSON_CALLS["columns"].values() if "expr" in c),
+    ]
+    jp.plan(sqls, {"_json", "id"})
+    for sql in sqls:
+        jp.rewrite(sql)
+    assert jp.select_items() == [
+        """json_extract("_json", ['$.livemode', '$.discount_amounts', '$.tax_amounts', '$.taxes', """
+        """'$.items.data[0].price.id', '$.plan.id', '$.meta']) AS "_romirecon_jp0\""""
+    ]
+    # string calls only: one json_extract_string, its elements are the values; one call alone
+    # is not rewritten
+    jp = JsonPaths()
+    jp.plan([JSON_CALLS["columns"]["price_id"]["expr"], "json_extract(id, '$.a')"], {"_json", "id"})
+    assert jp.rewrite(JSON_CALLS["columns"]["price_id"]["expr"]) == (
+        'coalesce("_romirecon_jp0"[1], "_romirecon_jp0"[2])'
+    )
+    assert jp.rewrite("json_extract(id, '$.a')") == "json_extract(id, '$.a')"
+    assert jp.select_items() == [
+        """json_extract_string("_json", ['$.items.data[0].price.id', '$.plan.id']) AS "_romirecon_jp0\""""
+    ]
+
+
 def _staged_project(
     tmp_path: Path, mapping: dict[str, Any], files: dict[str, list[str]], glob: str = "*.jsonl"
 ):

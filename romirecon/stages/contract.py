@@ -97,27 +97,108 @@ class JsonPaths:
     `properties.*` members, which parsed each record's `properties` 26 times (most of the
     contract's time on that source). Collected here, each column is parsed once per row by
     `json_extract_string(col, [path, ...])` (see `select_items`) and every member is an element
-    of that list."""
+    of that list.
+
+    The same goes for the `json_extract(col, '$...')` / `json_extract_string(col, '$...')` calls
+    a mapping's `expr` and `filter` make with a literal path (`plan`, then `rewrite`): each such
+    call parsed the whole record once more (three times per Stripe invoice line, eight per
+    subscription). They share one `json_extract(col, [paths])` per column instead; a string
+    call reads its element with `json_extract_string(element, '$')`, which parses only that
+    small value. DuckDB takes no wildcard in a list of paths, so a wildcard path extracts the
+    part before its first `[*]` and applies the rest to that element; a record without that
+    part gives the empty list, as the single call does."""
 
     PREFIX = "_romirecon_jp"
+    # f(col, 'path') with f json_extract or json_extract_string, col a column, path a literal
+    CALL = re.compile(
+        r"""\b(json_extract_string|json_extract)\s*\(\s*("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_]*)"""
+        r"""\s*,\s*'((?:[^']|'')*)'\s*\)""",
+        re.IGNORECASE,
+    )
 
     def __init__(self) -> None:
-        self.paths: dict[str, list[str]] = {}  # column -> paths, in first-use order
+        # (function, column) -> paths, in first-use order
+        self.paths: dict[tuple[str, str], list[str]] = {}
+        self._planned: dict[str, str] = {}  # column -> the function of its shared extraction
 
-    def ref(self, head: str, path: str) -> str:
-        paths = self.paths.setdefault(head, [])
+    def ref(self, head: str, path: str, func: str = "json_extract_string") -> str:
+        key = (func, head)
+        paths = self.paths.setdefault(key, [])
         if path not in paths:
             paths.append(path)
-        col = f"{self.PREFIX}{list(self.paths).index(head)}"
+        col = f"{self.PREFIX}{list(self.paths).index(key)}"
         return f"{ident(col)}[{paths.index(path) + 1}]"
 
     def select_items(self) -> list[str]:
-        """`json_extract_string(col, [paths]) AS _romirecon_jp<i>`, one per column read."""
+        """`json_extract_string(col, [paths]) AS _romirecon_jp<i>` (or `json_extract`), one per
+        column and function."""
         return [
-            f"json_extract_string({ident(head)}, [{', '.join(literal(p) for p in paths)}]) "
+            f"{func}({ident(head)}, [{', '.join(literal(p) for p in paths)}]) "
             f"AS {ident(f'{self.PREFIX}{i}')}"
-            for i, (head, paths) in enumerate(self.paths.items())
+            for i, ((func, head), paths) in enumerate(self.paths.items())
         ]
+
+    def _calls(self, sql: str, columns: set[str]) -> list[tuple[re.Match[str], str, str]]:
+        """The calls of `sql` that can share a parse: (match, column, path). Not a call inside a
+        string literal, not a path that does not start at the root, not a quoted member in a
+        wildcard path (where its first `[*]` is is not a plain search)."""
+        by_lower = {c.lower(): c for c in columns}
+        out = []
+        for m in self.CALL.finditer(sql):
+            if sql.count("'", 0, m.start()) % 2:
+                continue  # inside a string literal
+            raw = m.group(2)
+            name = raw[1:-1].replace('""', '"') if raw.startswith('"') else raw
+            column = by_lower.get(name.lower())
+            path = m.group(3).replace("''", "'")
+            if column is None or not path.startswith("$"):
+                continue
+            if "*" in path and ('"' in path or "[*]" not in path or "*" in path.split("[*]")[0]):
+                continue
+            out.append((m, column, path))
+        return out
+
+    def plan(self, sqls: list[str], columns: set[str]) -> None:
+        """Choose the columns whose literal-path calls in `sqls` (every expr and the filter of a
+        mapping) `rewrite` folds into one extraction: those read by two calls or more. Their
+        extraction is `json_extract_string` when every call is a string call without a
+        wildcard (its elements are the values), else `json_extract`."""
+        calls: dict[str, list[tuple[str, str]]] = {}
+        for sql in sqls:
+            for m, column, path in self._calls(sql, columns):
+                calls.setdefault(column, []).append((m.group(1).lower(), path))
+        self._planned = {
+            column: (
+                "json_extract_string"
+                if all(f == "json_extract_string" and "*" not in p for f, p in found)
+                else "json_extract"
+            )
+            for column, found in calls.items()
+            if len(found) > 1
+        }
+
+    def rewrite(self, sql: str) -> str:
+        """`sql` with each planned call replaced by its element of the shared extraction."""
+        if not self._planned:
+            return sql
+        out, pos = [], 0
+        for m, column, path in self._calls(sql, set(self._planned)):
+            func, group = m.group(1).lower(), self._planned[column]
+            head, _, rest = path.partition("[*]")
+            if "*" in path:
+                elem = self.ref(column, head, group)
+                typ = "JSON" if func == "json_extract" else "VARCHAR"
+                repl = (
+                    f"(CASE WHEN {ident(column)} IS NOT NULL THEN coalesce({func}({elem}, "
+                    f"{literal('$[*]' + rest)}), CAST([] AS {typ}[])) END)"
+                )
+            elif func == group:
+                repl = self.ref(column, path, group)
+            else:  # a string call reading an element of the JSON extraction
+                repl = f"json_extract_string({self.ref(column, path, group)}, '$')"
+            out += [sql[pos : m.start()], repl]
+            pos = m.end()
+        return "".join(out) + sql[pos:]
 
 
 def source_ref(name: str, columns: set[str], json_paths: JsonPaths | None = None) -> str | None:
@@ -142,7 +223,8 @@ def text_expr(
     """The column's value as trimmed text, and the `from` names absent from the export."""
     missing: list[str] = []
     if spec.expr is not None:
-        expr = f"CAST(({spec.expr}) AS VARCHAR)"
+        sql = json_paths.rewrite(spec.expr) if json_paths is not None else spec.expr
+        expr = f"CAST(({sql}) AS VARCHAR)"
     elif spec.const is not None:
         c = spec.const
         expr = literal(str(c).lower() if isinstance(c, bool) else str(c))
@@ -363,6 +445,11 @@ def stage_source(
     # 1. text values
     texts: dict[str, str] = {}
     json_paths = JsonPaths()
+    # an expr may read the record's JSON text `_json` (not a mapped column) with literal paths
+    json_paths.plan(
+        [x for x in [mapping.filter, *(spec.expr for spec in mapping.columns.values())] if x],
+        colset | ({"_json"} if ingest.is_json and not mapping.unpivot else set()),
+    )
     for name, spec in mapping.columns.items():
         expr, missing = text_expr(spec, colset, json_paths)
         if missing and len(missing) == len(spec.source) and ingest.rows_read > 0:
@@ -459,7 +546,7 @@ def stage_source(
     json_record = ingest.is_json and not carry_record
     keeps_record = carry_record or json_record
     text_sel = ", ".join(f"{e} AS {ident('_v_' + n)}" for n, e in texts.items())
-    filter_sel = f", ({mapping.filter}) AS _filter" if mapping.filter else ""
+    filter_sel = f", ({json_paths.rewrite(mapping.filter)}) AS _filter" if mapping.filter else ""
     record_sel = f", {record_expr('_s')} AS _record" if keeps_record else ""
     extracted = json_paths.select_items()
     # NDJSON: the rows are read without record numbers (on every thread) and numbered from
