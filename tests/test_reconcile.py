@@ -228,6 +228,29 @@ def test_rerun_is_identical(con: duckdb.DuckDBPyConnection) -> None:
     assert n is not None and n[0] == len(a) + 0  # findings not doubled by the re-run
 
 
+def test_an_invoice_exported_twice_counts_as_its_latest_copy(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    """in_2 (100.00 USD, no update time) against ERP N2 (95.00 USD) is an amount mismatch. A
+    second export of in_2, updated a day later, says 95.00: only that latest copy counts, so
+    the mismatch goes and no other finding names in_2 or N2. Were both copies kept, the
+    100.00 copy would still be matched against N2."""
+
+    def about_in_2() -> list[tuple[Any, ...]]:
+        return [
+            (r[0], r[5], r[8])
+            for r in con.execute(reconcile.reconciliation_output_query()).fetchall()
+            if "in_2" in (r[5], r[8]) or "N2" in (r[5], r[8])
+        ]
+
+    reconcile.run(con, "r1", "USD", SETTINGS)
+    assert about_in_2() == [("amount-mismatch", "N2", "in_2")]
+    insert(con, "invoice", [inv(stripe, "in_2", "cus_2", "usd", 9500, "2024-01-05",
+                                updated_at="2024-01-06 00:00:00")])  # fmt: skip
+    reconcile.run(con, "r2", "USD", SETTINGS)
+    assert about_in_2() == []
+
+
 @pytest.mark.parametrize(
     ("settings", "fragment"),
     [

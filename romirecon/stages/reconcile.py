@@ -392,19 +392,20 @@ WITH s AS (  -- only the columns read below
            s.updated_at, {vendor_sql("s")} AS vendor
     FROM stg_invoice s
     WHERE s.source_system IN ('billing', 'erp') AND s.source_id IS NOT NULL
-), rep AS (  -- the (system, vendor, id) exported more than once: only their copies are ranked
-    SELECT source_system, vendor, source_id FROM s GROUP BY ALL HAVING count(*) > 1
+), rep AS (  -- the (system, vendor, id) exported more than once: only their copies are ranked.
+    -- Grouped by a hash of the three: a colliding key only sends its rows to the ranking too,
+    -- where a row alone in its (system, vendor, id) is still copy 1. The string group by cost
+    -- twice as much (2.0 s against 1.1 s for 6.6M invoices, and the view is read twice)
+    SELECT hash(source_system, vendor, source_id) AS h FROM s GROUP BY ALL HAVING count(*) > 1
 ), i AS (
     SELECT *, 1 AS rn FROM s
-    WHERE NOT EXISTS (SELECT 1 FROM rep r WHERE r.source_system = s.source_system
-                      AND r.vendor IS NOT DISTINCT FROM s.vendor AND r.source_id = s.source_id)
+    WHERE NOT EXISTS (SELECT 1 FROM rep r WHERE r.h = hash(s.source_system, s.vendor, s.source_id))
     UNION ALL
     SELECT *, row_number() OVER (PARTITION BY source_system, vendor, source_id
                                  ORDER BY updated_at DESC NULLS LAST, source_file DESC,
                                           source_row DESC) AS rn
     FROM s
-    WHERE EXISTS (SELECT 1 FROM rep r WHERE r.source_system = s.source_system
-                  AND r.vendor IS NOT DISTINCT FROM s.vendor AND r.source_id = s.source_id)
+    WHERE EXISTS (SELECT 1 FROM rep r WHERE r.h = hash(s.source_system, s.vendor, s.source_id))
 )
 SELECT *, CAST(total AS DECIMAL(38,0)) * {fx.minor_factor_sql("exponent")} AS total_major
 FROM (
