@@ -488,10 +488,15 @@ def assign_sql(entity: str, order: str, explain: str | None = None) -> list[str]
         "FROM votes GROUP BY golden_id), "
         "pick AS (SELECT label, arg_min(golden_id, (-n, golden_id)) AS golden_id FROM claim "
         "GROUP BY label), "
-        "firsts AS (SELECT label, min(record_key) AS k FROM _dd_m WHERE NOT single "
-        "GROUP BY label UNION ALL SELECT label, record_key FROM _dd_m WHERE single), "
+        # the clusters no previous id went to, and their first key: only those are grouped
+        # (on a second night almost none; grouping every cluster's keys first took 1.7 s for
+        # 6.6M invoices)
+        "todo AS (SELECT m.label, m.record_key, m.single FROM _dd_m m ANTI JOIN pick p "
+        "USING (label)), "
+        "firsts AS (SELECT label, min(record_key) AS k FROM todo WHERE NOT single "
+        "GROUP BY label UNION ALL SELECT label, record_key FROM todo WHERE single), "
         f"fresh AS (SELECT f.label, {ent} || '_' || substr(md5({ent} || ':' || f.k), 1, 16) AS cand "
-        "FROM firsts f ANTI JOIN pick p USING (label)) "
+        "FROM firsts f) "
         "SELECT label, golden_id FROM pick UNION ALL "
         "SELECT label, CASE WHEN cand IN (SELECT golden_id FROM golden_id_map "
         f"WHERE entity = {ent}) OR cand IN (SELECT golden_id FROM pick) "
