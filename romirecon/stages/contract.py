@@ -139,9 +139,10 @@ class JsonPaths:
         ]
 
     def _calls(self, sql: str, columns: set[str]) -> list[tuple[re.Match[str], str, str]]:
-        """The calls of `sql` that can share a parse: (match, column, path). Not a call inside a
-        string literal, not a path that does not start at the root, not a quoted member in a
-        wildcard path (where its first `[*]` is is not a plain search)."""
+        """The calls of `sql` that can share a parse: (match, column, path). Left alone: a call
+        inside a string literal, a path that does not start at the root (`$`), and a wildcard
+        path other than `[*]` after plain members (a quoted member could hide a `[*]`, and a
+        `.*` cannot be split off)."""
         by_lower = {c.lower(): c for c in columns}
         out = []
         for m in self.CALL.finditer(sql):
