@@ -656,7 +656,7 @@ def golden_table_sql(entity: str, columns: list[str]) -> list[str]:
         for c in names:
             j, i = pos[c]
             masks[j] = masks.get(j, 0) | (1 << i)
-        return " OR ".join(f"_w{j} & {b} <> 0" for j, b in sorted(masks.items())) or "false"
+        return " OR ".join(f"_w{j} & {b} <> 0" for j, b in sorted(masks.items()))
 
     staged_cols = [c for c in cols if c not in GOLDEN_NORM]
     normed = [pick(c, "x.") for c in cols if c in GOLDEN_NORM]
@@ -694,13 +694,11 @@ def golden_table_sql(entity: str, columns: list[str]) -> list[str]:
     rest = (
         f"rs AS (SELECT label, {', '.join(pick(c) for c in staged_cols)} FROM "
         f"({supplier_rows(f'_rank > 1 AND ({bits_of(staged_cols)})')}) GROUP BY label), "
-        if staged_cols
-        else ""
     )
     merged = (
         "a AS (SELECT sv.label, sv.survivor_source_name, sv.survivor_source_id"
         + "".join(f", coalesce(sv.{ident(c)}, rs.{ident(c)}) AS {ident(c)}" for c in staged_cols)
-        + (" FROM sv LEFT JOIN rs USING (label)), " if staged_cols else " FROM sv), ")
+        + " FROM sv LEFT JOIN rs USING (label)), "
     )
     return [
         "CREATE OR REPLACE TEMP TABLE _dd_gw AS SELECT rid, label, _rank, "
