@@ -17,6 +17,12 @@ from romirecon.sqlutil import ident, literal
 _FORMULA_CHARS = literal("=+-@\t\r")
 
 
+# zstd at level 1, not DuckDB's default 3: at 1M customers the Parquet outputs took 2.5 s less to
+# write (romi_lineage 7.0 -> 6.1 s, duplicates 4.1 -> 3.1 s) and came out no larger in total (1.3%
+# larger for romi_lineage and golden_contact, 3-8% smaller for the others)
+PARQUET_OPTIONS = "FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1"
+
+
 def atomic_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp-{os.getpid()}")
 
@@ -77,7 +83,7 @@ def write_table(
                 if fmt == "parquet":
                     con.execute(
                         f"COPY (SELECT * FROM {ident(view)}) TO {literal(str(tmp))} "
-                        "(FORMAT parquet, COMPRESSION zstd)"
+                        f"({PARQUET_OPTIONS})"
                     )
                 else:
                     con.execute(

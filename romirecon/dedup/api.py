@@ -27,6 +27,7 @@ from romirecon.dedup.spec import (
     parse_field,
 )
 from romirecon.exitcodes import ConfigError, InputError, MissingInputError
+from romirecon.publish import PARQUET_OPTIONS
 from romirecon.sqlutil import ident, literal
 
 INPUT = "_dd_input"
@@ -104,7 +105,7 @@ def _atomic_copy(
     con: Any, select_sql: str, dest: Path, fmt: str, params: list[Any] | None = None
 ) -> None:
     tmp = dest.with_name(f".{dest.name}.tmp")
-    opts = "FORMAT parquet, COMPRESSION zstd" if fmt == "parquet" else "FORMAT csv, HEADER true"
+    opts = PARQUET_OPTIONS if fmt == "parquet" else "FORMAT csv, HEADER true"
     con.execute(f"COPY ({select_sql}) TO {literal(str(tmp))} ({opts})", params or [])
     os.replace(tmp, dest)
 
