@@ -471,3 +471,54 @@ def test_erp_invoice_mirroring_a_stripe_invoice_is_not_counted_twice() -> None:
     assert con.execute(
         "SELECT entity, record_id, kept_id, reason FROM billing_duplicate"
     ).fetchall() == [("invoice", "INV-77", "in_1", "cross-system-mirror")]
+
+
+def test_write_off_and_downgrade_credit_name_the_file_and_row_of_one_line() -> None:
+    # invoices whose lines came in two export files (a re-import split across batches): an
+    # adjustment points at one real line, its file with that line's own row. A write-off names
+    # the first line by (file, row): ("a.jsonl", 7); a downgrade credit its credit line il_x:
+    # ("d.jsonl", 12). Any file with the smallest row of all would give row 1 and row 9: rows
+    # that hold no such line.
+    day, next_day = T(2024, 1, 1), T(2024, 1, 2)
+    con = _con(
+        invoice=[
+            _inv("in_u", "c1", "uncollectible", total=3000, amount_paid=0),
+            _inv("in_d", "c2", total=-1100, amount_paid=0),
+        ],
+        invoice_line=[
+            _line("il_b", "in_u", 1000, day, next_day, source_file="b.jsonl", source_row=1),
+            _line("il_a", "in_u", 2000, day, next_day, source_file="a.jsonl", source_row=7),
+            # a net downgrade (unused -2200, remaining +1100) in two files as well
+            _line(
+                "il_x",
+                "in_d",
+                -2200,
+                T(2024, 1, 21),
+                T(2024, 2, 1),
+                proration=True,
+                subscription_id="sub_B",
+                source_file="d.jsonl",
+                source_row=12,
+            ),
+            _line(
+                "il_y",
+                "in_d",
+                1100,
+                T(2024, 1, 21),
+                T(2024, 2, 1),
+                proration=True,
+                subscription_id="sub_B",
+                source_file="c.jsonl",
+                source_row=9,
+            ),
+        ],
+    )
+    billing.run(con, "r", "USD", {})
+    # the write-off is spread over the invoice's two lines: a row for each, both naming il_a's place
+    assert con.execute(
+        "SELECT kind, source_file, source_row, amount FROM revenue_adjustment ORDER BY ALL"
+    ).fetchall() == [
+        ("customer-credit", "d.jsonl", 12, 1100),
+        ("write-off", "a.jsonl", 7, -2000),
+        ("write-off", "a.jsonl", 7, -1000),
+    ]

@@ -832,7 +832,10 @@ WITH cn AS (
         AND ic.source_vendor IS NOT DISTINCT FROM r.source_vendor
 ), wo AS (  -- uncollectible: the unpaid share of the invoice's net, half-to-even
     SELECT 'write-off', 'write-off:' || invoice_id, any_value(source_name), source_vendor,
-           any_value(source_file), min(source_row), invoice_id, NULL, any_value(customer_id),
+           -- the file and row of one line (the first), also when the lines span files
+           arg_min(source_file, (source_file, source_row)),
+           arg_min(source_row, (source_file, source_row)),
+           invoice_id, NULL, any_value(customer_id),
            any_value(currency),
            -CAST(CASE WHEN coalesce(any_value(invoice_total), 0) <= 0 THEN sum(net)
                  ELSE round_even(CAST(sum(net) AS DECIMAL(38,0))
@@ -844,7 +847,9 @@ WITH cn AS (
     GROUP BY invoice_id, source_vendor
 ), dg AS (  -- net downgrades: the proration credit of one plan change
     SELECT proration_group, source_vendor, any_value(source_name) AS source_name,
-           any_value(source_file) AS source_file, min(source_row) AS source_row,
+           -- the credit line's own file and row, as its invoice and line id below
+           arg_min(source_file, (net, line_id)) AS source_file,
+           arg_min(source_row, (net, line_id)) AS source_row,
            arg_min(invoice_id, (net, line_id)) AS invoice_id,
            arg_min(line_id, (net, line_id)) AS credit_line_id,
            any_value(customer_id) AS customer_id, any_value(subscription_id) AS subscription_id,
