@@ -679,6 +679,9 @@ def _build_events(con: duckdb.DuckDBPyConnection, st: BillingSettings, run_id: s
         )
         + ")",
     )
+    # in no particular order: every reader groups (by invoice, proration group, customer: taking
+    # min/arg_min or values equal across the group), orders its own rows (findings), or sorts
+    # (revenue_item by item_id). Sorting it by event_id cost 7.5 s of CPU at 1M customers.
     _exec(
         con,
         f"""CREATE OR REPLACE TEMP TABLE revenue_event AS
@@ -712,8 +715,7 @@ SELECT l.event_id, l.source_name, l.source_system, l.source_vendor, l.source_fil
        l.coupon, CAST(l.invoice_created_at AS DATE) AS invoice_date,
        l.invoice_total, l.invoice_amount_paid
 FROM _b_lines_all l LEFT JOIN _b_inv_disc d USING (event_id) {_exponent_join("l")}
-WHERE l.decision = 'counted'
-ORDER BY l.event_id""",
+WHERE l.decision = 'counted'""",
         [run_id],
     )
     _exec(
