@@ -52,6 +52,13 @@ def _line(i: str, inv: str, amount: int, start: T, end: T, **kw: Any) -> dict[st
     }
 
 
+def _proration(i: str, inv: str, amount: int, **kw: Any) -> dict[str, Any]:
+    """A proration line of subscription sub_B over Jan 21-31 2024 (a plan change on Jan 21)."""
+    return _line(
+        i, inv, amount, T(2024, 1, 21), T(2024, 2, 1), proration=True, subscription_id="sub_B", **kw
+    )
+
+
 def test_settings_errors_are_listed_together() -> None:
     with pytest.raises(ConfigError) as e:
         billing.parse_settings(
@@ -263,26 +270,7 @@ def test_net_downgrade_credit_never_turns_into_negative_revenue() -> None:
     # (11 days) net to -1100. Nothing in the data earns money on those days (available 0), so the
     # whole -1100 is customer credit: +1100 'customer-credit' (100/day) brings each day to
     # -200 + 100 + 100 = 0, and January's revenue to 0 instead of -$11.00.
-    lines = [
-        _line(
-            "il_unused",
-            "in_2",
-            -2200,
-            T(2024, 1, 21),
-            T(2024, 2, 1),
-            proration=True,
-            subscription_id="sub_B",
-        ),
-        _line(
-            "il_remain",
-            "in_2",
-            1100,
-            T(2024, 1, 21),
-            T(2024, 2, 1),
-            proration=True,
-            subscription_id="sub_B",
-        ),
-    ]
+    lines = [_proration("il_unused", "in_2", -2200), _proration("il_remain", "in_2", 1100)]
     con = _con(invoice=[_inv("in_2", "cus_B", total=-1100, amount_paid=0)], invoice_line=lines)
     billing.run(con, "r", "USD", {})
     assert con.execute("SELECT amount_minor, lines, adjustments FROM revenue").fetchall() == [
@@ -489,28 +477,8 @@ def test_write_off_and_downgrade_credit_name_the_file_and_row_of_one_line() -> N
             _line("il_b", "in_u", 1000, day, next_day, source_file="b.jsonl", source_row=1),
             _line("il_a", "in_u", 2000, day, next_day, source_file="a.jsonl", source_row=7),
             # a net downgrade (unused -2200, remaining +1100) in two files as well
-            _line(
-                "il_x",
-                "in_d",
-                -2200,
-                T(2024, 1, 21),
-                T(2024, 2, 1),
-                proration=True,
-                subscription_id="sub_B",
-                source_file="d.jsonl",
-                source_row=12,
-            ),
-            _line(
-                "il_y",
-                "in_d",
-                1100,
-                T(2024, 1, 21),
-                T(2024, 2, 1),
-                proration=True,
-                subscription_id="sub_B",
-                source_file="c.jsonl",
-                source_row=9,
-            ),
+            _proration("il_x", "in_d", -2200, source_file="d.jsonl", source_row=12),
+            _proration("il_y", "in_d", 1100, source_file="c.jsonl", source_row=9),
         ],
     )
     billing.run(con, "r", "USD", {})
