@@ -271,27 +271,6 @@ def test_unknown_setting_suggests_the_right_one(con: duckdb.DuckDBPyConnection) 
     assert err.value.details == ["dedup.treshold: did you mean 'threshold'?"]
 
 
-def test_export_writes_duplicates_and_golden_files(
-    con: duckdb.DuckDBPyConnection, tmp_path: Any
-) -> None:
-    _run(con, "r1")
-    paths = dedup.export(con, tmp_path)
-    names = sorted(p.name for p in paths)
-    assert names == [
-        "duplicates.csv",
-        "duplicates.parquet",
-        "golden_account.parquet",
-        "golden_contact.parquet",
-    ]
-    n = (
-        duckdb.connect()
-        .execute(f"SELECT count(*) FROM read_parquet('{tmp_path / 'duplicates.parquet'}')")
-        .fetchall()[0][0]
-    )
-    assert n == 6  # the six non-survivors of test_duplicates_table
-    assert not list(tmp_path.glob(".*.tmp"))
-
-
 def test_guard_and_blocking_metrics_are_reported(con: duckdb.DuckDBPyConnection) -> None:
     _run(con, "r1")
     names = {

@@ -795,33 +795,3 @@ def _metric_rows(con: duckdb.DuckDBPyConnection, run_id: str, entity: str) -> li
              "rows"),
         ]  # fmt: skip
     return out
-
-
-def export(
-    con: duckdb.DuckDBPyConnection, out_dir: Any, formats: tuple[str, ...] = ("parquet", "csv")
-) -> list[Any]:
-    """Write `duplicates.parquet` (+ .csv) and `golden_<entity>.parquet` for the publish step:
-    temp file in the same folder, then os.replace. Returns the written paths."""
-    import os
-    from pathlib import Path
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    have = _tables(con)
-    jobs: list[tuple[str, str, str]] = [
-        ("duplicates", "ORDER BY entity, source_name, source_file, source_row", f) for f in formats
-    ]
-    jobs += [
-        (f"golden_{e}", "ORDER BY golden_id", "parquet") for e in PARTY if f"golden_{e}" in have
-    ]
-    written = []
-    for table, order, fmt in jobs:
-        if table not in have:
-            continue
-        dest = out / f"{table}.{fmt}"
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        opts = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
-        con.execute(f"COPY (SELECT * FROM {ident(table)} {order}) TO {literal(str(tmp))} ({opts})")
-        os.replace(tmp, dest)
-        written.append(dest)
-    return written
