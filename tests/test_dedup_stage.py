@@ -380,7 +380,7 @@ def test_golden_table_agrees_with_the_general_ranking(monkeypatch: pytest.Monkey
     columns = list(ENTITIES["contact"])
     order = q.survivor_order(q.priority_case(cfg["priority"]), cfg["survivorship"], columns)
     monkeypatch.setattr(
-        dedup, "golden_table_sql", lambda e, c: [dedup.golden_by_id_sql(e, order, c)]
+        dedup, "golden_table_sql", lambda e, c, r=None: [dedup.golden_by_id_sql(e, order, c)]
     )
     general = golden(fresh())
     # 4 golden entities (Ann, Bob, Zed, Kim); Ann's phone comes from 003A, ranked after 003B

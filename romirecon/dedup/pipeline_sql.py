@@ -49,8 +49,13 @@ def record_table_sql(
     keep: list[str] | None = None,
     unique_rows: bool = True,
     masks: list[str] | None = None,
+    records: str | None = None,
 ) -> str:
     """CREATE `_dd_r` from `stg_<entity>` (joined to `norm_<entity>` for party entities).
+
+    `records`: the entity's record-number view (`common.record_view`), whose `rid` the record
+    table takes as is (and joins the normalized keys on, which carry it too); without one, the
+    rows are numbered by a window over provenance and joined back on it.
 
     `keep`: the entity columns to carry (None: every staged column, `s.*`); a lean record table
     for entities that only need exact keys. The row hash (md5 of the whole row as JSON, the most
@@ -77,17 +82,19 @@ def record_table_sql(
         or "false"
     )
     complete = " + ".join(f"(s.{ident(c)} IS NOT NULL)::INTEGER" for c in columns) or "0"
-    norm = (
-        f" LEFT JOIN {ident('norm_' + entity)} n ON n.source_name = s.source_name "
-        "AND n.source_file = s.source_file AND n.source_row = s.source_row"
-        if with_norm
-        else ""
-    )
-    norm_cols = (
-        ", n.* EXCLUDE (source_name, source_file, source_row, source_id)" if with_norm else ""
-    )
+    if not with_norm:
+        norm, norm_cols = "", ""
+    elif records:
+        norm = f" LEFT JOIN {ident('norm_' + entity)} n ON n.rid = s.rid"
+        norm_cols = ", n.* EXCLUDE (source_name, source_file, source_row, source_id, rid)"
+    else:
+        norm = (
+            f" LEFT JOIN {ident('norm_' + entity)} n ON n.source_name = s.source_name "
+            "AND n.source_file = s.source_file AND n.source_row = s.source_row"
+        )
+        norm_cols = ", n.* EXCLUDE (source_name, source_file, source_row, source_id)"
     if keep is None:
-        carry = "s.*"
+        carry = "s.* EXCLUDE (rid)" if records else "s.*"
     else:
         names = [*RECORD_PROVENANCE, *(c for c in keep if c not in RECORD_PROVENANCE)]
         carry = ", ".join(f"s.{ident(c)}" for c in names)
@@ -106,7 +113,10 @@ def record_table_sql(
     # (`unique_rows`: each staged row has its own (source_name, source_file, source_row); an
     # unpivoted export repeats them, and then the window numbers whole rows as before)
     order = "ORDER BY s.source_name, s.source_file, s.source_row"
-    if unique_rows:
+    src = stg
+    if records:
+        rid, ids, src = "s.rid", "", ident(records)
+    elif unique_rows:
         rid = "i.rid"
         ids = (
             " JOIN (SELECT source_name, source_file, source_row, (row_number() OVER (ORDER BY "
@@ -121,7 +131,7 @@ def record_table_sql(
     inner = (
         f"SELECT {rid} AS rid, {carry}{norm_cols}{mask_cols}, {hashed} AS row_hash, "
         f"{complete} AS completeness, ({evidence}) AS is_evidence "
-        f"FROM {stg} s{ids} LEFT JOIN {repeated} ON d.source_name IS NOT DISTINCT FROM "
+        f"FROM {src} s{ids} LEFT JOIN {repeated} ON d.source_name IS NOT DISTINCT FROM "
         f"s.source_name AND d.source_id = s.source_id{norm}"
     )
     return (

@@ -54,6 +54,23 @@ def entity_table_ddl(entity: str, name: str | None = None) -> str:
     return f"CREATE TABLE {ident(name or 'stg_' + entity)} ({', '.join(cols)})"
 
 
+def record_view_name(entity: str) -> str:
+    """The temp view of `stg_<entity>`'s rows with their record number `rid`
+    (`contract.record_numbers_sql`)."""
+    return f"rec_{entity}"
+
+
+def record_view(con: duckdb.DuckDBPyConnection, entity: str) -> str | None:
+    """The name of `entity`'s record-number view when this run created one, else None (an
+    unpivoted source, or a connection whose entity views were not made by the contract
+    stage): callers then number rows by a window over provenance."""
+    name = record_view_name(entity)
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND temporary", [name]
+    ).fetchall()[0]
+    return name if row[0] else None
+
+
 def ensure_entity_views(con: duckdb.DuckDBPyConnection) -> None:
     """Guarantee a `stg_<entity>` relation for every canonical entity (empty when no source
     feeds it), so later stages never have to ask whether a table exists."""

@@ -764,14 +764,45 @@ def in_key_order(con: duckdb.DuckDBPyConnection, table: str) -> bool:
 
 def create_entity_views(con: duckdb.DuckDBPyConnection, sources: list[Source]) -> None:
     """`stg_<entity>`: every source of the entity, UNION ALL BY NAME (empty table when none)."""
-    from romirecon.stages.common import drop_relation, ensure_entity_views
+    from romirecon.stages.common import drop_relation, ensure_entity_views, record_view_name
 
-    by_entity: dict[str, list[str]] = {}
+    by_entity: dict[str, list[Source]] = {}
     for s in sources:
-        by_entity.setdefault(s.entity, []).append(stg_table(s.name))
+        by_entity.setdefault(s.entity, []).append(s)
     for entity in ENTITIES:
         drop_relation(con, f"stg_{entity}")
-    for entity, tables in sorted(by_entity.items()):
+        drop_relation(con, record_view_name(entity))
+    for entity, members in sorted(by_entity.items()):
+        tables = [stg_table(s.name) for s in members]
         union = " UNION ALL BY NAME ".join(f"SELECT * FROM {ident(t)}" for t in tables)
         con.execute(f"CREATE VIEW {ident('stg_' + entity)} AS {union}")
+        numbered = record_numbers_sql(con, members)
+        if numbered is not None:
+            con.execute(f"CREATE TEMP VIEW {ident(record_view_name(entity))} AS {numbered}")
     ensure_entity_views(con)
+
+
+def record_numbers_sql(con: duckdb.DuckDBPyConnection, sources: list[Source]) -> str | None:
+    """The staged rows of `sources` (one entity) with `rid`, their record number: 0..n-1 in
+    (source_name, source_file, source_row) order, as an integer surrogate key for the stages
+    that would otherwise number the rows with a window over those three strings and join
+    them back on all three (dedup's record table, the normalized keys, the golden table).
+
+    Free to compute: every staged table is stored in strictly increasing (source_file,
+    source_row) order (step 5 of `stage_source`), so a row's number is its source's offset
+    (the row counts of the sources named before it) plus its `rowid`. None, and the callers
+    number rows as before, when that does not hold: an unpivoted source (several rows per
+    file row), or a table whose rowids are not 0..count-1."""
+    if any(s.mapping.unpivot for s in sources):
+        return None
+    parts, offset = [], 0
+    for s in sorted(sources, key=lambda s: s.name.encode()):
+        t = ident(stg_table(s.name))
+        n, top = con.execute(f"SELECT count(*), max(rowid) FROM {t}").fetchall()[0]
+        if n and top != n - 1:
+            return None
+        parts.append(f"SELECT CAST(rowid + {offset} AS INTEGER) AS rid, * FROM {t}")
+        offset += n
+    if offset >= 2**31:
+        return None
+    return " UNION ALL BY NAME ".join(parts)

@@ -204,16 +204,30 @@ def dedupe_entity(
         normalize.normalize_entity(con, entity)
     # only the columns evidence and survivorship read (materializing every staged column cost
     # more than all the rest of the record table); the golden table reads stg_<entity> itself
-    stg = ident("stg_" + entity)
-    rows, keys = con.execute(
-        f"SELECT count(*), count(DISTINCT (source_name, source_file, source_row)) FROM {stg}"
-    ).fetchone()
-    unique_rows = rows == keys
+    from romirecon.stages.common import record_view
+
+    # the record numbers of this run's staged rows, when contract could give them (their rows
+    # are then one per (source, file, row) by construction)
+    records = record_view(con, entity)
+    if records:
+        unique_rows = True
+    else:
+        stg = ident("stg_" + entity)
+        rows, keys = con.execute(
+            f"SELECT count(*), count(DISTINCT (source_name, source_file, source_row)) FROM {stg}"
+        ).fetchone()
+        unique_rows = rows == keys
     # the golden table's presence bits ride along where the staged row is read anyway
     masks = golden_masks(columns) if party and unique_rows else None
     con.execute(
         q.record_table_sql(
-            entity, columns, party, record_columns(columns, keys_by_source), unique_rows, masks
+            entity,
+            columns,
+            party,
+            record_columns(columns, keys_by_source),
+            unique_rows,
+            masks,
+            records,
         )
     )
     n = int((con.execute(f"SELECT count(*) FROM {q.R}").fetchall()[0] or (0,))[0])
@@ -264,7 +278,7 @@ def dedupe_entity(
     if explain is not None:
         con.unregister("_dd_fuzzy")
     if party:
-        _golden_table(con, entity, cfg, columns, unique_rows)
+        _golden_table(con, entity, cfg, columns, unique_rows, records)
     rows = _metric_rows(con, run_id, entity)
     # the giant-cluster guard acted: clusters re-split, and records it had to leave alone
     rows += [
@@ -551,6 +565,7 @@ def _golden_table(
     cfg: dict[str, Any],
     columns: list[str],
     unique_rows: bool = True,
+    records: str | None = None,
 ) -> None:
     """golden_<entity>: per column the first non-NULL value in survivorship order.
 
@@ -560,7 +575,7 @@ def _golden_table(
     handed the same new id) the general statement ranks and groups by golden id itself."""
     row = con.execute("SELECT count(*) = count(DISTINCT golden_id) FROM _dd_gid").fetchone()
     if unique_rows and row and row[0]:
-        for sql in golden_table_sql(entity, columns):
+        for sql in golden_table_sql(entity, columns, records):
             con.execute(sql)
         con.execute("DROP TABLE IF EXISTS _dd_gw")
         return
@@ -615,7 +630,7 @@ def golden_masks(columns: list[str]) -> list[str]:
     ]
 
 
-def golden_table_sql(entity: str, columns: list[str]) -> list[str]:
+def golden_table_sql(entity: str, columns: list[str], records: str | None = None) -> list[str]:
     """golden_<entity> from the survivorship rank `_dd_m.k` (1 = survivor), grouped by cluster.
 
     Per column, the record that supplies the value is the best-ranked one where it is not NULL.
@@ -627,9 +642,10 @@ def golden_table_sql(entity: str, columns: list[str]) -> list[str]:
     after a second ranking window: at 4M contacts that aggregate was the slowest statement of
     the run and spilled.
 
-    The staged row is found by provenance with the wide staged rows streaming through the
-    join (its build side holds only provenance and integers); the normalized values come from
-    the record table in a second, narrow aggregate. No ORDER BY: every reader of the golden
+    The staged row is found by its record number in `records` (the record-number view, see
+    `common.record_view`), else by provenance, with the wide staged rows streaming through the
+    join (its build side holds only integers, and provenance without the view); the
+    normalized values come from the record table in a second, narrow aggregate. No ORDER BY: every reader of the golden
     table orders by golden id itself, and sorting the wide rows cost seconds at 1M."""
     chunks = _mask_chunks(columns)
     cols = golden_columns(columns)
@@ -665,7 +681,13 @@ def golden_table_sql(entity: str, columns: list[str]) -> list[str]:
 
     def supplier_rows(where: str) -> str:
         """The staged rows (with label, rank and `_w` bits) of the records `where` picks, found
-        by provenance: the wide staged rows stream through the join."""
+        by record number or provenance: the wide staged rows stream through the join."""
+        if records:
+            return (
+                f"SELECT s.* EXCLUDE (rid), w.label, w._rank, {ws} FROM "
+                f"(SELECT * FROM _dd_gw WHERE {where}) w JOIN {ident(records)} s "
+                "ON s.rid = w.rid"
+            )
         return (
             f"SELECT s.* EXCLUDE (source_name), w.source_name, w.label, w._rank, {ws} FROM "
             f"(SELECT w.label, w._rank, {ws}, x.source_name, x.source_file, x.source_row "

@@ -172,14 +172,20 @@ def parse_region_sql() -> str:
     )
 
 
-def norm_select_sql(entity: str, default_region: str, gmail_canonical: bool) -> str:
+def norm_select_sql(
+    entity: str, default_region: str, gmail_canonical: bool, records: str | None = None
+) -> str:
     """SELECT of the normalized keys (phone_key/region: phonenumbers runs afterwards; region is
     NULL where the key's own country code decides, see `parse_region_sql`).
 
     Two levels: the inner one folds each source column once; the outer one derives the keys
-    that reuse a folded value (first/last/full name, company, email domain)."""
+    that reuse a folded value (first/last/full name, company, email domain).
+
+    `records`: the entity's record-number view (`common.record_view`): read instead of
+    `stg_<entity>`, and its `rid` carried, so dedup joins the keys on one integer."""
+    key = [*KEY, "rid"] if records else list(KEY)
     inner = [
-        *(ident(k) for k in KEY),
+        *(ident(k) for k in key),
         "source_id",
         f"{email_expr('email', gmail_canonical)} AS email_norm",
         "nullif(trim(CAST(phone AS VARCHAR)), '') AS phone_raw",
@@ -196,7 +202,7 @@ def norm_select_sql(entity: str, default_region: str, gmail_canonical: bool) -> 
         "nullif(upper(trim(CAST(country AS VARCHAR))), '') AS country_norm",
     ]
     outer = [
-        *(ident(k) for k in KEY),
+        *(ident(k) for k in key),
         "source_id",
         "email_norm",
         "split_part(email_norm, '@', 2) AS email_domain",
@@ -215,7 +221,8 @@ def norm_select_sql(entity: str, default_region: str, gmail_canonical: bool) -> 
         f"{phone_key_expr('phone_raw')} AS phone_key",
     ]
     keys = (
-        f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM {ident('stg_' + entity)})"
+        f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} "
+        f"FROM {ident(records or 'stg_' + entity)})"
     )
     # the region phonenumbers parses the key with, decided once per row (see parse_region_sql)
     return f"SELECT * REPLACE ({parse_region_sql()} AS region) FROM ({keys})"
@@ -285,10 +292,13 @@ def normalize_entity(
         from romirecon.exitcodes import ConfigError
 
         raise ConfigError(f"default phone region {default_region!r} is not a 2-letter country code")
+    from romirecon.stages.common import record_view
+
     tmp = f"_norm_{entity}"
+    records = record_view(con, entity)
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {ident(tmp)} AS "
-        f"{norm_select_sql(entity, default_region.upper(), gmail_canonical)}"
+        f"{norm_select_sql(entity, default_region.upper(), gmail_canonical, records)}"
     )
     _phones(con, tmp, entity)
     out = f"norm_{entity}"
@@ -382,16 +392,22 @@ def run(
 ) -> None:
     """Write `norm_contact` and `norm_account` (and a `metric` row with each entity's phones
     that libphonenumber could not read)."""
-    from romirecon.stages.common import add_metric, ensure_common_tables, ensure_entity_views
+    from romirecon.stages.common import (
+        add_metric,
+        ensure_common_tables,
+        ensure_entity_views,
+        record_view,
+    )
 
     ensure_common_tables(con)
     ensure_entity_views(con)
     for entity in PARTY_ENTITIES:
         out = normalize_entity(con, entity, default_region, gmail_canonical)
+        records = record_view(con, entity)
+        on = "USING (rid)" if records else "USING (source_name, source_file, source_row)"
         row = con.execute(
             f"SELECT count(*) FILTER (WHERE phone_e164 IS NULL AND phone IS NOT NULL), "
-            f"count(phone) FROM {ident(out)} n JOIN {ident('stg_' + entity)} s "
-            "USING (source_name, source_file, source_row)"
+            f"count(phone) FROM {ident(out)} n JOIN {ident(records or 'stg_' + entity)} s {on}"
         ).fetchall()[0]
         bad, total = row or (0, 0)
         add_metric(
