@@ -102,3 +102,32 @@ def test_run_outputs_equal_with_and_without_record_numbers(
     assert seen == ["rec_contact", None]  # each path really ran
     assert len(outs["numbered"]) >= 10
     assert outs["numbered"] == outs["windowed"]
+
+
+@pytest.mark.parametrize(
+    ("ids", "dense"),
+    [([3, 0, 2, 1], True), ([13, 10, 12, 11], False), ([0, 1, 2, 5], False)],
+)
+def test_engine_takes_dense_integer_ids_as_record_numbers(ids: list[int], dense: bool) -> None:
+    """The fuzzy engine's record table numbers records in id order; ids that are already
+    0..n-1 are used as they are, any other ids are ranked. Either way rid = rank of the id."""
+    from romirecon.dedup import engine, prepare
+    from romirecon.dedup.spec import TF_DEFAULT, FieldSpec
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE recs (i INTEGER, name VARCHAR)")
+    con.executemany("INSERT INTO recs VALUES (?, ?)", [[i, f"n{i}"] for i in ids])
+    seen = []
+    real = prepare.record_table_sql
+
+    def spy(*args: Any, **kw: Any) -> str:
+        seen.append(kw.get("dense_ids"))
+        return real(*args, **kw)
+
+    field = FieldSpec("name", "name", TF_DEFAULT["name"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(engine, "record_table_sql", spy)
+        n, _ = engine.prepare(con, "recs", "i", [field], None)
+    assert n == 4 and seen == [dense]
+    got = con.execute(f"SELECT rid, id FROM {engine.REC} ORDER BY rid").fetchall()
+    assert got == [(r, i) for r, i in enumerate(sorted(ids))]

@@ -44,6 +44,10 @@ class LinkResult:
     sessions: list[fs.Session] = field(default_factory=list)
 
 
+# id column types whose values can be the record numbers themselves (see prepare)
+INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER")
+
+
 def columns_of(con: duckdb.DuckDBPyConnection, relation: str) -> dict[str, str]:
     rows = con.execute(f"DESCRIBE SELECT * FROM {ident(relation)}").fetchall()
     return {r[0]: str(r[1]) for r in rows}
@@ -69,14 +73,15 @@ def prepare(
             f"blocking rule names unknown column(s) {', '.join(map(repr, unknown))}",
             details=[f"available columns: {', '.join(cols)}"],
         )
-    nulls, dups = con.execute(id_check_sql(relation, id_column)).fetchall()[0] or (0, 0)
+    nulls, dups, lo, hi, n = con.execute(id_check_sql(relation, id_column)).fetchall()[0]
     if nulls:
         raise InputError(f"id column {id_column!r} is empty in {nulls} record(s)")
     if dups:
         raise InputError(f"id column {id_column!r} repeats ids ({dups} surplus record(s))")
     field_cols = [f.column for f in fields]
     extra = sorted(wanted - set(field_cols))
-    con.execute(record_table_sql(relation, id_column, fields, extra, REC))
+    dense = cols[id_column] in INTEGER_TYPES and n > 0 and lo == 0 and hi == n - 1
+    con.execute(record_table_sql(relation, id_column, fields, extra, REC, dense_ids=dense))
     column_of = {c: f"f{i}" for i, c in enumerate(field_cols)}
     column_of.update({c: f"b{i}" for i, c in enumerate(extra)})
     row = con.execute(f"SELECT count(*) FROM {ident(REC)}").fetchall()[0]

@@ -91,12 +91,20 @@ def record_table_sql(
     fields: list[FieldSpec],
     extra_block_columns: list[str],
     out: str,
+    dense_ids: bool = False,
 ) -> str:
-    """CREATE the record table `out` from relation `source` (both names unquoted)."""
-    cols = [
-        f"(row_number() OVER (ORDER BY {ident(id_column)}) - 1)::INTEGER AS rid",
-        f"{ident(id_column)} AS id",
-    ]
+    """CREATE the record table `out` from relation `source` (both names unquoted).
+
+    `dense_ids`: the ids are the integers 0..n-1, one each (the dedup stage passes its record
+    numbers), so they are the record numbers: no window numbering the rows in id order (a
+    sort of every row with its normalized fields), only the sort that writes the table in rid
+    order."""
+    rid = (
+        f"CAST({ident(id_column)} AS INTEGER)"
+        if dense_ids
+        else f"(row_number() OVER (ORDER BY {ident(id_column)}) - 1)::INTEGER"
+    )
+    cols = [f"{rid} AS rid", f"{ident(id_column)} AS id"]
     cols += [f"{norm_expr(f.kind, ident(f.column))} AS f{i}" for i, f in enumerate(fields)]
     cols += [f"{block_column_expr(ident(c))} AS b{i}" for i, c in enumerate(extra_block_columns)]
     return (
@@ -106,6 +114,10 @@ def record_table_sql(
 
 
 def id_check_sql(source: str, id_column: str) -> str:
-    """(NULL ids, surplus copies of repeated ids): both must be 0."""
+    """(NULL ids, surplus copies of repeated ids, least id, greatest id, rows): the first two
+    must be 0; integer ids from 0 to rows - 1 are then the record numbers themselves."""
     i = ident(id_column)
-    return f"SELECT count(*) - count({i}), count({i}) - count(DISTINCT {i}) FROM {ident(source)}"
+    return (
+        f"SELECT count(*) - count({i}), count({i}) - count(DISTINCT {i}), min({i}), max({i}), "
+        f"count(*) FROM {ident(source)}"
+    )
