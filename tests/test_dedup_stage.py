@@ -142,6 +142,33 @@ def test_metrics(con: duckdb.DuckDBPyConnection) -> None:
     assert got[("erp", "duplicate_groups")][0] == 0.0
 
 
+def test_metrics_per_cluster_label_equal_those_per_golden_id(
+    con: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The duplicate metrics count rows per (source, cluster label) when each label has its own
+    golden id; per (source, golden id) from entity_xref, the path for a label that shares its
+    id, they are the same rows."""
+    from romirecon.stages.common import ensure_common_tables
+
+    monkeypatch.setattr(dedup, "WORK_TABLES", ())  # keep _dd_m and _dd_gid for the comparison
+    normalize.run(con, "r1")
+    ensure_common_tables(con)
+    dedup.ensure_map(con)
+    con.execute(dedup.XREF_DDL)
+    con.execute(dedup.DUPLICATES_DDL)
+    sources = [r[0] for r in con.execute("SELECT DISTINCT source_name FROM stg_contact").fetchall()]
+    keyed = {s: KEYS.get(s) or [] for s in sources}
+    dedup.dedupe_entity(con, "r1", "contact", dedup._settings(SETTINGS), keyed)
+    by_label = dedup._metric_rows(con, "r1", "contact", True)
+    by_id = dedup._metric_rows(con, "r1", "contact", False)
+    assert by_label == by_id
+    assert len(by_label) == 1 + 3 * 4  # cross-source rate, 3 metrics x (3 sources + entity)
+    # golden ids shared across labels (a collision): the per-id path counts them as one entity
+    con.execute("UPDATE entity_xref SET golden_id = 'contact_x'")
+    merged = {(r[2], r[4]): r[5] for r in dedup._metric_rows(con, "r1", "contact", False)}
+    assert merged[(None, "cross_source_merge_rate")] == 0.9  # 10 rows, 1 golden id
+
+
 def test_golden_ids_stable_when_a_record_is_added(con: duckdb.DuckDBPyConnection) -> None:
     _run(con, "r1")
     before = _xref(con)

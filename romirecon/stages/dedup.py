@@ -277,9 +277,13 @@ def dedupe_entity(
     _assign(con, run_id, entity, cfg, columns, explain)
     if explain is not None:
         con.unregister("_dd_fuzzy")
+    # each cluster label has a golden id of its own: by construction (a label's first key is
+    # its own) unless two new ids collide; the golden table and the metrics then work per label
+    row = con.execute("SELECT count(*) = count(DISTINCT golden_id) FROM _dd_gid").fetchall()[0]
+    one_id_per_label = bool(row[0])
     if party:
-        _golden_table(con, entity, cfg, columns, unique_rows, records)
-    rows = _metric_rows(con, run_id, entity)
+        _golden_table(con, entity, cfg, columns, unique_rows and one_id_per_label, records)
+    rows = _metric_rows(con, run_id, entity, one_id_per_label)
     # the giant-cluster guard acted: clusters re-split, and records it had to leave alone
     rows += [
         (run_id, STAGE, None, entity, "oversized_clusters", float(guard.oversized), None, None,
@@ -299,7 +303,9 @@ def dedupe_entity(
         con.execute(f"DROP TABLE IF EXISTS {t}")
 
 
-WORK_TABLES = (q.R, q.EDGES, "_dd_k", "_dd_m", "_dd_best", "_dd_gid", "_dd_newmap", "_dd_maprows")
+WORK_TABLES = (
+    q.R, q.EDGES, "_dd_k", "_dd_m", "_dd_best", "_dd_gid", "_dd_newmap", "_dd_maprows", "_dd_per",
+)  # fmt: skip
 
 
 # columns a lean record table carries besides provenance: evidence, survivorship, record key
@@ -469,10 +475,12 @@ def assign_sql(entity: str, order: str, explain: str | None = None) -> list[str]
         f"row_number() OVER (PARTITION BY l.label ORDER BY {order}) AS k "
         f"FROM _dd_labels l JOIN {q.R} USING (rid)",
         # k: the survivorship rank inside the cluster (1 for a record alone); the golden table
-        # reads it instead of ranking every record again
+        # reads it instead of ranking every record again; m_source: the record's source, for
+        # the duplicate metrics per (source, label)
         f"CREATE OR REPLACE TEMP TABLE _dd_m AS SELECT r.rid, coalesce(k.label, r.rid) AS label, "
         "coalesce(k.k = 1, true) AS is_survivor, k.rid IS NULL AS single, r.record_key, "
-        f"coalesce(k.k, 1) AS k FROM {q.R} r LEFT JOIN _dd_k k USING (rid)",
+        f"coalesce(k.k, 1) AS k, r.source_name AS m_source FROM {q.R} r LEFT JOIN _dd_k k "
+        "USING (rid)",
         # best evidence per non-survivor (the only records whose rule, probability and
         # explanation are written): its strongest link inside its own cluster (both ends in
         # one multi-record cluster, so both are in _dd_labels); ties go to the rule name
@@ -564,17 +572,16 @@ def _golden_table(
     entity: str,
     cfg: dict[str, Any],
     columns: list[str],
-    unique_rows: bool = True,
+    by_label: bool = True,
     records: str | None = None,
 ) -> None:
     """golden_<entity>: per column the first non-NULL value in survivorship order.
 
     The cheap way (`golden_table_sql`) reads the ranks `_assign` gave each cluster's records and
-    groups by cluster label; it needs each staged row to be one record (`unique_rows`) and each
+    groups by cluster label; it needs (`by_label`) each staged row to be one record and each
     label its own golden id. Otherwise (an unpivoted export repeating provenance; two clusters
     handed the same new id) the general statement ranks and groups by golden id itself."""
-    row = con.execute("SELECT count(*) = count(DISTINCT golden_id) FROM _dd_gid").fetchone()
-    if unique_rows and row and row[0]:
+    if by_label:
         for sql in golden_table_sql(entity, columns, records):
             con.execute(sql)
         con.execute("DROP TABLE IF EXISTS _dd_gw")
@@ -769,13 +776,27 @@ def golden_by_id_sql(entity: str, order: str, columns: list[str]) -> str:
     )
 
 
+def per_golden_sql(by_label: bool) -> str:
+    """CREATE `_dd_per`: rows per (source, golden entity) of the entity just deduped. By cluster
+    label (`_dd_m`, integers) when each label has a golden id of its own, the same groups as
+    by golden id (`entity_xref`, strings; parameter: the entity) otherwise."""
+    if by_label:
+        per = "SELECT m_source AS source_name, label AS g, count(*) AS n FROM _dd_m GROUP BY ALL"
+    else:
+        per = (
+            "SELECT source_name, golden_id AS g, count(*) AS n FROM entity_xref "
+            "WHERE entity = ? GROUP BY ALL"
+        )
+    return f"CREATE OR REPLACE TEMP TABLE _dd_per AS {per}"
+
+
 def metrics_sql() -> str:
     """Per source: rows, distinct golden ids, golden ids with more than one row in that source,
     rows in those groups; then the entity line (source_name NULL) summing the sources, as the
-    SLA stage defines it: a CRM contact and its billing customer are a link, not a duplicate."""
+    SLA stage defines it: a CRM contact and its billing customer are a link, not a duplicate.
+    Over `_dd_per` (`per_golden_sql`)."""
     return (
-        "WITH per AS (SELECT source_name, golden_id, count(*) AS n FROM entity_xref "
-        "WHERE entity = ? GROUP BY source_name, golden_id), "
+        "WITH per AS (SELECT * FROM _dd_per), "
         "src AS (SELECT source_name, sum(n) AS rows, count(*) AS golden, "
         "count(*) FILTER (WHERE n > 1) AS groups, "
         "coalesce(sum(n) FILTER (WHERE n > 1), 0) AS dup_rows FROM per GROUP BY source_name) "
@@ -796,17 +817,23 @@ def _insert_metrics(con: duckdb.DuckDBPyConnection, rows: list[MetricRow]) -> No
     con.execute(f"INSERT INTO metric VALUES {values}", [v for r in rows for v in r])
 
 
-def _metric_rows(con: duckdb.DuckDBPyConnection, run_id: str, entity: str) -> list[MetricRow]:
+def _metric_rows(
+    con: duckdb.DuckDBPyConnection, run_id: str, entity: str, by_label: bool
+) -> list[MetricRow]:
+    """The duplicate metrics of the entity just deduped, counted per cluster label (integers)
+    when each label has its own golden id (`by_label`), else per golden id (strings)."""
+    con.execute(per_golden_sql(by_label), [] if by_label else [entity])
     rows_all, golden_all = con.execute(
-        "SELECT count(*), count(DISTINCT golden_id) FROM entity_xref WHERE entity = ?", [entity]
+        "SELECT coalesce(sum(n), 0), count(DISTINCT g) FROM _dd_per"
     ).fetchall()[0]
+    rows_all = int(rows_all)
     # duplicates and cross-system links together: how much the golden table condensed
     out: list[MetricRow] = [
         (run_id, STAGE, None, entity, "cross_source_merge_rate",
          (rows_all - golden_all) / rows_all if rows_all else 0.0,
          float(rows_all - golden_all), float(rows_all), "ratio"),
     ]  # fmt: skip
-    for source, rows, golden, groups, dup_rows in con.execute(metrics_sql(), [entity]).fetchall():
+    for source, rows, golden, groups, dup_rows in con.execute(metrics_sql()).fetchall():
         rows, golden = int(rows), int(golden)
         out += [
             (run_id, STAGE, source, entity, "duplicate_rate",
