@@ -64,6 +64,35 @@ def test_candidate_pairs_union_each_pair_once() -> None:
     assert [m.tolist() for m in members] == [[0], [0, 1, 2, 3], [1, 3]]
 
 
+def test_candidate_pairs_of_many_rules_equal_brute_force() -> None:
+    """Six rules (their pairs are expanded on a helper thread, at most two rules waiting):
+    every pair sharing all keys of some rule, tagged with the first such rule, and each rule's
+    stats, as a double loop over the records computes them."""
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE rec AS SELECT range::INTEGER AS rid, (range % 7)::VARCHAR AS f0, "
+        "(range % 5)::VARCHAR AS f1, CASE WHEN range % 4 = 0 THEN NULL ELSE (range % 3)::VARCHAR "
+        "END AS f2 FROM range(60)"
+    )
+    vals = con.execute("SELECT f0, f1, f2 FROM rec ORDER BY rid").fetchall()
+    cols = {"a": "f0", "b": "f1", "c": "f2"}
+    keys = [("a", "b"), ("a",), ("c",), ("b", "c"), ("b",), ("a", "c")]
+    rules = [BlockingRule(k) for k in keys]
+    left, right, rule, stats, _ = blocking.candidate_pairs(con, "rec", 60, rules, cols, 1000)
+    idx = {"a": 0, "b": 1, "c": 2}
+    expect: dict[tuple[int, int], int] = {}
+    per_rule = [0] * len(keys)
+    for i, j in itertools.combinations(range(60), 2):
+        for r, k in enumerate(keys):
+            ki = [vals[i][idx[c]] for c in k]
+            if None not in ki and ki == [vals[j][idx[c]] for c in k]:
+                per_rule[r] += 1
+                expect.setdefault((i, j), r)
+    got = dict(zip(zip(left.tolist(), right.tolist(), strict=True), rule.tolist(), strict=True))
+    assert got == expect
+    assert [s.pairs for s in stats] == per_rule
+
+
 def test_block_size_cap_skips_and_reports() -> None:
     con = duckdb.connect()
     _records(con)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -120,15 +121,29 @@ def candidate_pairs(
 
     DuckDB evaluates each rule's keys (one scan, hashed); numpy groups equal keys and expands
     the groups into pairs."""
-    per_rule: list[np.ndarray] = []
-    skipped: list[tuple[int, int, int, int]] = []
-    for rule in rules:
-        got = con.execute(rule_keys_sql(rec, key_exprs(rule, column_of))).fetchnumpy()
-        lr, sb, sr, largest, kept = pairs_within_groups(
-            np.asarray(got["rid"], dtype=np.int64), np.asarray(got["h"]), max_block_size
-        )
-        per_rule.append(sorted_unique(lr[0] * n_records + lr[1]))
-        skipped.append((sb, sr, largest, kept))
+    from concurrent.futures import ThreadPoolExecutor
+
+    def expand(rid: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        lr, sb, sr, largest, kept = pairs_within_groups(rid, h, max_block_size)
+        return sorted_unique(lr[0] * n_records + lr[1]), (sb, sr, largest, kept)
+
+    # numpy works on one core and releases the GIL in its sorts and array arithmetic: a rule's
+    # pairs are expanded on a helper thread while DuckDB evaluates the next rule's keys, instead
+    # of DuckDB and numpy taking turns with one core idle (the rules are independent; results
+    # are collected in rule order). At most two rules' keys wait for numpy at a time, so the
+    # fetched key arrays do not pile up in memory when numpy is the slower side.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures: list[Any] = []
+        for i, rule in enumerate(rules):
+            if i >= 2:
+                futures[i - 2].result()
+            got = con.execute(rule_keys_sql(rec, key_exprs(rule, column_of))).fetchnumpy()
+            rid = np.asarray(got["rid"], dtype=np.int64)
+            futures.append(pool.submit(expand, rid, np.asarray(got["h"])))
+            del got, rid
+        results = [f.result() for f in futures]
+    per_rule: list[np.ndarray] = [r[0] for r in results]
+    skipped: list[tuple[int, int, int, int]] = [r[1] for r in results]
     if per_rule:
         allc = np.concatenate(per_rule)
         tags = np.concatenate([np.full(c.size, i, dtype=np.int8) for i, c in enumerate(per_rule)])
