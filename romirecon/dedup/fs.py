@@ -247,49 +247,29 @@ def train_m(
     wsum = np.zeros(nf)
     total_matches = 0.0
     sessions: list[Session] = []
-
-    def train(r: int) -> tuple[Any, ...] | None:
-        """Rule r's session: None without pairs; (active fields, m, lam, iterations,
-        converged, expected matches among its own pairs), m None when too few to learn."""
+    for r, label in enumerate(rule_labels):
         sel = members[r]
         if sel.size == 0:
-            return None
-        active = [f for f in range(nf) if f not in blocked[r]]
-        if sel.size < min_pairs or not active:
-            return (active, None, 0.0, 0, False, 0.0)
+            continue
         sub = levels[:, sel].copy()
         for f in blocked[r]:
             sub[f] = -1
         pats, counts, _ = patterns(sub)
-        m, u_c, lam, it, conv = em(pats, counts, n_levels, u, max_iter, tol)
-        # expected matches among the distinct pairs this rule produced first
-        own = levels[:, first_rule == r].copy()
-        for f in blocked[r]:
-            own[f] = -1
-        opats, ocounts, _ = patterns(own)
-        return (active, m, lam, it, conv, float((posterior(opats, m, u_c, lam) * ocounts).sum()))
-
-    # the sessions are independent and numpy releases the GIL in their sorts and array
-    # arithmetic: two run at a time (the other core is idle during training); their results
-    # are added up in rule order, so the model is the same to the last bit
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        trained = list(pool.map(train, range(len(rule_labels))))
-    for r, label in enumerate(rule_labels):
-        res = trained[r]
-        if res is None:
-            continue
-        active, m, lam, it, conv, own_matches = res
-        sel = members[r]
-        if m is None:
+        active = [f for f in range(nf) if f not in blocked[r]]
+        if sel.size < min_pairs or not active:
             # too few pairs to learn from: count them as matches at the global share later
             sessions.append(
                 Session(label, int(sel.size), sorted(map(str, blocked[r])), float("nan"), 0, False)
             )
             continue
+        m, u_c, lam, it, conv = em(pats, counts, n_levels, u, max_iter, tol)
         matches = lam * sel.size
-        total_matches += own_matches
+        # expected matches among the distinct pairs this rule produced first
+        own = levels[:, first_rule == r].copy()
+        for f in blocked[r]:
+            own[f] = -1
+        opats, ocounts, _ = patterns(own)
+        total_matches += float((posterior(opats, m, u_c, lam) * ocounts).sum())
         for f in active:
             acc[f] += m[f] * matches
             wsum[f] += matches
