@@ -97,11 +97,7 @@ def load_fields(con: duckdb.DuckDBPyConnection, fields: list[FieldSpec]) -> list
     if not np.array_equal(rid, np.arange(rid.size, dtype=rid.dtype)):
         table = table.take(np.argsort(rid, kind="stable"))
     table = table.drop_columns(["rid"])
-    # one field per thread, two at a time: Arrow's dictionary encoding releases the GIL
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(field_data, fields, [table.column(i) for i in range(len(fields))]))
+    return [field_data(f, table.column(i)) for i, f in enumerate(fields)]
 
 
 def link(
