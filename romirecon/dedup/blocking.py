@@ -140,7 +140,6 @@ def candidate_pairs(
             got = con.execute(rule_keys_sql(rec, key_exprs(rule, column_of))).fetchnumpy()
             rid = np.asarray(got["rid"], dtype=np.int64)
             futures.append(pool.submit(expand, rid, np.asarray(got["h"])))
-            del got, rid
         results = [f.result() for f in futures]
     per_rule: list[np.ndarray] = [r[0] for r in results]
     skipped: list[tuple[int, int, int, int]] = [r[1] for r in results]

@@ -197,15 +197,12 @@ def dedupe_entity(
 ) -> None:
     from romirecon.model import ENTITIES
     from romirecon.stages import normalize
+    from romirecon.stages.common import record_view
 
     columns = list(ENTITIES[entity])
     party = entity in PARTY
     if party and f"norm_{entity}" not in _tables(con):
         normalize.normalize_entity(con, entity)
-    # only the columns evidence and survivorship read (materializing every staged column cost
-    # more than all the rest of the record table); the golden table reads stg_<entity> itself
-    from romirecon.stages.common import record_view
-
     # the record numbers of this run's staged rows, when contract could give them (their rows
     # are then one per (source, file, row) by construction)
     records = record_view(con, entity)
@@ -217,7 +214,9 @@ def dedupe_entity(
             f"SELECT count(*), count(DISTINCT (source_name, source_file, source_row)) FROM {stg}"
         ).fetchone()
         unique_rows = rows == keys
-    # the golden table's presence bits ride along where the staged row is read anyway
+    # only the columns evidence and survivorship read (materializing every staged column cost
+    # more than all the rest of the record table); the golden table reads the staged rows itself.
+    # The golden table's presence bits ride along where the staged row is read anyway.
     masks = golden_masks(columns) if party and unique_rows else None
     con.execute(
         q.record_table_sql(
@@ -652,8 +651,9 @@ def golden_table_sql(entity: str, columns: list[str], records: str | None = None
     The staged row is found by its record number in `records` (the record-number view, see
     `common.record_view`), else by provenance, with the wide staged rows streaming through the
     join (its build side holds only integers, and provenance without the view); the
-    normalized values come from the record table in a second, narrow aggregate. No ORDER BY: every reader of the golden
-    table orders by golden id itself, and sorting the wide rows cost seconds at 1M."""
+    normalized values come from the record table in a second, narrow aggregate. No ORDER BY:
+    every reader of the golden table orders by golden id itself, and sorting the wide rows
+    cost seconds at 1M."""
     chunks = _mask_chunks(columns)
     cols = golden_columns(columns)
     wins = [
