@@ -10,8 +10,8 @@ first rule that produced it, so no pair is scored twice.
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import duckdb
 import numpy as np
@@ -121,7 +121,6 @@ def candidate_pairs(
 
     DuckDB evaluates each rule's keys (one scan, hashed); numpy groups equal keys and expands
     the groups into pairs."""
-    from concurrent.futures import ThreadPoolExecutor
 
     def expand(rid: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
         lr, sb, sr, largest, kept = pairs_within_groups(rid, h, max_block_size)
@@ -133,7 +132,7 @@ def candidate_pairs(
     # are collected in rule order). At most two rules' keys wait for numpy at a time, so the
     # fetched key arrays do not pile up in memory when numpy is the slower side.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures: list[Any] = []
+        futures: list[Future[tuple[np.ndarray, tuple[int, int, int, int]]]] = []
         for i, rule in enumerate(rules):
             if i >= 2:
                 futures[i - 2].result()

@@ -571,8 +571,8 @@ def _golden_table(
     entity: str,
     cfg: dict[str, Any],
     columns: list[str],
-    by_label: bool = True,
-    records: str | None = None,
+    by_label: bool,
+    records: str | None,
 ) -> None:
     """golden_<entity>: per column the first non-NULL value in survivorship order.
 
